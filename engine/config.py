@@ -1,0 +1,759 @@
+"""The run config: AutoTrain-compatible YAML <-> a typed model, and every rule that checks it.
+
+Reading a config never imports torch & co. `load_config` parses, substitutes `${VAR}`, applies `--set`
+overrides, converts types and runs the static rules, reporting every problem at once with the key, the
+value, the rule and a fix (and the file line when known). `check_environment` adds what needs a look at
+this machine (the model and data exist, the hardware runs the asked precision and quantization); it stays
+cheap and only imports torch when the config asks for a precision or a quantization.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import string
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError, Problem
+from engine.params import PARAM_FIELDS, Params
+
+# Task names as AutoTrain writes them -> the trainer that runs them. `llm` takes params.trainer.
+TASKS: dict[str, str | None] = {
+    "llm": None,
+    "llm-generic": "default",
+    "llm-sft": "sft",
+    "llm-reward": "reward",
+    "llm-dpo": "dpo",
+    "llm-orpo": "orpo",
+}
+CHAT_TEMPLATES = ("none", "zephyr", "chatml", "tokenizer")
+LOGGERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
+BACKENDS_LOCAL = ("local", "local-cli", "local-ui")
+MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+SECRET_KEYS = ("hub.token",)
+
+
+@dataclass
+class ColumnMapping:
+    text_column: str = "text"
+    rejected_text_column: str | None = None
+    prompt_text_column: str | None = None
+
+
+@dataclass
+class DataConfig:
+    path: str = "data"
+    train_split: str = "train"
+    valid_split: str | None = None
+    chat_template: str = "none"
+    column_mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    # llmtune's additions: format strings over column names that build prompt/completion pairs.
+    prompt_template: str | None = None
+    completion_template: str | None = None
+
+
+@dataclass
+class HubConfig:
+    username: str | None = None
+    token: str | None = None
+    push_to_hub: bool = False
+
+
+@dataclass
+class RunConfig:
+    task: str = "llm-sft"
+    base_model: str = ""
+    project_name: str = "llmtune-run"
+    log: str = "none"
+    backend: str = "local"
+    data: DataConfig = field(default_factory=DataConfig)
+    params: Params = field(default_factory=Params)
+    hub: HubConfig = field(default_factory=HubConfig)
+    # Where the config came from, to resolve relative paths and to name the file in messages.
+    source: Path | None = field(default=None, compare=False)
+    # dotted key -> the `${VAR}` text it was written as (secrets are written back that way).
+    env_refs: dict[str, str] = field(default_factory=dict, compare=False)
+    # dotted key -> names of variables it references that are unset.
+    unset_env: dict[str, list[str]] = field(default_factory=dict, compare=False)
+    # dotted key -> line in the config file.
+    lines: dict[str, int] = field(default_factory=dict, compare=False)
+    # keys that were absent from the file (their defaults were used).
+    defaulted: set[str] = field(default_factory=set, compare=False)
+    warnings: list[Problem] = field(default_factory=list, compare=False)
+
+    @property
+    def trainer(self) -> str:
+        return TASKS.get(self.task) or self.params.trainer
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.source.parent if self.source else None
+
+    def problem(self, key: str, message: str, fix: str | None = None, value: Any = None,
+                show_value: bool = True) -> Problem:
+        """A Problem about `key`, with its line in the file when known."""
+        if show_value:
+            return Problem(key, message, fix, value, line=self.lines.get(key))
+        return Problem(key, message, fix, line=self.lines.get(key))
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "data.column_mapping": ColumnMapping, "hub": HubConfig,
+                             "params": Params}
+TOP_KEYS = ("task", "base_model", "project_name", "log", "backend", "data", "params", "hub")
+
+# AutoTrain flattens every key into its params; configs in the wild put these under `params:` too.
+RELOCATED = {
+    "params.chat_template": "data.chat_template",
+    "params.text_column": "data.column_mapping.text_column",
+    "params.rejected_text_column": "data.column_mapping.rejected_text_column",
+    "params.prompt_text_column": "data.column_mapping.prompt_text_column",
+    "params.train_split": "data.train_split",
+    "params.valid_split": "data.valid_split",
+    "params.data_path": "data.path",
+    "params.model": "base_model",
+    "params.project_name": "project_name",
+    "params.log": "log",
+    "params.username": "hub.username",
+    "params.token": "hub.token",
+    "params.push_to_hub": "hub.push_to_hub",
+    "params.evaluation_strategy": "params.eval_strategy",
+}
+
+
+def _all_keys() -> list[str]:
+    keys = [k for k in TOP_KEYS if k not in ("data", "params", "hub")]
+    for prefix, cls in SECTIONS.items():
+        keys += [f"{prefix}.{f.name}" for f in fields(cls) if f.name != "column_mapping"]
+    return keys
+
+
+VALID_KEYS = _all_keys()
+
+
+# ---------------------------------------------------------------- reading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                environ: dict[str, str] | None = None, *, check_env: bool = False) -> RunConfig:
+    """Read a config file; raise ConfigError listing every problem (with check_env, the machine's too)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), "no such config file",
+                                   "check the path, or run `llmtune-tui` without --config to build one")])
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([Problem(str(path), f"cannot read the config file: {e}")])
+    return parse_config_text(text, source=path, overrides=overrides, environ=environ, check_env=check_env)
+
+
+def parse_config_text(text: str, *, source: Path | None = None, overrides: list[str] | None = None,
+                      environ: dict[str, str] | None = None, check_env: bool = False) -> RunConfig:
+    name = str(source) if source else "<config>"
+    raw, lines, problems = _read_yaml(text)
+    if raw is None:
+        raise ConfigError(problems, source=name)
+    problems += apply_overrides(raw, overrides or [])
+    cfg, more = build_config(raw, lines=lines, source=source, environ=environ)
+    problems += more
+    if check_env:
+        problems = _with_environment(cfg, problems)
+    if problems:
+        raise ConfigError(problems, source=name)
+    return cfg
+
+
+def _read_yaml(text: str) -> tuple[dict | None, dict[str, int], list[Problem]]:
+    """Parse YAML, keeping the line of every key and refusing duplicate keys."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        what = getattr(e, "problem", None) or str(e)
+        return None, {}, [Problem("yaml", f"not valid YAML: {what}",
+                                  "check the indentation and quoting around this line",
+                                  line=mark.line + 1 if mark else None)]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return None, {}, [Problem("yaml", "the config must be a mapping of keys (task:, base_model:, ...)",
+                                  line=1)]
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    _walk_lines(node, "", lines, problems)
+    return data, lines, problems
+
+
+def _walk_lines(node: Any, prefix: str, lines: dict[str, int], problems: list[Problem]) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            problems.append(Problem(key, f"appears twice (first on line {lines[key]}); the later one would "
+                                    "silently win", "keep only one", line=line))
+        seen.add(key)
+        lines[key] = line
+        _walk_lines(value_node, key + ".", lines, problems)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> list[Problem]:
+    """Apply `--set KEY=VALUE` (dotted keys; the value is read as YAML) to the raw config in place."""
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(Problem(f"--set {item}", "expected KEY=VALUE", "e.g. --set params.lr=1e-4"))
+            continue
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = parsed
+    return problems
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_config(raw: dict, *, lines: dict[str, int] | None = None, source: Path | None = None,
+                 environ: dict[str, str] | None = None) -> tuple[RunConfig, list[Problem]]:
+    """Turn a raw mapping into a RunConfig; return it with every problem found (static rules included)."""
+    env = os.environ if environ is None else environ
+    cfg = RunConfig(source=source, lines=dict(lines or {}))
+    problems: list[Problem] = []
+    flat = _flatten(raw, cfg, problems)
+    flat = _substitute_env(flat, env, cfg)
+    _assign(cfg, flat, problems)
+    if source and "project_name" in cfg.defaulted:
+        cfg.project_name = source.stem
+    problems += static_problems(cfg)
+    return cfg, problems
+
+
+def _flatten(raw: dict, cfg: RunConfig, problems: list[Problem]) -> dict[str, Any]:
+    """Raw nested mapping -> {dotted key: value}, with unknown and misplaced keys reported."""
+    flat: dict[str, Any] = {}
+
+    def visit(mapping: dict, prefix: str) -> None:
+        for key, value in mapping.items():
+            dotted = f"{prefix}{key}"
+            if dotted in ("data", "params", "hub", "data.column_mapping"):
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    problems.append(cfg.problem(dotted, "must be a mapping of keys", value=value))
+                    continue
+                visit(value, dotted + ".")
+                continue
+            target = RELOCATED.get(dotted, dotted)
+            if target not in VALID_KEYS:
+                problems.append(_unknown_key(cfg, dotted, value))
+                continue
+            if target != dotted:
+                if target in flat and flat[target] != value:
+                    problems.append(cfg.problem(dotted, f"conflicts with {target} = {flat[target]!r}",
+                                                f"keep only {target}", value))
+                    continue
+                cfg.lines.setdefault(target, cfg.lines.get(dotted, 0) or None)  # type: ignore[arg-type]
+                if target in flat:
+                    continue
+            flat[target] = value
+
+    visit(raw, "")
+    return flat
+
+
+def _unknown_key(cfg: RunConfig, key: str, value: Any) -> Problem:
+    last = key.rsplit(".", 1)[-1]
+    same_name = [k for k in VALID_KEYS if k.rsplit(".", 1)[-1] == last]
+    if same_name:
+        hint = f"did you mean {same_name[0]}? (it belongs under {same_name[0].rsplit('.', 1)[0]}:)"
+    else:
+        prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        siblings = [k[len(prefix):] for k in VALID_KEYS if k.startswith(prefix) and "." not in k[len(prefix):]]
+        close = difflib.get_close_matches(last, siblings, n=1, cutoff=0.6)
+        if not close:
+            close = [k for k in difflib.get_close_matches(last, [k.rsplit(".", 1)[-1] for k in VALID_KEYS],
+                                                          n=1, cutoff=0.7)]
+            close = [next(k for k in VALID_KEYS if k.rsplit(".", 1)[-1] == close[0])] if close else []
+            hint = f"did you mean {close[0]}?" if close else None
+        else:
+            hint = f"did you mean {prefix}{close[0]}?"
+    section = key.rsplit(".", 1)[0] if "." in key else "the top level"
+    return cfg.problem(key, f"unknown key in {section}", hint or "remove it (see the README for the keys)",
+                       value, show_value=False)
+
+
+def _substitute_env(flat: dict[str, Any], env: Any, cfg: RunConfig) -> dict[str, Any]:
+    """Replace `${VAR}` (and `${VAR:-default}`) in every string value; remember unset ones per key."""
+    out = {}
+    for key, value in flat.items():
+        if isinstance(value, str) and "${" in value:
+            cfg.env_refs[key] = value
+            missing: list[str] = []
+
+            def sub(m: re.Match) -> str:
+                name, default = m.group(1), m.group(2)
+                if name in env and env[name] != "":
+                    return env[name]
+                if default is not None:
+                    return default
+                missing.append(name)
+                return ""
+
+            value = ENV_REF.sub(sub, value)
+            if missing:
+                cfg.unset_env[key] = missing
+                value = None
+        out[key] = value
+    return out
+
+
+def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> None:
+    """Convert each value to its field's type and set it; keys absent keep their defaults."""
+    targets: list[tuple[str, Any, Any]] = [(k, cfg, None) for k in TOP_KEYS if k not in ("data", "params", "hub")]
+    for prefix, obj in (("data", cfg.data), ("data.column_mapping", cfg.data.column_mapping),
+                        ("hub", cfg.hub), ("params", cfg.params)):
+        targets += [(f"{prefix}.{f.name}", obj, f) for f in fields(obj) if f.name != "column_mapping"]
+    for key, obj, f in targets:
+        name = key.rsplit(".", 1)[-1]
+        if key not in flat:
+            cfg.defaulted.add(key)
+            continue
+        annotation = f.type if f else next(x.type for x in fields(RunConfig) if x.name == name)
+        choices = f.metadata.get("choices") if f else None
+        value, problem = coerce(flat[key], annotation, key, choices)
+        if problem:
+            problems.append(cfg.problem(key, problem[0], problem[1], flat[key]))
+            continue
+        if key in cfg.unset_env and value is None and not _optional(annotation):
+            continue  # keep the default; the unset variable is reported where it matters
+        setattr(obj, name, value)
+    # AutoTrain quantizes by default only where it applies (with peft); absent means "as AutoTrain would".
+    if "params.quantization" in cfg.defaulted and not cfg.params.peft:
+        cfg.params.quantization = None
+    if cfg.data.chat_template in (None, "None", "null"):
+        cfg.data.chat_template = "none"
+
+
+def _optional(annotation: str) -> bool:
+    return "None" in annotation
+
+
+_NONE_WORDS = ("none", "null", "~", "")
+
+
+def coerce(value: Any, annotation: str, key: str, choices: tuple | None = None
+           ) -> tuple[Any, tuple[str, str | None] | None]:
+    """Convert a YAML value to the annotated type. Returns (value, None) or (None, (message, fix))."""
+    optional = _optional(annotation)
+    base = annotation.replace("| None", "").replace("None |", "").strip()
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS and optional):
+        if optional:
+            return None, None
+        if base == "str" and key == "data.chat_template":
+            return "none", None
+        return None, ("must not be empty", f"give {key} a value or remove the line to use the default")
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no",
+                                                                       "off", "0"):
+                out = value.strip().lower() in ("true", "yes", "on", "1")
+            elif isinstance(value, int) and value in (0, 1):
+                out = bool(value)
+            else:
+                raise ValueError
+        elif base == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, str):
+                value = value.strip()
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError
+                out = int(number)
+            else:
+                out = int(value)
+        elif base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value.strip()) if isinstance(value, str) else float(value)
+        elif base == "str":
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            out = str(value)
+        else:  # pragma: no cover - every field has one of the types above
+            out = value
+    except (TypeError, ValueError):
+        kind = {"bool": "true or false", "int": "a whole number", "float": "a number",
+                "str": "a single value (text)"}.get(base, base)
+        example = {"bool": "true", "int": "16", "float": "3e-5"}.get(base)
+        fix = f"write it as e.g. {key.rsplit('.', 1)[-1]}: {example}" if example else None
+        if isinstance(value, list) and base == "int":
+            fix = "give one number; lists of block sizes are not supported"
+        return None, (f"must be {kind}", fix)
+    if choices and out is not None and out not in choices:
+        lowered = {str(c).lower(): c for c in choices}
+        if isinstance(out, str) and out.lower() in lowered:
+            return lowered[out.lower()], None
+        if isinstance(out, str) and out.lower() in ("no", "none") and optional:
+            return None, None
+        close = difflib.get_close_matches(str(out), [str(c) for c in choices], n=1)
+        allowed = ", ".join(str(c) for c in choices) + (", or empty" if optional else "")
+        hint = f"did you mean {close[0]}? " if close else ""
+        return None, (f"is not one of the allowed values", f"{hint}allowed: {allowed}")
+    return out, None
+
+
+# ---------------------------------------------------------------- rules
+
+
+def static_problems(cfg: RunConfig) -> list[Problem]:
+    """Every rule that needs nothing but the config itself."""
+    problems: list[Problem] = []
+    p = cfg.params
+    add = problems.append
+    cfg.warnings.clear()
+
+    if cfg.task not in TASKS:
+        close = difflib.get_close_matches(cfg.task, list(TASKS), n=1)
+        add(cfg.problem("task", "unknown task",
+                        (f"did you mean {close[0]}? " if close else "") + "valid tasks: " + ", ".join(TASKS),
+                        cfg.task))
+    elif TASKS[cfg.task] and "params.trainer" not in cfg.defaulted and p.trainer not in ("default", TASKS[cfg.task]):
+        add(cfg.problem("params.trainer", f"conflicts with task {cfg.task} (which uses the {TASKS[cfg.task]} "
+                        "trainer)", "remove params.trainer, or use task: llm", p.trainer))
+
+    if not cfg.base_model and "base_model" not in cfg.unset_env:
+        add(cfg.problem("base_model", "is missing: which model should be fine-tuned?",
+                        "set base_model to a model id (e.g. Qwen/Qwen2.5-0.5B-Instruct), a local model "
+                        "directory, or llmtune/tiny-random to try the tool", show_value=False))
+    if not cfg.project_name and "project_name" not in cfg.unset_env:
+        add(cfg.problem("project_name", "must not be empty: it is the output directory",
+                        "e.g. project_name: runs/my-model", cfg.project_name))
+    if cfg.log not in LOGGERS:
+        add(cfg.problem("log", "is not a supported logger", "use one of: " + ", ".join(LOGGERS), cfg.log))
+    if cfg.backend not in BACKENDS_LOCAL and not cfg.backend.startswith("local"):
+        warn(cfg, cfg.problem("backend", "llmtune trains on this machine; the backend is ignored",
+                                        None, cfg.backend))
+
+    add_all(problems, _range_problems(cfg))
+    add_all(problems, _length_problems(cfg))
+    add_all(problems, _column_problems(cfg))
+    add_all(problems, _template_problems(cfg))
+
+    if p.quantization and not p.peft:
+        add(cfg.problem("params.quantization", "quantization needs LoRA (peft): a quantized model's weights "
+                        "cannot be trained directly", "set params.peft: true, or remove params.quantization",
+                        p.quantization))
+    if p.unsloth:
+        add(cfg.problem("params.unsloth", "unsloth is not supported by llmtune", "remove params.unsloth", True))
+    if p.model_ref and cfg.trainer == "dpo" and p.peft:
+        warn(cfg, cfg.problem("params.model_ref", "is not used with LoRA: the frozen base model (the "
+                                        "adapter switched off) is the reference", None, p.model_ref))
+    if p.eval_strategy == "steps" and not cfg.data.valid_split:
+        warn(cfg, cfg.problem("params.eval_strategy", "there is no data.valid_split, so nothing is "
+                                        "evaluated", "set data.valid_split to evaluate during training",
+                                        p.eval_strategy))
+
+    add_all(problems, _env_problems(cfg))
+    return problems
+
+
+def add_all(problems: list[Problem], more: list[Problem]) -> None:
+    problems.extend(more)
+
+
+def warn(cfg: RunConfig, problem: Problem) -> None:
+    """A note that does not stop the run (shown by the dry run and the wizard)."""
+    if all((w.key, w.message) != (problem.key, problem.message) for w in cfg.warnings):
+        cfg.warnings.append(problem)
+
+
+def _range_problems(cfg: RunConfig) -> list[Problem]:
+    out = []
+    for name, f in PARAM_FIELDS.items():
+        value = getattr(cfg.params, name)
+        meta = f.metadata
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value in meta["special"]:
+            continue
+        lo, hi = meta["minimum"], meta["maximum"]
+        special = " or " + " or ".join(str(s) for s in meta["special"]) if meta["special"] else ""
+        if lo is not None and (value < lo or (meta["exclusive_min"] and value == lo)):
+            rule = f"must be {'greater than' if meta['exclusive_min'] else 'at least'} {lo}{special}"
+            out.append(cfg.problem(f"params.{name}", rule, f"default: {f.default}", value))
+        elif hi is not None and value > hi:
+            out.append(cfg.problem(f"params.{name}", f"must be at most {hi}", f"default: {f.default}", value))
+    return out
+
+
+def _length_problems(cfg: RunConfig) -> list[Problem]:
+    """AutoTrain's length rules (it documents them, then fails late or with nan losses)."""
+    return length_problems(cfg, cfg.params.block_size)
+
+
+def length_problems(cfg: RunConfig, block_size: int) -> list[Problem]:
+    """The length rules against a block size: the configured one, or the one -1 resolved to."""
+    p = cfg.params
+    out = []
+    mml = p.model_max_length
+    if block_size != -1 and block_size > mml:
+        out.append(cfg.problem("params.block_size", f"must not exceed params.model_max_length ({mml})",
+                               f"set block_size to {mml} or less, or raise model_max_length", block_size))
+    if cfg.trainer in ("dpo", "orpo"):
+        for name in ("max_prompt_length", "max_completion_length"):
+            value = getattr(p, name)
+            if value is None:
+                continue
+            if value > mml:
+                out.append(cfg.problem(f"params.{name}", f"must not exceed params.model_max_length ({mml})",
+                                       f"set {name} below {mml}", value))
+            elif block_size != -1 and value > block_size:
+                out.append(cfg.problem(f"params.{name}", f"must not exceed params.block_size ({block_size}): "
+                                       "prompt and completion together must fit in a block",
+                                       f"set {name} to at most {block_size}, or raise block_size", value))
+            elif block_size != -1 and value == block_size:
+                warn(cfg, cfg.problem(f"params.{name}", f"equals block_size ({block_size}), leaving "
+                                                "no room for the rest of the pair", None, value))
+    return out
+
+
+REQUIRED_COLUMNS = {
+    "dpo": ("prompt_text_column", "text_column", "rejected_text_column"),
+    "orpo": ("prompt_text_column", "text_column", "rejected_text_column"),
+    "reward": ("text_column", "rejected_text_column"),
+}
+COLUMN_ROLES = {"prompt_text_column": "the prompt", "text_column": "the chosen (or only) text",
+                "rejected_text_column": "the rejected text"}
+
+
+def _column_problems(cfg: RunConfig) -> list[Problem]:
+    out = []
+    cm = cfg.data.column_mapping
+    for name in REQUIRED_COLUMNS.get(cfg.trainer, ()):
+        if getattr(cm, name):
+            continue
+        if name == "prompt_text_column" and (cfg.data.prompt_template or cfg.data.chat_template != "none"):
+            continue  # the prompt comes from the template, or from the shared leading turns of message lists
+        key = f"data.column_mapping.{name}"
+        fix = {"prompt_text_column": "map the prompt column (e.g. prompt_text_column: prompt), or keep whole "
+               "conversations in chosen/rejected and set data.chat_template",
+               "rejected_text_column": "map the rejected column, e.g. rejected_text_column: rejected",
+               "text_column": "map the chosen column, e.g. text_column: chosen"}[name]
+        out.append(cfg.problem(key, f"task {cfg.task} needs {COLUMN_ROLES[name]}, and no column is mapped to it",
+                               fix, show_value=False))
+    return out
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a prompt/completion template uses; raises ValueError on bad syntax."""
+    names = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name or not re.match(r"^[^\[\].!:]+$", name):
+            raise ValueError(f"{{{name}}} is not a column name")
+        names.append(name)
+    return names
+
+
+def _template_problems(cfg: RunConfig) -> list[Problem]:
+    out = []
+    d = cfg.data
+    for name in ("prompt_template", "completion_template"):
+        template = getattr(d, name)
+        if template is None:
+            continue
+        try:
+            used = template_fields(template)
+        except ValueError as e:
+            out.append(cfg.problem(f"data.{name}", f"is not a valid template: {e}",
+                                   "write column names in braces, e.g. \"### Question\\n{question}\\n\"; "
+                                   "double literal braces: {{ }}", template))
+            continue
+        if not used:
+            out.append(cfg.problem(f"data.{name}", "uses no column", "put column names in braces, e.g. "
+                                   "{instruction}", template))
+    if d.completion_template and not d.prompt_template:
+        out.append(cfg.problem("data.completion_template", "needs data.prompt_template too",
+                               "add a prompt_template, or map data.column_mapping.text_column instead",
+                               d.completion_template))
+    if d.prompt_template and cfg.trainer == "reward":
+        out.append(cfg.problem("data.prompt_template", "reward training scores whole texts and has no prompt",
+                               "remove it, or use llm-dpo/llm-orpo", d.prompt_template))
+    return out
+
+
+def _env_problems(cfg: RunConfig) -> list[Problem]:
+    """Unset `${VAR}`s are errors only where the run needs them."""
+    out = []
+    for key, names in cfg.unset_env.items():
+        if key.startswith("hub.") and not cfg.hub.push_to_hub:
+            continue
+        var = ", ".join(names)
+        out.append(cfg.problem(key, f"uses the environment variable {var}, which is not set",
+                               f"export {names[0]}=... before running, or write the value in the config",
+                               cfg.env_refs.get(key)))
+    if cfg.hub.push_to_hub:
+        for name in ("username", "token"):
+            if not getattr(cfg.hub, name) and f"hub.{name}" not in cfg.unset_env:
+                out.append(cfg.problem(f"hub.{name}", "is needed to push to the hub", f"set hub.{name} (e.g. "
+                                       f"${{HF_{name.upper()}}}), or set hub.push_to_hub: false",
+                                       show_value=False))
+    return out
+
+
+# ---------------------------------------------------------------- the machine, the model, the data
+
+
+def check_environment(cfg: RunConfig) -> list[Problem]:
+    """Rules that look at this machine: model and data exist, the hardware runs the precision asked for."""
+    return model_problems(cfg) + data_problems(cfg) + machine_problems(cfg)
+
+
+def resolve_local(path: str, base_dir: Path | None) -> Path | None:
+    """A relative path is tried against the current directory, then the config file's directory."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    if base_dir is not None and not p.is_absolute() and (base_dir / p).exists():
+        return base_dir / p
+    return None
+
+
+def model_problems(cfg: RunConfig) -> list[Problem]:
+    from engine.tinymodel import TINY_MODEL_ID
+
+    name = cfg.base_model
+    if not name or name == TINY_MODEL_ID:
+        return []
+    local = resolve_local(name, cfg.base_dir)
+    if local is not None:
+        if not local.is_dir():
+            return [cfg.problem("base_model", "is a file; a model is a directory holding config.json",
+                                "point base_model at the model's directory", name)]
+        if not (local / "config.json").exists():
+            files = sorted(x.name for x in local.iterdir())[:12]
+            return [cfg.problem("base_model", f"the directory has no config.json, so it is not a model "
+                                f"(it holds: {', '.join(files) or 'nothing'})",
+                                "point base_model at a directory saved with save_pretrained", name)]
+        return []
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        return [cfg.problem("base_model", "no such directory", "check the path (relative paths are read from "
+                            "the current directory, then from the config file's directory)", name)]
+    if not MODEL_ID.match(name) or "--" in name or ".." in name:
+        return [cfg.problem("base_model", "is neither a local model directory nor a valid model id",
+                            "a model id looks like org/name, e.g. Qwen/Qwen2.5-0.5B-Instruct", name)]
+    return []
+
+
+def data_problems(cfg: RunConfig) -> list[Problem]:
+    from engine.data import check_split
+
+    out = check_split(cfg.data.path, cfg.data.train_split, key="data.path", split_key="data.train_split",
+                      base_dir=cfg.base_dir)
+    if cfg.data.valid_split and not out:
+        out += check_split(cfg.data.path, cfg.data.valid_split, key="data.path", split_key="data.valid_split",
+                           base_dir=cfg.base_dir)
+    return [Problem(p.key, p.message, p.fix, p.value, line=p.line or cfg.lines.get(p.key)) for p in out]
+
+
+def machine_problems(cfg: RunConfig) -> list[Problem]:
+    """Precision and quantization this machine cannot run, said before any model is loaded."""
+    asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", cfg.params.quantization)]
+    asks = [(k, v) for k, v in asks if v]
+    if not asks:
+        return []
+    from engine.capabilities import probe
+
+    caps = probe()
+    out = []
+    for key, what in asks:
+        support = caps.support(what)
+        if not support.ok:
+            fix = ("remove params.mixed_precision (full precision)" if key.endswith("precision")
+                   else "remove params.quantization (plain LoRA)")
+            out.append(cfg.problem(key, f"this machine cannot run {what}: {support.reason}", fix, what))
+    return out
+
+
+def validate(cfg: RunConfig, *, environment: bool = True) -> RunConfig:
+    """Raise ConfigError with every problem, static and (optionally) environmental. The wizard's check."""
+    problems = static_problems(cfg)
+    if environment:
+        problems = _with_environment(cfg, problems)
+    if problems:
+        raise ConfigError(problems, source=str(cfg.source) if cfg.source else None)
+    return cfg
+
+
+def _with_environment(cfg: RunConfig, problems: list[Problem]) -> list[Problem]:
+    """Add the machine's problems, except about keys already wrong (their defaults would only add noise)."""
+    wrong = {p.key for p in problems}
+    return problems + [p for p in check_environment(cfg) if p.key not in wrong]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def to_dict(cfg: RunConfig, *, keep_secrets: bool = False) -> dict[str, Any]:
+    """The config in AutoTrain's layout. Secrets are written as the `${VAR}` they came from, or left out."""
+    def section(obj: Any, prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(obj):
+            if f.name == "column_mapping":
+                out[f.name] = section(obj.column_mapping, f"{prefix}.column_mapping")
+                continue
+            value = getattr(obj, f.name)
+            key = f"{prefix}.{f.name}"
+            if f.metadata.get("extra") or f.name in ("prompt_template", "completion_template"):
+                default = f.default if f.default is not MISSING else None
+                if value == default:
+                    continue  # llmtune's additions are written only when used, so AutoTrain can read the rest
+            if key in SECRET_KEYS and not keep_secrets:
+                value = cfg.env_refs.get(key)  # `${HF_TOKEN}` stays a reference; a literal token is left out
+            out[f.name] = value
+        return out
+
+    data = section(cfg.data, "data")
+    if data.get("chat_template") == "none":
+        data["chat_template"] = None
+    return {
+        "task": cfg.task,
+        "base_model": cfg.base_model,
+        "project_name": cfg.project_name,
+        "log": cfg.log,
+        "backend": cfg.backend,
+        "data": data,
+        "params": section(cfg.params, "params"),
+        "hub": section(cfg.hub, "hub"),
+    }
+
+
+def to_yaml(cfg: RunConfig, *, keep_secrets: bool = False) -> str:
+    return yaml.safe_dump(to_dict(cfg, keep_secrets=keep_secrets), sort_keys=False, allow_unicode=True,
+                          width=100)

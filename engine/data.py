@@ -1,0 +1,801 @@
+"""Finding and reading the training data: a directory + split (AutoTrain's layout), a single file, or a
+`datasets` hub id.
+
+Resolving (`resolve_split`, `check_split`) is cheap and reads nothing, so config validation can call it.
+Reading (`read_table`) never shows a traceback for bad data: every failure is a `DataError` naming the
+file and the line, row or byte, what is wrong, and how to fix it.
+
+Importing this module stays light: `datasets` and `pyarrow` are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from engine.errors import DataError, Problem, data_error
+
+FORMATS = ("csv", "jsonl", "json", "parquet")
+
+# Extension -> format. .tsv is csv with tabs, .ndjson is jsonl by another name.
+EXTENSIONS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+}
+# The order AutoTrain looks for `{split}.{ext}` in a data directory; also the order shown in messages.
+_SPLIT_EXTENSIONS = (".csv", ".jsonl", ".json", ".parquet")
+_SUPPORTED = ".csv, .tsv, .jsonl, .json or .parquet"
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_CONFIG = re.compile(r"^[\w.-]+$")
+_BOM = b"\xef\xbb\xbf"
+_SHOWN_FILES = 12  # how many file names a message lists before "and N more"
+
+
+@dataclass
+class DataSource:
+    """Where the rows of one split come from."""
+
+    kind: Literal["file", "hub"]
+    path: Path | None  # the file (absolute), for kind == "file"
+    format: str | None  # one of FORMATS for files, "hub" for datasets ids
+    dataset_id: str | None  # for kind == "hub": "name" or "org/name"
+    config_name: str | None  # for kind == "hub": from "name:config"
+    split: str  # the split asked for
+
+    def describe(self) -> str:
+        if self.kind == "file" and self.path is not None:
+            return _display(self.path)
+        config = f" (config {self.config_name})" if self.config_name else ""
+        return f"hub dataset {self.dataset_id}{config}, split {self.split}"
+
+    def location(self, row: int | None = None) -> str:
+        """The short name used in row locations and problem keys: `data/train.jsonl`, `org/name[train]`."""
+        base = _display(self.path) if self.kind == "file" and self.path else f"{self.dataset_id}[{self.split}]"
+        return base if row is None else f"{base}:row {row}"
+
+
+@dataclass
+class Table:
+    """Rows as plain dicts, with a human location per row for later error messages."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    source: DataSource
+    locations: list[str]  # per row: "train.jsonl:17", "train.csv:row 5 (line 7)", "train.parquet:row 5" (1-based)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resolving path + split
+
+
+def resolve_split(
+    path: str,
+    split: str,
+    *,
+    key: str = "data.path",
+    split_key: str = "data.train_split",
+    base_dir: Path | None = None,
+) -> DataSource:
+    """Where the rows of `split` live; reads nothing. Raises DataError with one clear problem."""
+    found = _resolve(path, split, key=key, split_key=split_key, base_dir=base_dir)
+    if isinstance(found, Problem):
+        raise DataError([found], title="cannot use the data")
+    return found
+
+
+def check_split(
+    path: str,
+    split: str,
+    *,
+    key: str = "data.path",
+    split_key: str = "data.train_split",
+    base_dir: Path | None = None,
+) -> list[Problem]:
+    """The checks of `resolve_split`, returned instead of raised (config validation reports all at once)."""
+    found = _resolve(path, split, key=key, split_key=split_key, base_dir=base_dir)
+    return [found] if isinstance(found, Problem) else []
+
+
+def load_split(
+    path: str,
+    split: str,
+    *,
+    base_dir: Path | None = None,
+    token: str | None = None,
+    limit: int | None = None,
+    key: str = "data.path",
+    split_key: str = "data.train_split",
+) -> Table:
+    """resolve_split + read_table."""
+    source = resolve_split(path, split, key=key, split_key=split_key, base_dir=base_dir)
+    return read_table(source, token=token, limit=limit)
+
+
+def list_data_files(directory: Path) -> list[str]:
+    """Names of the data files (by extension) in `directory`, sorted; [] when it is not a directory."""
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return []
+    return sorted(
+        p.name for p in entries if p.suffix.lower() in EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def find_splits(path: str, *, base_dir: Path | None = None) -> list[str]:
+    """The split names (file stems of data files) in a local directory `path`; [] for anything else."""
+    found = _find_local(path, base_dir)
+    if found is None or not found.is_dir():
+        return []
+    return sorted({Path(name).stem for name in list_data_files(found)})
+
+
+def _resolve(path: str, split: str, *, key: str, split_key: str, base_dir: Path | None) -> DataSource | Problem:
+    if not path or not path.strip():
+        return Problem(key, "is empty", fix="set it to a data directory, a data file, or a datasets id (org/name)")
+    if not split or not split.strip():
+        return Problem(split_key, "is empty", fix="set it to the split's name, e.g. train")
+    found = _find_local(path, base_dir)
+    if found is not None and found.is_dir():
+        return _split_in_dir(found, split, key=key, split_key=split_key, path=path)
+    if found is not None:
+        return _split_for_file(found, split, key=key, base_dir=base_dir, path=path)
+    if _looks_local(path):
+        return _missing_path(path, split, key=key, base_dir=base_dir)
+    return _hub_source(path, split, key=key, base_dir=base_dir)
+
+
+def _candidates(path: str, base_dir: Path | None) -> list[Path]:
+    """Where a path may be: as is when absolute, else under the current directory, then under base_dir."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return [p]
+    out = [Path.cwd() / p]
+    if base_dir is not None:
+        alt = Path(base_dir).expanduser().absolute() / p
+        if alt != out[0]:
+            out.append(alt)
+    return out
+
+
+def _find_local(path: str, base_dir: Path | None) -> Path | None:
+    for candidate in _candidates(path, base_dir):
+        if candidate.exists():
+            return candidate.absolute()
+    return None
+
+
+def _looks_local(path: str) -> bool:
+    """A path the user meant as local, so a miss is "no such file", not an unknown hub dataset."""
+    return (
+        path.startswith((".", "/", "~"))
+        or "\\" in path
+        or Path(path).suffix.lower() in EXTENSIONS
+        or path.count("/") > 1
+    )
+
+
+def _file_source(file: Path, split: str, *, key: str, value: str) -> DataSource | Problem:
+    fmt = EXTENSIONS.get(file.suffix.lower())
+    if fmt is None:
+        return Problem(
+            key,
+            f"{_display(file)}: unsupported file type {file.suffix or '(no extension)'!r}; "
+            f"data files must end in {_SUPPORTED}",
+            fix="convert the file, or rename it if its content already is one of these "
+            "(.jsonl for one JSON object per line)",
+            value=value,
+        )
+    return DataSource("file", file, fmt, None, None, split)
+
+
+def _stem_matches(directory: Path, stem: str) -> list[Path]:
+    """Data files in `directory` named `{stem}.{ext}`, in AutoTrain's extension order."""
+    names = [n for n in list_data_files(directory) if Path(n).stem == stem]
+    order = {ext: i for i, ext in enumerate((*_SPLIT_EXTENSIONS, ".tsv", ".ndjson"))}
+    return [directory / n for n in sorted(names, key=lambda n: order.get(Path(n).suffix.lower(), 99))]
+
+
+def _split_in_dir(directory: Path, split: str, *, key: str, split_key: str, path: str) -> DataSource | Problem:
+    exact = directory / split  # the split written with its extension: `train.jsonl`
+    if Path(split).suffix.lower() in EXTENSIONS and exact.is_file():
+        return _file_source(exact, split, key=split_key, value=split)
+    matches = _stem_matches(directory, split)
+    if len(matches) == 1:
+        return DataSource("file", matches[0], EXTENSIONS[matches[0].suffix.lower()], None, None, split)
+    if len(matches) > 1:
+        return _duplicate_split(matches, split, key=key, value=path)
+    wanted = ", ".join(f"{split}{ext}" for ext in _SPLIT_EXTENSIONS)
+    message = f"no data file for split {split!r} in {_display(directory)}/ (looked for {wanted})"
+    files = list_data_files(directory)
+    if not files:
+        return Problem(
+            split_key,
+            f"{message}; the directory has no data files",
+            fix=f"put {split}.jsonl (or .csv, .json, .parquet) in {_display(directory)}/, "
+            f"or point {key} at a data file",
+            value=split,
+        )
+    splits = sorted({Path(n).stem for n in files})
+    return Problem(
+        split_key,
+        f"{message}; it holds: {_names(files)}",
+        fix=f"set {split_key} to one of: {', '.join(splits)}; or add {split}.jsonl to {_display(directory)}/",
+        value=split,
+    )
+
+
+def _duplicate_split(matches: list[Path], split: str, *, key: str, value: str) -> Problem:
+    shown = ", ".join(_display(m) for m in matches[:-1]) + f" and {_display(matches[-1])}"
+    return Problem(
+        key,
+        f"more than one file for split {split!r}: {shown}",
+        fix="remove or rename all but one of them",
+        value=value,
+    )
+
+
+def _split_for_file(file: Path, split: str, *, key: str, base_dir: Path | None, path: str) -> DataSource | Problem:
+    """A file path is the data; a split that names another existing data file selects that file instead.
+
+    "train" (the default train split) always means the file itself: `data.path: mine.jsonl` must not be
+    swapped for a `train.csv` that happens to sit next to it.
+    """
+    if split == "train" or file.stem == split or file.name == split:
+        return _file_source(file, split, key=key, value=path)
+    if "/" not in split and "\\" not in split and Path(split).suffix.lower() not in EXTENSIONS:
+        # A bare name (`valid`) is only looked up next to the data file: a stray `valid.csv` in the current
+        # directory should not win over the user's data directory.
+        matches = _stem_matches(file.parent, split)
+        if len(matches) > 1:
+            return _duplicate_split(matches, split, key=key, value=path)
+        if matches:
+            return _file_source(matches[0], split, key=key, value=path)
+        return _file_source(file, split, key=key, value=path)
+    for candidate in [*_candidates(split, base_dir), file.parent / Path(split).expanduser()]:
+        if candidate.is_file():
+            return _file_source(candidate.absolute(), split, key=key, value=split)
+        matches = _stem_matches(candidate.parent, candidate.name) if candidate.parent.is_dir() else []
+        if len(matches) > 1:
+            return _duplicate_split(matches, split, key=key, value=split)
+        if matches:
+            return _file_source(matches[0].absolute(), split, key=key, value=split)
+    return _file_source(file, split, key=key, value=path)
+
+
+def _missing_path(path: str, split: str, *, key: str, base_dir: Path | None) -> Problem:
+    tried = _candidates(path, base_dir)
+    looked = ", ".join(_display(p) for p in tried)
+    message = f"no such file or directory (looked for {looked})"
+    parents = [_nearest_dir(p) for p in tried]
+    nearest = max(parents, key=lambda p: len(p.parts))  # the most specific existing directory
+    files = list_data_files(nearest)
+    where = f"{_display(nearest)}/" if nearest != Path.cwd() else "the current directory"
+    if files:
+        message += f"; {where} holds: {_names(files)}"
+    else:
+        message += f"; {where} has no data files"
+    return Problem(
+        key,
+        message,
+        fix=f"point {key} at an existing data file ({_SUPPORTED}) or at a directory holding "
+        f"{split}.jsonl (or .csv, .json, .parquet); relative paths are tried against the current directory, "
+        "then the config file's directory",
+        value=path,
+    )
+
+
+def _nearest_dir(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.is_dir():
+            return parent
+    return Path(path.anchor or "/")
+
+
+def _hub_source(path: str, split: str, *, key: str, base_dir: Path | None) -> DataSource | Problem:
+    name, _, config = path.partition(":")
+    if not _HUB_NAME.match(name) or (":" in path and not _HUB_CONFIG.match(config)):
+        return Problem(
+            key,
+            "is neither an existing local file or directory nor a valid datasets id "
+            "(name or org/name, optionally followed by :config)",
+            fix="point it at a local data directory or file, or use a hub id like org/name or org/name:config",
+            value=path,
+        )
+    return DataSource("hub", None, "hub", name, config or None, split)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_table(source: DataSource, *, token: str | None = None, limit: int | None = None) -> Table:
+    """The rows of `source` (at most `limit` of them, for previews). Raises DataError for anything wrong."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    if source.kind == "hub":
+        return _read_hub(source, token=token, limit=limit)
+    if source.path is None or source.format not in FORMATS:
+        raise ValueError(f"not a readable file source: {source!r}")
+    where = source.location()
+    try:
+        _sniff(source.path, source.format, where)
+        if source.format == "parquet":
+            rows, columns, locations = _read_parquet(source.path, where, limit)
+        elif source.format == "csv":
+            delimiter = "\t" if source.path.suffix.lower() == ".tsv" else ","
+            rows, columns, locations = _read_csv(source.path, where, limit, delimiter)
+        elif source.format == "jsonl":
+            rows, columns, locations = _read_jsonl(source.path, where, limit)
+        else:
+            rows, columns, locations = _read_json(source.path, where, limit)
+    except FileNotFoundError:
+        raise data_error(where, "no such file (it was there when the config was checked)") from None
+    except OSError as e:
+        raise data_error(where, f"cannot read the file: {e.strerror or e}", fix="check its permissions") from None
+    return Table(rows, columns, source, locations)
+
+
+_Read = tuple[list[dict[str, Any]], list[str], list[str]]  # rows, columns, locations
+
+
+def _sniff(path: Path, fmt: str, where: str) -> None:
+    """Catch the common mix-ups from the first bytes, before a parser gives a confusing message."""
+    with path.open("rb") as f:
+        head = f.read(8192)
+    if not head:
+        raise data_error(where, "file is empty", fix="write the rows into it, or point data.path at another file")
+    if fmt == "parquet":
+        return
+    if head.startswith(b"PAR1"):
+        raise data_error(where, "this is a Parquet file, not " + fmt, fix="rename it to end in .parquet")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise data_error(
+            where,
+            "file is UTF-16 encoded; data files must be UTF-8",
+            fix=f"re-save it as UTF-8, e.g. iconv -f utf-16 -t utf-8 {path.name} > utf8-{path.name}",
+        )
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise data_error(
+            where,
+            f"file holds NUL bytes (the first at byte {nul}): it is binary or UTF-16, not {fmt} text",
+            fix=f"check that this is the right file; re-save text as UTF-8 {fmt}",
+        )
+
+
+def _bad_utf8(where: str, offset: int, line: int, byte: int, name: str) -> DataError:
+    return data_error(
+        f"{where}:{line}",
+        f"not valid UTF-8: byte {byte:#04x} at byte offset {offset} (line {line})",
+        fix=f"re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 {name} > utf8-{name}",
+    )
+
+
+def _lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, decoded lazily so a `limit` does not read the whole file."""
+    offset = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            start = len(_BOM) if number == 1 and raw.startswith(_BOM) else 0
+            try:
+                text = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _bad_utf8(where, offset + start + e.start, number, raw[start + e.start], path.name) from None
+            offset += len(raw)
+            yield number, text
+
+
+def _decode(data: bytes, where: str, name: str) -> str:
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = start + e.start
+        raise _bad_utf8(where, offset, data.count(b"\n", 0, offset) + 1, data[offset], name) from None
+
+
+def _empty(where: str) -> DataError:
+    return data_error(where, "file is empty", fix="write the rows into it, or point data.path at another file")
+
+
+def _union(columns: dict[str, None], row: dict[str, Any]) -> None:
+    for name in row:
+        columns.setdefault(name, None)
+
+
+# --- JSONL
+
+
+def _read_jsonl(path: Path, where: str, limit: int | None) -> _Read:
+    try:
+        with closing(_lines(path, where)) as lines:  # closing: a limit may stop before the end of the file
+            return _parse_jsonl(lines, where, limit)
+    except DataError:
+        # A JSON document (a list, or pretty-printed) saved as .jsonl: read it as JSON rather than fail on line 1.
+        document = _try_json_document(path)
+        if not isinstance(document, (list, dict)):
+            raise
+        return _json_rows(document, where, limit)
+
+
+def _try_json_document(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+        return json.loads(data[len(_BOM) :] if data.startswith(_BOM) else data)
+    except (ValueError, OSError):
+        return None
+
+
+def _parse_jsonl(lines: Iterable[tuple[int, str]], where: str, limit: int | None) -> _Read:
+    rows: list[dict[str, Any]] = []
+    locations: list[str] = []
+    columns: dict[str, None] = {}
+    first = True
+    for number, text in lines:
+        if not text.strip():
+            continue
+        location = f"{where}:{number}"
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise data_error(
+                location,
+                f"not valid JSON ({e.msg} at column {e.colno})",
+                fix='each line must hold one complete JSON object, e.g. {"text": "..."}',
+            ) from None
+        if not isinstance(row, dict):
+            kind = _json_kind(row)
+            hint = " (a JSON array saved as .jsonl? name the file .json)" if first and kind == "array" else ""
+            raise data_error(
+                location,
+                f"line holds a JSON {kind}, not an object{hint}",
+                fix='each line must hold one JSON object, e.g. {"text": "..."}',
+            )
+        first = False
+        _union(columns, row)
+        rows.append(row)
+        locations.append(location)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise _empty(where)
+    return rows, list(columns), locations
+
+
+def _json_kind(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# --- JSON
+
+
+def _read_json(path: Path, where: str, limit: int | None) -> _Read:
+    text = _decode(path.read_bytes(), where, path.name)
+    if not text.strip():
+        raise _empty(where)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and _first_record_is_object(text):
+            # One object per line in a .json file: it is JSONL.
+            return _parse_jsonl(enumerate(text.split("\n"), 1), where, limit)
+        raise data_error(
+            f"{where}:{e.lineno}",
+            f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+            fix="fix the JSON; a .json data file holds a list of objects, e.g. [{\"text\": \"...\"}, ...]",
+        ) from None
+    return _json_rows(document, where, limit)
+
+
+def _first_record_is_object(text: str) -> bool:
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                return isinstance(json.loads(line), dict)
+            except json.JSONDecodeError:
+                return False
+    return False
+
+
+def _json_rows(document: Any, where: str, limit: int | None) -> _Read:
+    """Rows from a list of objects, an object of equal-length lists, or {"data": [objects]}."""
+    if isinstance(document, dict):
+        values = list(document.values())
+        if len(values) == 1 and isinstance(values[0], list) and values[0] and _all_objects(values[0]):
+            document = values[0]  # {"data": [...]}: the rows under one key
+        else:
+            document = _columns_to_rows(document, where)
+    if not isinstance(document, list):
+        raise data_error(
+            where,
+            f"the file holds a JSON {_json_kind(document)}; expected a list of objects",
+            fix='write the rows as [{"text": "..."}, ...], or as JSONL (one object per line, .jsonl)',
+        )
+    if not document:
+        raise data_error(where, "has no rows (the list is empty)", fix="add the rows to the list")
+    rows = document[:limit] if limit is not None else document
+    columns: dict[str, None] = {}
+    for index, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise data_error(
+                f"{where}:row {index}",
+                f"item {index} of the list is a JSON {_json_kind(row)}, not an object",
+                fix='every item must be an object mapping column names to values, e.g. {"text": "..."}',
+            )
+        _union(columns, row)
+    return rows, list(columns), [f"{where}:row {i}" for i in range(1, len(rows) + 1)]
+
+
+def _all_objects(items: list[Any]) -> bool:
+    return all(isinstance(item, dict) for item in items)
+
+
+def _columns_to_rows(document: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """{"text": [...], "label": [...]} -> rows; anything else is not a table."""
+    shape_fix = (
+        'write a list of objects [{"text": "..."}, ...], an object of equal-length lists {"text": [...]}, '
+        "or JSONL (one object per line, .jsonl)"
+    )
+    if not document:
+        raise data_error(where, "has no rows (the object is empty)", fix=shape_fix)
+    not_lists = [k for k, v in document.items() if not isinstance(v, list)]
+    if not_lists:
+        raise data_error(
+            where,
+            f"the file holds one JSON object whose {not_lists[0]!r} is not a list, so it is not a table",
+            fix=shape_fix,
+        )
+    lengths = {k: len(v) for k, v in document.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise data_error(
+            where, f"the columns have different lengths ({shown})", fix="give every column the same length"
+        )
+    names = list(document)
+    return [dict(zip(names, values)) for values in zip(*document.values())]
+
+
+# --- CSV
+
+
+def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Read:
+    csv.field_size_limit(2**31 - 1)  # long documents in one cell are normal for training data
+    lines = _lines(path, where)
+    reader = csv.reader((text for _, text in lines), delimiter=delimiter)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    try:
+        header = _csv_header(reader, where, kind)
+        rows: list[dict[str, Any]] = []
+        locations: list[str] = []
+        while limit is None or len(rows) < limit:
+            start = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                break
+            if not record or (len(record) == 1 < len(header) and not record[0].strip()):
+                continue  # a blank line
+            location = f"{where}:row {len(rows) + 1} (line {start})"
+            if len(record) != len(header):
+                raise _ragged(location, start, len(record), len(header), kind)
+            rows.append(dict(zip(header, record)))
+            locations.append(location)
+    except csv.Error as e:
+        raise data_error(
+            f"{where}:{reader.line_num}",
+            f"not valid {kind} ({e}, line {reader.line_num})",
+            fix='check the quoting: a cell with the delimiter, quotes or newlines must be in "double quotes"',
+        ) from None
+    finally:
+        lines.close()  # closes the file when a limit stops early
+    if not rows:
+        raise data_error(where, "has a header but no rows", fix="add the rows under the header line")
+    return rows, header, locations
+
+
+def _csv_header(reader: Any, where: str, kind: str) -> list[str]:
+    for header in reader:
+        if any(cell.strip() for cell in header):
+            break
+    else:
+        raise _empty(where)
+    line = f"{where}:{reader.line_num}"
+    for index, name in enumerate(header, 1):
+        if not name.strip():
+            raise data_error(
+                line,
+                f"column {index} of the header has no name",
+                fix="name every column in the first line (pandas: save with to_csv(index=False))",
+            )
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise data_error(line, f"the header names column {name!r} twice", fix="give every column a unique name")
+        seen.add(name)
+    return header
+
+
+def _ragged(location: str, line: int, got: int, want: int, kind: str) -> DataError:
+    more = "more" if got > want else "fewer"
+    return data_error(
+        location,
+        f"line {line} has {got} fields, {more} than the {want} columns of the header",
+        fix=f'quote cells that contain the delimiter or newlines ("a, b"), or fix the row; every {kind} row '
+        "needs one field per column",
+    )
+
+
+# --- Parquet
+
+
+def _read_parquet(path: Path, where: str, limit: int | None) -> _Read:
+    import pyarrow as pa  # lazy: importing engine.data stays light
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    try:
+        parquet = pq.ParquetFile(path)
+        # pandas stores a non-default index as `__index_level_N__`: not a data column.
+        columns = [c for c in parquet.schema_arrow.names if not re.fullmatch(r"__index_level_\d+__", c)]
+        batch_size = min(limit, 8192) if limit is not None else 8192
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            rows.extend(batch.to_pylist())
+            if limit is not None and len(rows) >= limit:
+                del rows[limit:]
+                break
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise data_error(
+            where,
+            f"not a readable Parquet file ({e})",
+            fix="check that it was written completely; re-export it, e.g. pandas DataFrame.to_parquet(path)",
+        ) from None
+    if not rows:
+        raise data_error(where, "has no rows", fix="write the rows into it, or point data.path at another file")
+    return rows, columns, [f"{where}:row {i}" for i in range(1, len(rows) + 1)]
+
+
+# --- Hub datasets
+
+
+def _read_hub(source: DataSource, *, token: str | None, limit: int | None) -> Table:
+    name = source.dataset_id or ""
+    where = source.location()
+    # Why the hub is not asked, if it is not: offline mode, or no route to it. Either way a cached
+    # dataset still loads, and a missing one fails at once instead of after a minute of retries.
+    offline = "offline mode is on (HF_HUB_OFFLINE)" if _offline() else None
+    if offline is None and not _hub_reachable():
+        offline = "the hub cannot be reached"
+    # Fail in seconds, not minutes, when the hub is slow. Read by huggingface_hub at import.
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+    import datasets  # lazy: heavy, and only needed for hub ids
+
+    restore = _force_offline() if offline else None
+    try:
+        loaded = datasets.load_dataset(name, name=source.config_name, split=source.split, token=token)
+    except Exception as e:  # noqa: BLE001 - every failure of the hub stack becomes a message for people
+        raise _hub_error(source, e, offline=offline) from None
+    finally:
+        if restore:
+            restore()
+    if limit is not None and len(loaded) > limit:
+        loaded = loaded.select(range(limit))
+    rows = loaded.to_list()
+    if not rows:
+        raise data_error(where, f"split {source.split!r} has no rows", fix="pick another split")
+    return Table(rows, list(loaded.column_names), source, [f"{where}:row {i}" for i in range(1, len(rows) + 1)])
+
+
+def _offline() -> bool:
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(n, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for n in names)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens; True behind a proxy, where only the proxy can tell."""
+    if any(os.environ.get(n) for n in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _force_offline() -> Callable[[], None]:
+    """datasets and huggingface_hub read the offline flag once, at import; honour a flag set since then."""
+    import datasets.config as dconfig
+    import huggingface_hub.constants as hconstants
+
+    before = (dconfig.HF_HUB_OFFLINE, hconstants.HF_HUB_OFFLINE)
+    dconfig.HF_HUB_OFFLINE = hconstants.HF_HUB_OFFLINE = True
+
+    def restore() -> None:
+        dconfig.HF_HUB_OFFLINE, hconstants.HF_HUB_OFFLINE = before
+
+    return restore
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    names = " ".join(cls.__name__ for cls in type(error).__mro__)
+    return isinstance(error, (ConnectionError, TimeoutError)) or any(
+        word in names for word in ("Connect", "Timeout", "Offline", "LocalEntryNotFound", "NetworkError")
+    )
+
+
+def _hub_error(source: DataSource, error: BaseException, *, offline: str | None) -> DataError:
+    name, where = source.dataset_id, source.location()
+    text = str(error)
+    not_local = f"there is no local file or directory named {name!r} either"
+    if _is_connection_error(error):
+        return data_error(
+            where,
+            f"hub dataset {name!r} could not be found locally and {offline or 'the hub cannot be reached'}; "
+            f"{not_local}",
+            fix=f"download it on a machine with internet (datasets.load_dataset({name!r}) fills "
+            "~/.cache/huggingface; copy that cache here), or point data.path at local files "
+            "(a directory with train.jsonl, or a .csv/.jsonl/.json/.parquet file)",
+        )
+    if type(error).__name__ == "DatasetNotFoundError":
+        return data_error(
+            where,
+            f"no dataset {name!r} on the hub, or it is private or gated; {not_local}",
+            fix="check the name (org/name); for a private or gated dataset log in (hf auth login) or set HF_TOKEN",
+        )
+    split = re.search(r"Unknown split \"(.*?)\"\. Should be one of \[(.*)\]", text)
+    if split:
+        available = split.group(2).replace("'", "")
+        return data_error(
+            where,
+            f"the dataset has no split {source.split!r}; its splits are: {available}",
+            fix=f"set data.train_split (or data.valid_split) to one of: {available}",
+        )
+    config = re.search(r"(?:not found\. Available|pick one among the available configs): \[(.*?)\]", text)
+    if config:
+        available = config.group(1).replace("'", "")
+        return data_error(
+            where,
+            f"pick a config of {name!r}: {available}",
+            fix=f"set data.path to {name}:CONFIG, CONFIG one of: {available}",
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return data_error(
+        where,
+        f"could not load hub dataset {name!r} ({type(error).__name__}: {first_line})",
+        fix="check data.path and the split; or download the data and point data.path at local files",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers for messages
+
+
+def _display(path: Path) -> str:
+    """The path as a person would type it: relative to the current directory when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _names(files: list[str]) -> str:
+    shown = ", ".join(files[:_SHOWN_FILES])
+    more = len(files) - _SHOWN_FILES
+    return f"{shown} and {more} more" if more > 0 else shown

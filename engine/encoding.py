@@ -1,0 +1,108 @@
+"""Examples -> token ids with the exact loss mask, as both the preview and the trainers use them.
+
+A token is trained when its first character lies in one of the example's trained spans. The first token
+of a sequence never is: nothing precedes it to predict it from. Text rendered by a chat template already
+holds its special tokens (BOS included), so it is tokenized without adding any; plain text gets the
+tokenizer's own (usually BOS), as AutoTrain's generic trainer does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.formatting import PairExample, Span, TextExample
+
+BATCH = 512
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    trained: list[bool]
+    offsets: list[tuple[int, int]]  # character range of each token in the text
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class EncodedPair:
+    """A preference pair: prompt+chosen and prompt+rejected tokenized whole (so tokens at the boundary merge
+    as they will at inference), split at the first trained token, then cut to the configured lengths: the
+    prompt keeps its end, completions their start."""
+
+    chosen_full: Encoded
+    rejected_full: Encoded
+    n_prompt: int  # leading tokens shared by both: the prompt
+    prompt_cut: int  # tokens cut from the start of the prompt (max_prompt_length)
+    chosen_cut: int  # tokens cut from the end of each completion (max_completion_length, block_size)
+    rejected_cut: int
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.chosen_full.ids[self.prompt_cut:self.n_prompt]
+
+    @property
+    def chosen_ids(self) -> list[int]:
+        return self.chosen_full.ids[self.n_prompt:len(self.chosen_full) - self.chosen_cut]
+
+    @property
+    def rejected_ids(self) -> list[int]:
+        return self.rejected_full.ids[self.n_prompt:len(self.rejected_full) - self.rejected_cut]
+
+
+def encode_texts(tokenizer: Any, texts: list[str], spans: list[list[Span]], *, add_special_tokens: bool
+                 ) -> list[Encoded]:
+    out: list[Encoded] = []
+    for start in range(0, len(texts), BATCH):
+        batch = tokenizer(texts[start:start + BATCH], add_special_tokens=add_special_tokens,
+                          return_offsets_mapping=True, return_attention_mask=False)
+        for ids, offsets, text_spans in zip(batch["input_ids"], batch["offset_mapping"], spans[start:start + BATCH]):
+            offsets = [tuple(o) for o in offsets]
+            trained = [i > 0 and e > s and any(a <= s < b for a, b in text_spans)
+                       for i, (s, e) in enumerate(offsets)]
+            out.append(Encoded(list(ids), trained, offsets))
+    return out
+
+
+def encode_examples(tokenizer: Any, examples: list[TextExample], *, add_special_tokens: bool) -> list[Encoded]:
+    return encode_texts(tokenizer, [e.text for e in examples], [e.spans for e in examples],
+                        add_special_tokens=add_special_tokens)
+
+
+def encode_pairs(tokenizer: Any, examples: list[PairExample], *, add_special_tokens: bool,
+                 max_prompt_length: int | None, max_completion_length: int | None, max_length: int
+                 ) -> list[EncodedPair]:
+    texts, spans = [], []
+    for e in examples:
+        for completion in (e.chosen, e.rejected):
+            text = e.prompt + completion
+            texts.append(text)
+            spans.append([(len(e.prompt), len(text))])
+    encoded = encode_texts(tokenizer, texts, spans, add_special_tokens=add_special_tokens)
+    pairs = []
+    for i in range(len(examples)):
+        chosen, rejected = encoded[2 * i], encoded[2 * i + 1]
+        n_prompt = min(_prompt_len(chosen), _prompt_len(rejected))
+        prompt_cut = max(0, n_prompt - max_prompt_length) if max_prompt_length else 0
+        room = max(0, max_length - (n_prompt - prompt_cut))
+        if max_completion_length:
+            room = min(room, max_completion_length)
+        pairs.append(EncodedPair(chosen, rejected, n_prompt, prompt_cut,
+                                 max(0, len(chosen) - n_prompt - room), max(0, len(rejected) - n_prompt - room)))
+    return pairs
+
+
+def _prompt_len(e: Encoded) -> int:
+    for i, t in enumerate(e.trained):
+        if t:
+            return i
+    return len(e)
+
+
+def pack_blocks(encoded: list[Encoded], block_size: int) -> list[list[int]]:
+    """Generic CLM: join all texts and cut them into blocks. AutoTrain drops the last partial block (all of a
+    small data set, if it is shorter than one block); it is kept here, shorter."""
+    stream = [t for e in encoded for t in e.ids]
+    return [stream[i:i + block_size] for i in range(0, len(stream), block_size)]

@@ -1,0 +1,409 @@
+"""Rows -> what the model reads: rendered text with the character spans it learns from.
+
+One function per data shape, all ending in two example types:
+- `TextExample` (generic, SFT): the full text and the spans whose tokens carry a loss (assistant turns of a
+  conversation, the completion of a prompt/completion pair, or everything).
+- `PairExample` (reward, DPO, ORPO): a prompt and two completions; for reward, prompt + completion is the
+  whole text that gets a score.
+The preview tokenizes these and the trainers train on exactly the same tokens, so what the dry run shows is
+what is trained. Message lists may be JSON lists, or strings holding them (CSV cells); roles are checked
+and the common aliases mapped.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.chat_templates import TemplateSetup
+from engine.config import RunConfig
+from engine.data import Table
+from engine.errors import DataError, Problem
+
+ROLE_ALIASES = {
+    "system": "system", "user": "user", "assistant": "assistant",
+    "human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatbot": "assistant",
+}
+MAX_ROW_PROBLEMS = 8  # report this many bad rows, then count the rest
+
+Span = tuple[int, int]
+Messages = list[dict[str, str]]
+Render = Callable[[Messages, bool], str]
+
+
+@dataclass
+class TextExample:
+    location: str
+    text: str
+    spans: list[Span]  # character ranges of `text` whose tokens are trained on
+
+
+@dataclass
+class PairExample:
+    location: str
+    prompt: str  # masked context (DPO/ORPO); "" for reward, whose chosen/rejected are whole texts
+    chosen: str
+    rejected: str
+
+
+@dataclass
+class FormattedSplit:
+    split: str
+    source: str
+    shape: str  # what the data looked like, e.g. "messages", "prompt/completion", "text", "preference (messages)"
+    rows: int
+    examples: list[Any]
+    dropped: Counter = field(default_factory=Counter)  # reason -> rows
+    roles_mapped: Counter = field(default_factory=Counter)  # "human -> user" -> messages
+    columns_used: list[str] = field(default_factory=list)
+    columns_dropped: list[str] = field(default_factory=list)
+
+
+class _RowProblems:
+    """Collects per-row problems so one bad file reports several rows at once, not just the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.more = 0
+
+    def add(self, location: str, message: str, fix: str | None = None) -> None:
+        if len(self.problems) < MAX_ROW_PROBLEMS:
+            self.problems.append(Problem(location, message, fix))
+        else:
+            self.more += 1
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            problems = list(self.problems)
+            if self.more:
+                problems.append(Problem("...", f"and {self.more} more row(s) with problems"))
+            raise DataError(problems, title="the data does not fit the config")
+
+
+class RowError(Exception):
+    """A problem with one row; collected, not raised to the user directly."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+class Dropped(Exception):
+    """A row that is left out, with the reason (counted and shown by the preview)."""
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Render | None, eos_token: str,
+                 split: str = "train") -> FormattedSplit:
+    """Turn a table into examples for cfg's trainer; raise DataError naming the rows that cannot be used."""
+    needed = needed_columns(cfg)
+    _check_columns(table, needed)
+    trainer = cfg.trainer
+    fmt = Formatter(cfg, setup, render, eos_token)
+    out = FormattedSplit(split=split, source=table.source.describe(), shape="", rows=len(table.rows),
+                         examples=[], columns_used=[c for c in table.columns if c in needed],
+                         columns_dropped=[c for c in table.columns if c not in needed])
+    problems = _RowProblems()
+    shapes: Counter = Counter()
+    for row, location in zip(table.rows, table.locations):
+        try:
+            if trainer in ("dpo", "orpo", "reward"):
+                example, shape = fmt.pair(row, location)
+            else:
+                example, shape = fmt.text(row, location)
+        except Dropped as why:
+            out.dropped[str(why)] += 1
+            continue
+        except RowError as e:
+            problems.add(location, e.message, e.fix)
+            continue
+        shapes[shape] += 1
+        out.examples.append(example)
+    problems.raise_if_any()
+    out.shape = " + ".join(s for s, _ in shapes.most_common()) or "none"
+    out.roles_mapped = fmt.roles_mapped
+    return out
+
+
+def needed_columns(cfg: RunConfig) -> list[str]:
+    """The columns the trainer reads; the rest are dropped before training."""
+    from engine.config import template_fields
+
+    cm, d = cfg.data.column_mapping, cfg.data
+    preference = cfg.trainer in ("dpo", "orpo", "reward")
+    cols: list[str] = []
+    if d.prompt_template:
+        cols += template_fields(d.prompt_template)
+    elif cm.prompt_text_column and (preference or cfg.trainer == "sft"):
+        cols.append(cm.prompt_text_column)
+    if d.completion_template and not preference:
+        cols += template_fields(d.completion_template)
+    else:
+        cols.append(cm.text_column)
+    if preference and cm.rejected_text_column:
+        cols.append(cm.rejected_text_column)
+    return list(dict.fromkeys(c for c in cols if c))
+
+
+def _check_columns(table: Table, needed: list[str]) -> None:
+    missing = [c for c in needed if c not in table.columns]
+    if not missing:
+        return
+    problems = []
+    for name in missing:
+        close = difflib.get_close_matches(name, table.columns, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        problems.append(Problem(table.source.describe(), f"has no column {name!r} (the config maps it); its "
+                                f"columns are: {', '.join(table.columns)}",
+                                f"{hint}fix data.column_mapping (or the template) to name an existing column"))
+    raise DataError(problems, title="the data does not fit the config")
+
+
+# ---------------------------------------------------------------- the formatter
+
+
+class Formatter:
+    def __init__(self, cfg: RunConfig, setup: TemplateSetup, render: Render | None, eos_token: str) -> None:
+        self.cfg = cfg
+        self.setup = setup
+        self.render = render
+        self.eos = eos_token
+        self.roles_mapped: Counter = Counter()
+        self.trainer = cfg.trainer
+        # SFT learns from the responses only, unless asked otherwise; generic CLM learns from everything.
+        self.responses_only = self.trainer == "sft" and not cfg.params.train_on_all_tokens
+
+    # -- SFT and generic
+
+    def text(self, row: dict, location: str) -> tuple[TextExample, str]:
+        d, cm = self.cfg.data, self.cfg.data.column_mapping
+        if d.prompt_template:
+            prompt = _fill(d.prompt_template, row)
+            completion = _fill(d.completion_template, row) if d.completion_template else _text(row, cm.text_column)
+            return self._pair_text(location, prompt, completion), "prompt/completion (templates)"
+        if cm.prompt_text_column and self.trainer == "sft":
+            prompt = _required(row, cm.prompt_text_column)
+            completion = _text(row, cm.text_column)
+            if isinstance(prompt, list) or _looks_like_messages(prompt):
+                messages = self.messages(prompt, cm.prompt_text_column) + [{"role": "assistant",
+                                                                             "content": completion}]
+                return self._chat_text(location, messages), "prompt messages/completion"
+            return self._pair_text(location, str(prompt), completion), "prompt/completion"
+        value = _required(row, cm.text_column)
+        if isinstance(value, list) or _looks_like_messages(value):
+            return self._chat_text(location, self.messages(value, cm.text_column)), "messages"
+        if not isinstance(value, str):
+            raise RowError(f"column {cm.text_column!r} holds {type(value).__name__}, not text or messages")
+        if self.setup.is_chat:
+            raise RowError(f"column {cm.text_column!r} holds plain text, but data.chat_template is "
+                           f"{self.setup.name}, which formats message lists",
+                           "set data.chat_template: none to train on the text as written, or give message lists "
+                           "([{\"role\": \"user\", \"content\": ...}, ...])")
+        if not value.strip():
+            raise Dropped("empty text")
+        text = value + self.eos if (self.trainer == "sft" or self.cfg.params.add_eos_token) else value
+        return TextExample(location, text, [(0, len(text))]), "text"
+
+    def _pair_text(self, location: str, prompt: str, completion: str) -> TextExample:
+        if not completion.strip():
+            raise Dropped("empty completion")
+        if self.setup.is_chat:
+            return self._chat_text(location, [{"role": "user", "content": prompt},
+                                              {"role": "assistant", "content": completion}])
+        text = prompt + completion + self.eos
+        span = (len(prompt), len(text)) if self.responses_only else (0, len(text))
+        return TextExample(location, text, [span])
+
+    def _chat_text(self, location: str, messages: Messages) -> TextExample:
+        if not self.setup.is_chat:
+            raise RowError("holds a conversation (a message list), but data.chat_template is none, so it would be "
+                           "trained on as the literal text of the list",
+                           "set data.chat_template to tokenizer (the model's own), chatml or zephyr")
+        text = self._render(messages)
+        if not self.responses_only:
+            return TextExample(location, text, [(0, len(text))])
+        spans = []
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                spans.append(self._turn_span(messages, i, text))
+        if not spans:
+            raise Dropped("no assistant turn to learn from")
+        return TextExample(location, text, spans)
+
+    def _turn_span(self, messages: Messages, i: int, full: str) -> Span:
+        """Where assistant turn i lies in the rendered text: what the template adds after the generation prompt."""
+        before = self._render(messages[:i], add_generation_prompt=True) if i else ""
+        upto = self._render(messages[: i + 1])
+        if not (full.startswith(upto) and upto.startswith(before)):
+            raise RowError("the chat template renders a conversation differently from its beginning, so the "
+                           "assistant turns cannot be told apart",
+                           "set params.train_on_all_tokens: true, or use data.chat_template: chatml or zephyr")
+        return (len(before), len(upto))
+
+    # -- reward, DPO, ORPO
+
+    def pair(self, row: dict, location: str) -> tuple[PairExample, str]:
+        d, cm = self.cfg.data, self.cfg.data.column_mapping
+        chosen = _required(row, cm.text_column)
+        rejected = _required(row, cm.rejected_text_column)
+        prompt: Any = None
+        if d.prompt_template:
+            prompt = _fill(d.prompt_template, row)
+        elif cm.prompt_text_column:
+            prompt = _required(row, cm.prompt_text_column)
+        lists = [isinstance(v, list) or _looks_like_messages(v) for v in (chosen, rejected)]
+        if lists[0] != lists[1]:
+            raise RowError(f"one of {cm.text_column!r} and {cm.rejected_text_column!r} is a message list and the "
+                           "other is not", "give both as message lists or both as text")
+        if lists[0]:
+            return self._pair_messages(location, prompt, chosen, rejected), "preference (messages)"
+        return self._pair_strings(location, prompt, str(chosen), str(rejected)), "preference (text)"
+
+    def _pair_messages(self, location: str, prompt: Any, chosen: Any, rejected: Any) -> PairExample:
+        cm = self.cfg.data.column_mapping
+        if not self.setup.is_chat:
+            raise RowError("chosen/rejected are message lists, but data.chat_template is none",
+                           "set data.chat_template to tokenizer, chatml or zephyr")
+        c = self.messages(chosen, cm.text_column)
+        r = self.messages(rejected, cm.rejected_text_column)
+        shared = 0  # the prompt is the turns the two conversations share
+        while shared < min(len(c), len(r)) and c[shared] == r[shared]:
+            shared += 1
+        prompt_msgs = c[:shared]
+        if prompt is not None and not any(m["role"] == "user" for m in prompt_msgs):
+            prompt_msgs = self._as_messages(prompt, cm.prompt_text_column or "prompt") + prompt_msgs
+        return self._render_pair(location, prompt_msgs, c[shared:], r[shared:])
+
+    def _pair_strings(self, location: str, prompt: Any, chosen: str, rejected: str) -> PairExample:
+        cm = self.cfg.data.column_mapping
+        if self.setup.is_chat:
+            if prompt is None:
+                raise RowError("chosen/rejected are plain text, and a chat template needs the prompt to build a "
+                               "conversation", "map data.column_mapping.prompt_text_column, or set "
+                               "data.chat_template: none if the texts are already formatted")
+            prompt_msgs = self._as_messages(prompt, cm.prompt_text_column or "prompt")
+            return self._render_pair(location, prompt_msgs, [{"role": "assistant", "content": chosen}],
+                                     [{"role": "assistant", "content": rejected}])
+        if not chosen.strip() or not rejected.strip():
+            raise Dropped("empty chosen or rejected text")
+        if chosen == rejected:
+            raise Dropped("chosen and rejected are the same")
+        prompt_text = "" if prompt is None else str(prompt)
+        if self.trainer == "reward":  # the whole text is scored
+            return PairExample(location, "", prompt_text + chosen + self.eos, prompt_text + rejected + self.eos)
+        if not prompt_text.strip():
+            raise Dropped("empty prompt")
+        return PairExample(location, prompt_text, chosen + self.eos, rejected + self.eos)
+
+    def _render_pair(self, location: str, prompt_msgs: Messages, chosen: Messages, rejected: Messages
+                     ) -> PairExample:
+        if not chosen or not rejected:
+            raise Dropped("chosen and rejected are the same")
+        if self.setup.name == "zephyr" and (not prompt_msgs or prompt_msgs[0]["role"] != "system"):
+            prompt_msgs = [{"role": "system", "content": ""}] + prompt_msgs  # as AutoTrain does for zephyr
+        if self.trainer == "reward":
+            return PairExample(location, "", self._render(prompt_msgs + chosen), self._render(prompt_msgs + rejected))
+        if not any(m["role"] == "user" for m in prompt_msgs):
+            raise Dropped("no prompt (the conversations share no user turn)")
+        prompt = self._render(prompt_msgs, add_generation_prompt=True)
+        full = [self._render(prompt_msgs + chosen), self._render(prompt_msgs + rejected)]
+        if not all(f.startswith(prompt) for f in full):
+            raise RowError("the chat template renders the prompt differently on its own, so prompt and "
+                           "completion cannot be split", "use data.chat_template: chatml or zephyr")
+        return PairExample(location, prompt, full[0][len(prompt):], full[1][len(prompt):])
+
+    # -- messages
+
+    def messages(self, value: Any, column: str) -> Messages:
+        """Parse and check a message list; map role aliases and ShareGPT keys (counted for the report)."""
+        if isinstance(value, str):
+            value = _parse_list(value, column)
+        if not isinstance(value, list) or not value:
+            raise RowError(f"column {column!r} should hold a non-empty list of messages")
+        out = []
+        for n, message in enumerate(value, 1):
+            if not isinstance(message, dict):
+                raise RowError(f"message {n} in column {column!r} is not an object with role and content")
+            role = message.get("role", message.get("from"))
+            content = message.get("content", message.get("value"))
+            if "from" in message and "role" not in message:
+                self.roles_mapped["ShareGPT from/value -> role/content"] += 1
+            if role is None:
+                raise RowError(f"message {n} in column {column!r} has no role", "each message needs "
+                               "\"role\" (system, user or assistant) and \"content\"")
+            mapped = ROLE_ALIASES.get(str(role).strip().lower())
+            if mapped is None:
+                raise RowError(f"message {n} in column {column!r} has role {role!r}",
+                               "roles must be system, user or assistant (human, gpt, bot and model are mapped)")
+            if mapped != role:
+                self.roles_mapped[f"{role} -> {mapped}"] += 1
+            if isinstance(content, list):  # content parts: keep the text ones
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if content is None:
+                raise RowError(f"message {n} in column {column!r} has no content (null)")
+            out.append({"role": mapped, "content": str(content)})
+        return out
+
+    def _as_messages(self, prompt: Any, column: str) -> Messages:
+        if isinstance(prompt, list) or _looks_like_messages(prompt):
+            return self.messages(prompt, column)
+        if not str(prompt).strip():
+            raise Dropped("empty prompt")
+        return [{"role": "user", "content": str(prompt)}]
+
+    def _render(self, messages: Messages, add_generation_prompt: bool = False) -> str:
+        assert self.render is not None
+        try:
+            return self.render(messages, add_generation_prompt)
+        except Exception as e:  # templates raise for unsupported role orders etc.
+            raise RowError(f"the chat template refused this conversation: {e}",
+                           "check the order of roles, or use data.chat_template: chatml or zephyr") from None
+
+
+# ---------------------------------------------------------------- cells
+
+
+def _required(row: dict, column: str | None) -> Any:
+    value = row.get(column) if column else None
+    if value is None:
+        raise RowError(f"column {column!r} is empty (null), and the trainer needs it",
+                       "fill it in or remove the row")
+    return value
+
+
+def _text(row: dict, column: str) -> str:
+    value = _required(row, column)
+    if isinstance(value, (list, dict)):
+        raise RowError(f"column {column!r} holds {type(value).__name__}, but text is expected here")
+    return str(value)
+
+
+def _fill(template: str, row: dict) -> str:
+    values = {k: ("" if v is None else v) for k, v in row.items()}  # a missing optional field reads as empty
+    return template.format(**values)
+
+
+def _looks_like_messages(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    s = value.lstrip()
+    return s.startswith("[") and ("role" in s[:200] or "from" in s[:200]) and s.rstrip().endswith("]")
+
+
+def _parse_list(value: str, column: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(value)  # AutoTrain's docs show Python reprs with single quotes
+    except (ValueError, SyntaxError):
+        raise RowError(f"column {column!r} looks like a message list but is neither JSON nor a Python list",
+                       "write it as JSON: [{\"role\": \"user\", \"content\": \"...\"}]") from None

@@ -1,0 +1,112 @@
+"""The training parameters (`params:` in a config): AutoTrain's LLMTrainingParams with its defaults, plus ours.
+
+Each field carries its help text, its group (basic/advanced, for the wizard) and its allowed values in the
+field metadata, so the validator, the wizard and the README all read one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+# The values the installed transformers accepts (TrainingArguments.optim / lr_scheduler_type), copied so the
+# validator needs no heavy import. tests/test_config.py checks them against the installed transformers.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+    "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+    "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+    "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit",
+    "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit",
+    "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise",
+    "lomo", "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd",
+    "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw",
+)
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
+TRAINERS = ("default", "sft", "reward", "dpo", "orpo")
+
+
+def _p(default: Any, help: str, *, group: str = "advanced", choices: tuple | None = None,
+       minimum: float | None = None, maximum: float | None = None, exclusive_min: bool = False,
+       special: tuple = (), extra: bool = False) -> Any:
+    """A params field. `special` lists values allowed outside the range (e.g. -1 = automatic).
+    `extra` marks llmtune's additions to AutoTrain's parameters."""
+    meta = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum,
+            "exclusive_min": exclusive_min, "special": special, "extra": extra}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Params:
+    # Lengths
+    block_size: int = _p(-1, "Tokens per training sequence; longer samples are truncated. -1 picks "
+                         "min(model_max_length, the tokenizer's limit, 1024).", group="basic", minimum=1,
+                         special=(-1,))
+    model_max_length: int = _p(2048, "The longest input the model is given; caps block_size.", minimum=1)
+    max_prompt_length: int = _p(128, "DPO/ORPO: prompts are cut to this many tokens (the start is kept).",
+                                minimum=1)
+    max_completion_length: int | None = _p(None, "DPO/ORPO: chosen/rejected completions are cut to this many "
+                                           "tokens; empty = whatever fits in block_size.", minimum=1)
+    add_eos_token: bool = _p(True, "Generic trainer: end every text with the EOS token before joining them.")
+    padding: str | None = _p("right", "Side on which batches are padded.", choices=("left", "right"))
+    # Training
+    trainer: str = _p("default", "Trainer for task `llm` (the other tasks set it themselves).", choices=TRAINERS)
+    epochs: int = _p(1, "Passes over the training data.", group="basic", minimum=1)
+    batch_size: int = _p(2, "Samples per device per step.", group="basic", minimum=1)
+    gradient_accumulation: int = _p(4, "Steps whose gradients are summed before each optimizer update.",
+                                    group="basic", minimum=1)
+    lr: float = _p(3e-5, "Peak learning rate.", group="basic", minimum=0, exclusive_min=True)
+    warmup_ratio: float = _p(0.1, "Fraction of the steps spent warming the learning rate up.", minimum=0, maximum=1)
+    optimizer: str = _p("adamw_torch", "Optimizer (any transformers `optim` name).", choices=OPTIMIZERS)
+    scheduler: str = _p("linear", "Learning rate schedule.", choices=SCHEDULERS)
+    weight_decay: float = _p(0.0, "Weight decay.", minimum=0)
+    max_grad_norm: float = _p(1.0, "Gradients are clipped to this norm.", minimum=0)
+    seed: int = _p(42, "Random seed.")
+    mixed_precision: str | None = _p(None, "fp16 or bf16 mixed precision; empty = full precision.",
+                                     group="basic", choices=("fp16", "bf16"))
+    disable_gradient_checkpointing: bool = _p(False, "Turn off gradient checkpointing (faster, more memory).")
+    use_flash_attention_2: bool = _p(False, "Use flash-attention 2 when the package is installed.")
+    auto_find_batch_size: bool = _p(False, "Halve the batch size on out-of-memory errors until it fits.")
+    # LoRA and quantization
+    peft: bool = _p(False, "Train a LoRA adapter instead of all the weights.", group="basic")
+    quantization: str | None = _p("int4", "Load the base model in int4 or int8 (QLoRA; needs peft). When the "
+                                  "key is absent it is int4 with peft and none without, as in AutoTrain.",
+                                  group="basic", choices=("int4", "int8"))
+    lora_r: int = _p(16, "LoRA rank.", minimum=1)
+    lora_alpha: int = _p(32, "LoRA alpha (scaling = alpha / r).", minimum=1)
+    lora_dropout: float = _p(0.05, "Dropout on the LoRA layers.", minimum=0, maximum=1)
+    target_modules: str | None = _p("all-linear", "Modules that get LoRA layers: all-linear, or a comma list "
+                                    "such as q_proj,v_proj.")
+    merge_adapter: bool = _p(False, "After training, also save the adapter merged into the base model.")
+    # Preference trainers
+    model_ref: str | None = _p(None, "DPO without LoRA: the reference model (default: a copy of the base).")
+    dpo_beta: float = _p(0.1, "DPO/ORPO beta: how far the model may move from the reference.",
+                         minimum=0, exclusive_min=True)
+    # Logging, evaluation, checkpoints
+    logging_steps: int = _p(-1, "Log every N steps; -1 picks a value from the data size.", minimum=1,
+                            special=(-1,))
+    eval_strategy: str = _p("epoch", "When to evaluate on valid_split.", choices=("no", "steps", "epoch"))
+    save_total_limit: int = _p(1, "Checkpoints to keep.", minimum=1)
+    unsloth: bool = _p(False, "Use unsloth (not supported by llmtune).")
+    distributed_backend: str | None = _p(None, "ddp or deepspeed for multi-GPU runs.",
+                                         choices=("ddp", "deepspeed"))
+    # llmtune's additions
+    train_on_all_tokens: bool = _p(False, "SFT: compute the loss on every token, not just the assistant "
+                                   "turns / the completion.", group="basic", extra=True)
+    max_steps: int = _p(-1, "Stop after this many optimizer steps (-1 = run all epochs).", minimum=1,
+                        special=(-1,), extra=True)
+    save_steps: int | None = _p(None, "Save a checkpoint every N steps (empty = at the end of each epoch).",
+                                minimum=1, extra=True)
+    eval_steps: int | None = _p(None, "With eval_strategy: steps, evaluate every N steps (empty = logging_steps).",
+                                minimum=1, extra=True)
+
+
+PARAM_FIELDS = {f.name: f for f in fields(Params)}
+
+
+def param_default(name: str) -> Any:
+    f = PARAM_FIELDS[name]
+    return f.default if f.default is not MISSING else None

@@ -1,0 +1,268 @@
+"""What the model will be trained on, without training: samples with trained/masked/cut spans, row counts,
+rows dropped and why, and token length statistics. The dry run prints it; the wizard shows it; tests read it.
+
+Loads the tokenizer only (never the weights), applies the chat template, formats and tokenizes every row
+through the same functions the trainers use.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.chat_templates import TemplateSetup, renderer, setup_tokenizer
+from engine.config import RunConfig, length_problems
+from engine.data import Table, load_split
+from engine.encoding import Encoded, EncodedPair, encode_examples, encode_pairs, pack_blocks
+from engine.errors import ConfigError, Problem
+from engine.formatting import FormattedSplit, format_split
+
+AUTO_BLOCK_CAP = 1024  # what block_size -1 picks at most, as AutoTrain does
+NO_LIMIT = 100_000_000  # tokenizers without a limit report a huge sentinel
+
+
+@dataclass
+class Segment:
+    text: str
+    kind: str  # "trained", "masked" or "cut" (beyond a length limit: the model never sees it)
+
+
+@dataclass
+class Part:
+    title: str  # "text", or "prompt" / "chosen" / "rejected"
+    segments: list[Segment]
+    tokens: int
+    trained: int
+    cut: int
+
+
+@dataclass
+class Sample:
+    location: str
+    parts: list[Part]
+
+    @property
+    def trained(self) -> int:
+        return sum(p.trained for p in self.parts)
+
+    @property
+    def no_trained_tokens(self) -> bool:
+        return self.trained == 0
+
+
+@dataclass
+class LengthStats:
+    name: str  # what was measured, e.g. "sequence", "prompt", "prompt+chosen"
+    count: int
+    min: int
+    median: float
+    p95: int
+    max: int
+    limit: int | None  # the length it is cut to
+    over: int  # how many exceed the limit (and are truncated)
+
+
+@dataclass
+class SplitReport:
+    formatted: FormattedSplit
+    lengths: list[LengthStats]
+    trained_tokens: int
+    total_tokens: int
+    no_trained: int  # examples left with no trained token (e.g. the answer was cut off)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Preview:
+    cfg: RunConfig
+    tokenizer_name: str
+    block_size: int
+    block_size_note: str
+    template: TemplateSetup
+    splits: list[SplitReport]
+    samples: list[Sample]
+    warnings: list[Problem]
+
+
+def load_tokenizer(cfg: RunConfig) -> Any:
+    """The model's tokenizer, with a clear error when it is neither local nor downloadable."""
+    from engine.config import resolve_local
+    from engine.tinymodel import resolve_model
+
+    name = resolve_model(cfg.base_model)
+    local = resolve_local(name, cfg.base_dir)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(local) if local else name, token=cfg.hub.token or None)
+    except Exception as e:  # OSError when offline/not found, ValueError for odd tokenizer files
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = "is not in the local Hugging Face cache" + (" and HF_HUB_OFFLINE=1" if offline else
+                                                            " and could not be downloaded")
+        raise ConfigError([cfg.problem("base_model", f"cannot load its tokenizer: the model {where} ({reason})",
+                                       "download it first on a machine with internet (huggingface-cli download "
+                                       f"{cfg.base_model}), or point base_model at a local model directory",
+                                       cfg.base_model)]) from None
+
+
+def resolve_block_size(cfg: RunConfig, tokenizer: Any) -> tuple[int, str]:
+    limit = tokenizer.model_max_length
+    limit_text = "no limit" if limit >= NO_LIMIT else str(limit)
+    requested = cfg.params.block_size
+    if requested == -1:
+        picked = min(cfg.params.model_max_length, limit, AUTO_BLOCK_CAP)
+        return picked, (f"block_size -1 picked {picked} = min(model_max_length {cfg.params.model_max_length}, "
+                        f"tokenizer limit {limit_text}, {AUTO_BLOCK_CAP})")
+    if requested > limit:
+        return limit, f"block_size {requested} exceeds the tokenizer's limit; using {limit}"
+    return requested, f"block_size {requested}"
+
+
+def prepare_tokenizer(cfg: RunConfig, tokenizer: Any | None = None) -> tuple[Any, TemplateSetup]:
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    setup = setup_tokenizer(tokenizer, cfg.data.chat_template, padding=cfg.params.padding,
+                            model_max_length=cfg.params.model_max_length)
+    return tokenizer, setup
+
+
+def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, limit: int | None = None
+                    ) -> list[FormattedSplit]:
+    """Read the train (and valid) split and format it for the trainer."""
+    render = renderer(tokenizer) if setup.is_chat else None
+    splits = [("train", cfg.data.train_split)]
+    if cfg.data.valid_split:
+        splits.append(("valid", cfg.data.valid_split))
+    out = []
+    for role, split in splits:
+        table: Table = load_split(cfg.data.path, split, base_dir=cfg.base_dir, token=cfg.hub.token or None,
+                                  limit=limit, split_key=f"data.{role}_split")
+        out.append(format_split(table, cfg, setup, render, tokenizer.eos_token, split=role))
+    return out
+
+
+def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None = None,
+                  limit: int | None = None) -> Preview:
+    tokenizer, setup = prepare_tokenizer(cfg, tokenizer)
+    block_size, note = resolve_block_size(cfg, tokenizer)
+    problems = length_problems(cfg, block_size)  # -1 is resolved only now that the tokenizer is known
+    if problems:
+        raise ConfigError(problems, source=str(cfg.source) if cfg.source else None)
+    formatted = load_and_format(cfg, tokenizer, setup, limit=limit)
+    reports, samples = [], []
+    for fs in formatted:
+        report, split_samples = _report(cfg, tokenizer, setup, fs, block_size, n_samples)
+        reports.append(report)
+        if fs.split == "train":
+            samples = split_samples
+    return Preview(cfg, cfg.base_model, block_size, note, setup, reports, samples, list(cfg.warnings))
+
+
+def _report(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit, block_size: int,
+            n_samples: int) -> tuple[SplitReport, list[Sample]]:
+    special = not setup.is_chat
+    if cfg.trainer in ("dpo", "orpo", "reward"):
+        reward = cfg.trainer == "reward"
+        pairs = encode_pairs(tokenizer, fs.examples, add_special_tokens=special,
+                             max_prompt_length=None if reward else cfg.params.max_prompt_length,
+                             max_completion_length=None if reward else cfg.params.max_completion_length,
+                             max_length=block_size)
+        return _pair_report(cfg, tokenizer, fs, pairs, block_size), [
+            _pair_sample(tokenizer, e.location, e.prompt + e.chosen, e.prompt + e.rejected, p, reward)
+            for e, p in zip(fs.examples[:n_samples], pairs)]
+    encoded = encode_examples(tokenizer, fs.examples, add_special_tokens=special)
+    report = _text_report(cfg, fs, encoded, block_size)
+    samples = [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc), block_size)])
+               for e, enc in zip(fs.examples[:n_samples], encoded)]
+    return report, samples
+
+
+def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], block_size: int) -> SplitReport:
+    lengths = [len(e) for e in encoded]
+    trained = [sum(e.trained[:block_size]) for e in encoded]
+    report = SplitReport(fs, [_stats("sequence", lengths, block_size)], sum(trained),
+                         sum(min(n, block_size) for n in lengths), sum(1 for t in trained if t == 0))
+    if cfg.trainer == "default":
+        blocks = pack_blocks(encoded, block_size)
+        total = sum(lengths)
+        last = len(blocks[-1]) if blocks else 0
+        report.notes.append(f"{len(fs.examples)} texts, {total} tokens, joined and cut into {len(blocks)} "
+                            f"block(s) of {block_size}" + (f" (the last has {last})" if last < block_size else ""))
+        report.lengths[0].over = 0  # nothing is truncated: long texts continue in the next block
+        report.total_tokens = report.trained_tokens = total
+        report.no_trained = 0
+    return report
+
+
+def _pair_report(cfg: RunConfig, tokenizer: Any, fs: FormattedSplit, pairs: list[EncodedPair],
+                 block_size: int) -> SplitReport:
+    p = cfg.params
+    if cfg.trainer == "reward":
+        lengths = [_stats("chosen", [len(x.chosen_full) for x in pairs], block_size),
+                   _stats("rejected", [len(x.rejected_full) for x in pairs], block_size)]
+    else:
+        lengths = [_stats("prompt", [x.n_prompt for x in pairs], p.max_prompt_length),
+                   _stats("prompt+chosen", [len(x.chosen_full) for x in pairs], block_size),
+                   _stats("prompt+rejected", [len(x.rejected_full) for x in pairs], block_size)]
+    trained = sum(len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
+    total = sum(len(x.prompt_ids) * 2 + len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
+    empty = sum(1 for x in pairs if not x.chosen_ids or not x.rejected_ids)
+    return SplitReport(fs, lengths, trained, total, empty)
+
+
+def _stats(name: str, lengths: list[int], limit: int | None) -> LengthStats:
+    if not lengths:
+        return LengthStats(name, 0, 0, 0, 0, 0, limit, 0)
+    ordered = sorted(lengths)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    over = sum(1 for n in lengths if limit and n > limit)
+    return LengthStats(name, len(lengths), ordered[0], statistics.median(ordered), p95, ordered[-1], limit, over)
+
+
+# ---------------------------------------------------------------- samples as segments
+
+
+def _part(title: str, tokenizer: Any, text: str, enc: Encoded, lo: int, hi: int, keep_to: int,
+          keep_from: int = 0) -> Part:
+    """Segments of tokens lo..hi of `enc`; tokens before keep_from or from keep_to on are cut."""
+    segments: list[Segment] = []
+    prev_end = enc.offsets[lo][0] if lo < hi and lo > 0 else 0
+    trained = cut = 0
+    for i in range(lo, hi):
+        s, e = enc.offsets[i]
+        if i < keep_from or i >= keep_to:
+            kind = "cut"
+            cut += 1
+        elif enc.trained[i]:
+            kind = "trained"
+            trained += 1
+        else:
+            kind = "masked"
+        piece = text[prev_end:e] if e > s else tokenizer.convert_ids_to_tokens(enc.ids[i])  # added BOS etc.
+        prev_end = max(prev_end, e)
+        if segments and segments[-1].kind == kind:
+            segments[-1].text += piece
+        else:
+            segments.append(Segment(piece, kind))
+    if hi == len(enc) and prev_end < len(text) and segments:
+        segments[-1].text += text[prev_end:]
+    return Part(title, segments, hi - lo, trained, cut)
+
+
+def _pair_sample(tokenizer: Any, location: str, chosen_text: str, rejected_text: str, pair: EncodedPair,
+                 reward: bool) -> Sample:
+    c, r, n = pair.chosen_full, pair.rejected_full, pair.n_prompt
+    if reward:  # whole texts are scored; nothing is masked
+        return Sample(location, [
+            _part("chosen", tokenizer, chosen_text, _all_trained(c), 0, len(c), len(c) - pair.chosen_cut),
+            _part("rejected", tokenizer, rejected_text, _all_trained(r), 0, len(r), len(r) - pair.rejected_cut)])
+    return Sample(location, [
+        _part("prompt", tokenizer, chosen_text, c, 0, n, n, keep_from=pair.prompt_cut),
+        _part("chosen", tokenizer, chosen_text, c, n, len(c), len(c) - pair.chosen_cut),
+        _part("rejected", tokenizer, rejected_text, r, n, len(r), len(r) - pair.rejected_cut)])
+
+
+def _all_trained(e: Encoded) -> Encoded:
+    return Encoded(e.ids, [True] * len(e), e.offsets)

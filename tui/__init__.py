@@ -1,0 +1,1 @@
+"""llmtune's terminal front end: the CLI, the wizard and the dashboard."""

@@ -1,0 +1,138 @@
+"""Prints a Preview: the resolved config, per-split counts and lengths, and samples with trained text marked.
+
+On a terminal, trained text is green, masked text dim and cut text red; piped, the same shows as plain
+markers ([[trained]], <<cut:...>>) so the output stays readable in logs and tests.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+from engine.config import RunConfig
+from engine.preview import Preview, Sample, SplitReport
+
+STYLES = {"trained": "bold green", "masked": "grey50", "cut": "red strike"}
+MAX_PART_CHARS = 2000  # longer parts are shortened in the middle
+
+
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def print_validated(cfg: RunConfig) -> None:
+    out = console()
+    out.print(f"[bold]llmtune dry run[/bold]: {cfg.source}  (config valid)")
+    for w in cfg.warnings:
+        out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
+
+
+def summary_rows(cfg: RunConfig, preview: Preview | None = None) -> list[tuple[str, str]]:
+    """The resolved config in a few lines (also used by the wizard's review and the headless start)."""
+    p, d = cfg.params, cfg.data
+    trainer = cfg.trainer
+    rows = [("task", f"{cfg.task} (trainer: {trainer})"),
+            ("base model", cfg.base_model),
+            ("output", cfg.project_name),
+            ("data", f"{d.path}  train: {d.train_split}  valid: {d.valid_split or '(none: no evaluation)'}")]
+    template = d.chat_template
+    if preview and preview.template.notes:
+        template += " (" + "; ".join(preview.template.notes) + ")"
+    rows.append(("chat template", template))
+    if trainer == "sft":
+        rows.append(("loss on", "all tokens" if p.train_on_all_tokens else
+                     "assistant turns / completion only (train_on_all_tokens: false)"))
+    if preview:
+        rows.append(("block size", preview.block_size_note))
+    else:
+        rows.append(("block size", str(p.block_size)))
+    if trainer in ("dpo", "orpo"):
+        rows.append(("lengths", f"max_prompt_length {p.max_prompt_length}, max_completion_length "
+                     f"{p.max_completion_length or 'fits the block'}, beta {p.dpo_beta}"))
+    steps = f"max_steps {p.max_steps}" if p.max_steps > 0 else f"epochs {p.epochs}"
+    rows.append(("training", f"{steps}, batch {p.batch_size} x accumulation {p.gradient_accumulation}, lr {p.lr:g}, "
+                 f"{p.scheduler}, {p.optimizer}, warmup {p.warmup_ratio:g}"))
+    if p.peft:
+        rows.append(("LoRA", f"r {p.lora_r}, alpha {p.lora_alpha}, dropout {p.lora_dropout:g}, "
+                     f"modules {p.target_modules}; quantization {p.quantization or 'none'}"))
+    else:
+        rows.append(("weights", "full fine-tune (params.peft: false)"))
+    rows.append(("precision", p.mixed_precision or "full (fp32)"))
+    return rows
+
+
+def print_preview(preview: Preview) -> None:
+    out = console()
+    out.print("\n[bold]Config[/bold]")
+    for key, value in summary_rows(preview.cfg, preview):
+        out.print(Text(f"  {key:<14} {value}"))
+    for report in preview.splits:
+        print_split(out, report)
+    if preview.samples:
+        print_samples(out, preview.samples, plain=not out.is_terminal)
+
+
+def print_split(out: Console, report: SplitReport) -> None:
+    fs = report.formatted
+    out.print(f"\n[bold]Data: {fs.split}[/bold] ({fs.source})")
+    dropped = sum(fs.dropped.values())
+    out.print(Text(f"  rows: {fs.rows} read, {len(fs.examples)} used, {dropped} dropped; shape: {fs.shape}"))
+    for reason, n in fs.dropped.most_common():
+        out.print(Text(f"    dropped {n}: {reason}", style="yellow"))
+    if fs.roles_mapped:
+        mapped = ", ".join(f"{k} ({n})" for k, n in fs.roles_mapped.most_common())
+        out.print(Text(f"  mapped: {mapped}"))
+    out.print(Text(f"  columns used: {', '.join(fs.columns_used) or '-'}"
+                   + (f"; dropped before training: {', '.join(fs.columns_dropped)}" if fs.columns_dropped else "")))
+    for s in report.lengths:
+        line = (f"  tokens ({s.name}): min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
+        if s.limit:
+            line += f"; {s.over} of {s.count} longer than {s.limit}" + (" (truncated)" if s.over else "")
+        out.print(Text(line, style="yellow" if s.over else ""))
+    for note in report.notes:
+        out.print(Text(f"  {note}"))
+    if report.total_tokens:
+        share = 100 * report.trained_tokens / report.total_tokens
+        out.print(Text(f"  trained tokens: {report.trained_tokens} of {report.total_tokens} ({share:.0f}%)"))
+    if report.no_trained:
+        out.print(Text(f"  {report.no_trained} sample(s) have no trained token left after truncation",
+                       style="bold red"))
+
+
+def print_samples(out: Console, samples: list[Sample], *, plain: bool) -> None:
+    if plain:
+        legend = "trained text is [[between double brackets]], masked text is bare, cut text is <<cut:...>>"
+    else:
+        legend = Text.assemble("legend: ", ("trained", STYLES["trained"]), "  ", ("masked", STYLES["masked"]),
+                               "  ", ("cut (beyond a length limit)", STYLES["cut"]))
+    out.print("\n[bold]Samples[/bold] exactly as the model sees them")
+    out.print(legend if isinstance(legend, Text) else Text(legend))
+    for i, sample in enumerate(samples, 1):
+        out.print(Text(f"\n--- sample {i} ({sample.location}) ---", style="bold"))
+        for part in sample.parts:
+            head = f"[{part.title}: {part.tokens} tokens, {part.trained} trained" + (
+                f", {part.cut} cut" if part.cut else "") + "]"
+            out.print(Text(head, style="cyan"))
+            out.print(render_part(part.segments, plain=plain))
+        if sample.no_trained_tokens:
+            out.print(Text("!! this sample has no trained tokens: it teaches the model nothing", style="bold red"))
+
+
+def render_part(segments, *, plain: bool) -> Text:
+    text = Text()
+    total = sum(len(s.text) for s in segments)
+    budget = MAX_PART_CHARS if total > MAX_PART_CHARS else None
+    shown = 0
+    for seg in segments:
+        piece = seg.text
+        if budget is not None:
+            if shown >= budget:
+                text.append(f" ... ({total - shown} more characters)", style="italic")
+                break
+            piece = piece[: budget - shown]
+        shown += len(piece)
+        if plain:
+            text.append({"trained": f"[[{piece}]]", "cut": f"<<cut:{piece}>>"}.get(seg.kind, piece))
+        else:
+            text.append(piece, style=STYLES[seg.kind])
+    return text
