@@ -85,7 +85,7 @@ def tiny_model_path() -> Path:
         try:
             os.rename(tmp, final)
         except OSError:
-            if not is_complete(final):  # lost the race to a writer whose copy is not whole: odd, say so
+            if not is_complete(final):  # losing the race to another builder is fine; anything else is not
                 raise
     finally:
         if tmp.exists():
