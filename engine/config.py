@@ -351,6 +351,8 @@ def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> No
         cfg.params.quantization = None
     if cfg.data.chat_template in (None, "None", "null"):
         cfg.data.chat_template = "none"
+    if TASKS.get(cfg.task) and "params.trainer" in cfg.defaulted:
+        cfg.params.trainer = TASKS[cfg.task]  # written out as AutoTrain's training_params do
 
 
 def _optional(annotation: str) -> bool:
