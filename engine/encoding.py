@@ -1,9 +1,10 @@
 """Examples -> token ids with the exact loss mask, as both the preview and the trainers use them.
 
-A token is trained when its first character lies in one of the example's trained spans. The first token
-of a sequence never is: nothing precedes it to predict it from. Text rendered by a chat template already
-holds its special tokens (BOS included), so it is tokenized without adding any; plain text gets the
-tokenizer's own (usually BOS), as AutoTrain's generic trainer does.
+A token is trained when any of its characters lies in one of the example's trained spans, so a token that
+merges the end of a prompt with the start of its completion (" positive" after "Sentiment:") is learned, not
+silently masked. The first token of a sequence never is: nothing precedes it to predict it from. Text
+rendered by a chat template already holds its special tokens (BOS included), so it is tokenized without
+adding any; plain text gets the tokenizer's own (usually BOS), as AutoTrain's generic trainer does.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def encode_texts(tokenizer: Any, texts: list[str], spans: list[list[Span]], *, a
                           return_offsets_mapping=True, return_attention_mask=False)
         for ids, offsets, text_spans in zip(batch["input_ids"], batch["offset_mapping"], spans[start:start + BATCH]):
             offsets = [tuple(o) for o in offsets]
-            trained = [i > 0 and e > s and any(a <= s < b for a, b in text_spans)
+            trained = [i > 0 and e > s and any(s < b and a < e for a, b in text_spans)
                        for i, (s, e) in enumerate(offsets)]
             out.append(Encoded(list(ids), trained, offsets))
     return out

@@ -127,6 +127,11 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
         shapes[shape] += 1
         out.examples.append(example)
     problems.raise_if_any()
+    if not out.examples:  # fail now, not in the middle of a training run
+        why = "; ".join(f"{n} {reason}" for reason, n in out.dropped.most_common()) or "the file has no rows"
+        raise DataError([Problem(out.source, f"no usable rows in the {split} split ({why})",
+                                 "check data.column_mapping and data.chat_template against the data")],
+                        title="the data does not fit the config")
     out.shape = " + ".join(s for s, _ in shapes.most_common()) or "none"
     out.roles_mapped = fmt.roles_mapped
     return out
@@ -283,6 +288,10 @@ class Formatter:
 
     def _pair_strings(self, location: str, prompt: Any, chosen: str, rejected: str) -> PairExample:
         cm = self.cfg.data.column_mapping
+        if not chosen.strip() or not rejected.strip():
+            raise Dropped("empty chosen or rejected text")
+        if chosen == rejected:
+            raise Dropped("chosen and rejected are the same")
         if self.setup.is_chat:
             if prompt is None:
                 raise RowError("chosen/rejected are plain text, and a chat template needs the prompt to build a "
@@ -291,10 +300,6 @@ class Formatter:
             prompt_msgs = self._as_messages(prompt, cm.prompt_text_column or "prompt")
             return self._render_pair(location, prompt_msgs, [{"role": "assistant", "content": chosen}],
                                      [{"role": "assistant", "content": rejected}])
-        if not chosen.strip() or not rejected.strip():
-            raise Dropped("empty chosen or rejected text")
-        if chosen == rejected:
-            raise Dropped("chosen and rejected are the same")
         prompt_text = "" if prompt is None else str(prompt)
         if self.trainer == "reward":  # the whole text is scored
             return PairExample(location, "", prompt_text + chosen + self.eos, prompt_text + rejected + self.eos)
@@ -385,9 +390,14 @@ def _text(row: dict, column: str) -> str:
     return str(value)
 
 
+class _Blanks(dict):
+    def __missing__(self, key: str) -> str:
+        return ""  # a JSONL row without the key: as empty as a null
+
+
 def _fill(template: str, row: dict) -> str:
-    values = {k: ("" if v is None else v) for k, v in row.items()}  # a missing optional field reads as empty
-    return template.format(**values)
+    values = _Blanks({k: ("" if v is None else v) for k, v in row.items()})  # a null or absent field reads as empty
+    return template.format_map(values)
 
 
 def _looks_like_messages(value: Any) -> bool:

@@ -174,7 +174,9 @@ def _report(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedS
             for e, p in zip(fs.examples[:n_samples], pairs)]
     encoded = encode_examples(tokenizer, fs.examples, add_special_tokens=special)
     report = _text_report(cfg, fs, encoded, block_size)
-    samples = [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc), block_size)])
+    packed = cfg.trainer == "default"  # joined into blocks: a long text continues in the next one, nothing is cut
+    samples = [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc),
+                                         len(enc) if packed else block_size)])
                for e, enc in zip(fs.examples[:n_samples], encoded)]
     return report, samples
 
@@ -208,6 +210,8 @@ def _pair_report(cfg: RunConfig, tokenizer: Any, fs: FormattedSplit, pairs: list
                    _stats("prompt+rejected", [len(x.rejected_full) for x in pairs], block_size)]
     trained = sum(len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
     total = sum(len(x.prompt_ids) * 2 + len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
+    if cfg.trainer == "reward":  # whole texts are scored: every token kept counts, as the samples show
+        trained = total
     empty = sum(1 for x in pairs if not x.chosen_ids or not x.rejected_ids)
     return SplitReport(fs, lengths, trained, total, empty)
 
