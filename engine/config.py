@@ -460,10 +460,10 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
         warn(cfg, cfg.problem("backend", "llmtune trains on this machine; the backend is ignored",
                                         None, cfg.backend))
 
-    add_all(problems, _range_problems(cfg))
-    add_all(problems, _length_problems(cfg))
-    add_all(problems, _column_problems(cfg))
-    add_all(problems, _template_problems(cfg))
+    problems += _range_problems(cfg)
+    problems += length_problems(cfg, p.block_size)
+    problems += _column_problems(cfg)
+    problems += _template_problems(cfg)
 
     if p.quantization and not p.peft:
         add(cfg.problem("params.quantization", "quantization needs LoRA (peft): a quantized model's weights "
@@ -479,12 +479,8 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
                                         "evaluated", "set data.valid_split to evaluate during training",
                                         p.eval_strategy))
 
-    add_all(problems, _env_problems(cfg))
+    problems += _env_problems(cfg)
     return problems
-
-
-def add_all(problems: list[Problem], more: list[Problem]) -> None:
-    problems.extend(more)
 
 
 def warn(cfg: RunConfig, problem: Problem) -> None:
@@ -512,13 +508,9 @@ def _range_problems(cfg: RunConfig) -> list[Problem]:
     return out
 
 
-def _length_problems(cfg: RunConfig) -> list[Problem]:
-    """AutoTrain's length rules (it documents them, then fails late or with nan losses)."""
-    return length_problems(cfg, cfg.params.block_size)
-
-
 def length_problems(cfg: RunConfig, block_size: int) -> list[Problem]:
-    """The length rules against a block size: the configured one, or the one -1 resolved to."""
+    """AutoTrain's length rules (it documents them, then fails late or with nan losses), against a block
+    size: the configured one, or the one -1 resolved to once the tokenizer is known."""
     p = cfg.params
     out = []
     mml = p.model_max_length
