@@ -424,7 +424,7 @@ def coerce(value: Any, annotation: str, key: str, choices: tuple | None = None
         close = difflib.get_close_matches(str(out), [str(c) for c in choices], n=1)
         allowed = ", ".join(str(c) for c in choices) + (", or empty" if optional else "")
         hint = f"did you mean {close[0]}? " if close else ""
-        return None, (f"is not one of the allowed values", f"{hint}allowed: {allowed}")
+        return None, ("is not one of the allowed values", f"{hint}allowed: {allowed}")
     return out, None
 
 

@@ -50,3 +50,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.tinymodel import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run a test in its own directory, so relative paths (`data.path: .`) and shown locations are short."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from engine.chat_templates import renderer, setup_tokenizer
-from engine.config import parse_config_text
 from engine.errors import DataError
 from engine.formatting import MAX_ROW_PROBLEMS, PairExample, TextExample
 from engine.preview import Preview, build_preview
+from support import tiny_config
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 CONVERSATION = [
@@ -33,19 +32,7 @@ CONVERSATION = [
 PREFERENCE_COLUMNS = {"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"}
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test in its own directory: `data.path: .` is the test's data, and locations read `train.jsonl:2`."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def write_files(directory: Path, files: dict[str, Any]) -> None:
-    """name -> a list of rows (written as JSONL) or the file's text."""
-    for name, content in files.items():
-        if isinstance(content, list):
-            content = "".join(json.dumps(row) + "\n" for row in content)
-        (directory / name).write_text(content, encoding="utf-8")
+pytestmark = pytest.mark.usefixtures("in_tmp")  # each test in its own directory (conftest)
 
 
 def csv_text(header: list[str], *rows: list[Any]) -> str:
@@ -59,9 +46,7 @@ def csv_text(header: list[str], *rows: list[Any]) -> str:
 def preview(tmp_path: Path, tiny_model: Path, files: dict[str, Any], *, task: str = "llm-sft",
             params: dict[str, Any] | None = None, n_samples: int = 3, **data: Any) -> Preview:
     """Write the data and an AutoTrain-style config into tmp_path, and preview it."""
-    write_files(tmp_path, files)
-    raw = {"task": task, "base_model": str(tiny_model), "data": {"path": ".", **data}, "params": params or {}}
-    cfg = parse_config_text(yaml.safe_dump(raw, sort_keys=False), source=tmp_path / "run.yaml")
+    cfg = tiny_config(tmp_path, tiny_model, files, task=task, params=params, **data)
     return build_preview(cfg, n_samples=n_samples)
 
 
@@ -585,13 +570,6 @@ def test_every_missing_preference_column_is_reported(tmp_path: Path, tiny_model:
 
 
 def test_a_split_with_no_usable_rows_is_an_error(tmp_path: Path, tiny_model: Path) -> None:
-    from engine.errors import DataError
-    from engine.preview import build_preview
-
-    data = tmp_path / "train.jsonl"
-    data.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    cfg = parse_config_text(f"task: llm-sft\nbase_model: {tiny_model}\ndata:\n  path: {data}\n  chat_template: chatml\n"
-                            "  column_mapping:\n    text_column: messages\n", source=tmp_path / "run.yaml")
-    with pytest.raises(DataError) as info:
-        build_preview(cfg)
-    assert "no usable rows in the train split (1 no assistant turn to learn from)" in info.value.render()
+    error = refused(tmp_path, tiny_model, {"train.jsonl": [{"messages": [{"role": "user", "content": "hi"}]}]},
+                    chat_template="chatml", column_mapping={"text_column": "messages"})
+    assert "no usable rows in the train split (1 no assistant turn to learn from)" in error.render()

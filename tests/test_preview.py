@@ -6,17 +6,16 @@ template; truncation is checked in counts and in the samples' segments. Row form
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from engine.config import RunConfig, parse_config_text
+from engine.config import RunConfig
 from engine.encoding import Encoded, encode_examples, encode_pairs
 from engine.errors import ConfigError
 from engine.preview import Part, Preview, build_preview, load_and_format, prepare_tokenizer
+from support import tiny_config
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},
@@ -29,22 +28,13 @@ LONG = "Once upon a time, a curious fox lived at the edge of a quiet forest."
 PREFERENCE_COLUMNS = {"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"}
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test in its own directory: `data.path: .` is the test's data, and locations read `train.jsonl:2`."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")  # each test in its own directory (conftest)
 
 
 def config(tmp_path: Path, tiny_model: Path, files: dict[str, Any], *, task: str = "llm-sft",
            params: dict[str, Any] | None = None, **data: Any) -> RunConfig:
     """Write the data (name -> rows as JSONL, or text) and parse an AutoTrain-style config over it."""
-    for name, content in files.items():
-        if isinstance(content, list):
-            content = "".join(json.dumps(row) + "\n" for row in content)
-        (tmp_path / name).write_text(content, encoding="utf-8")
-    raw = {"task": task, "base_model": str(tiny_model), "data": {"path": ".", **data}, "params": params or {}}
-    return parse_config_text(yaml.safe_dump(raw, sort_keys=False), source=tmp_path / "run.yaml")
+    return tiny_config(tmp_path, tiny_model, files, task=task, params=params, **data)
 
 
 def preview(tmp_path: Path, tiny_model: Path, files: dict[str, Any], *, n_samples: int = 3, **kwargs: Any
