@@ -95,6 +95,20 @@ def encode_pairs(tokenizer: Any, examples: list[PairExample], *, add_special_tok
     return pairs
 
 
+def encode_split(tokenizer: Any, examples: list, *, trainer: str, add_special_tokens: bool, block_size: int,
+                 max_prompt_length: int | None, max_completion_length: int | None
+                 ) -> list[Encoded] | list[EncodedPair]:
+    """The one tokenization the preview shows and the trainers train on. Reward pairs are whole texts cut to
+    block_size only; DPO/ORPO prompts and completions are also cut to their own limits."""
+    if trainer in ("dpo", "orpo", "reward"):
+        reward = trainer == "reward"
+        return encode_pairs(tokenizer, examples, add_special_tokens=add_special_tokens,
+                            max_prompt_length=None if reward else max_prompt_length,
+                            max_completion_length=None if reward else max_completion_length,
+                            max_length=block_size)
+    return encode_examples(tokenizer, examples, add_special_tokens=add_special_tokens)
+
+
 def _prompt_len(e: Encoded) -> int:
     for i, t in enumerate(e.trained):
         if t:

@@ -15,7 +15,7 @@ from typing import Any
 from engine.chat_templates import TemplateSetup, renderer, setup_tokenizer
 from engine.config import RunConfig, length_problems
 from engine.data import Table, load_split
-from engine.encoding import Encoded, EncodedPair, encode_examples, encode_pairs, pack_blocks
+from engine.encoding import Encoded, EncodedPair, encode_split, pack_blocks
 from engine.errors import ConfigError, Problem
 from engine.formatting import FormattedSplit, format_split
 
@@ -121,6 +121,14 @@ def resolve_block_size(cfg: RunConfig, tokenizer: Any) -> tuple[int, str]:
     return requested, f"block_size {requested}"
 
 
+def checked_block_size(cfg: RunConfig, tokenizer: Any) -> tuple[int, str]:
+    block_size, note = resolve_block_size(cfg, tokenizer)
+    problems = length_problems(cfg, block_size)  # -1 is resolved only now that the tokenizer is known
+    if problems:
+        raise ConfigError(problems, source=str(cfg.source) if cfg.source else None)
+    return block_size, note
+
+
 def prepare_tokenizer(cfg: RunConfig, tokenizer: Any | None = None) -> tuple[Any, TemplateSetup]:
     tokenizer = tokenizer or load_tokenizer(cfg)
     setup = setup_tokenizer(tokenizer, cfg.data.chat_template, padding=cfg.params.padding,
@@ -146,10 +154,7 @@ def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, lim
 def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None = None,
                   limit: int | None = None) -> Preview:
     tokenizer, setup = prepare_tokenizer(cfg, tokenizer)
-    block_size, note = resolve_block_size(cfg, tokenizer)
-    problems = length_problems(cfg, block_size)  # -1 is resolved only now that the tokenizer is known
-    if problems:
-        raise ConfigError(problems, source=str(cfg.source) if cfg.source else None)
+    block_size, note = checked_block_size(cfg, tokenizer)
     formatted = load_and_format(cfg, tokenizer, setup, limit=limit)
     reports, samples = [], []
     for fs in formatted:
@@ -162,23 +167,26 @@ def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None =
 
 def _report(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit, block_size: int,
             n_samples: int) -> tuple[SplitReport, list[Sample]]:
-    special = not setup.is_chat
+    encoded = encode_for_training(cfg, tokenizer, setup, fs, block_size)
     if cfg.trainer in ("dpo", "orpo", "reward"):
         reward = cfg.trainer == "reward"
-        pairs = encode_pairs(tokenizer, fs.examples, add_special_tokens=special,
-                             max_prompt_length=None if reward else cfg.params.max_prompt_length,
-                             max_completion_length=None if reward else cfg.params.max_completion_length,
-                             max_length=block_size)
-        return _pair_report(cfg, tokenizer, fs, pairs, block_size), [
+        return _pair_report(cfg, tokenizer, fs, encoded, block_size), [
             _pair_sample(tokenizer, e.location, e.prompt + e.chosen, e.prompt + e.rejected, p, reward)
-            for e, p in zip(fs.examples[:n_samples], pairs)]
-    encoded = encode_examples(tokenizer, fs.examples, add_special_tokens=special)
+            for e, p in zip(fs.examples[:n_samples], encoded)]
     report = _text_report(cfg, fs, encoded, block_size)
     packed = cfg.trainer == "default"  # joined into blocks: a long text continues in the next one, nothing is cut
     samples = [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc),
                                          len(enc) if packed else block_size)])
                for e, enc in zip(fs.examples[:n_samples], encoded)]
     return report, samples
+
+
+def encode_for_training(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit,
+                        block_size: int) -> list[Encoded] | list[EncodedPair]:
+    p = cfg.params
+    return encode_split(tokenizer, fs.examples, trainer=cfg.trainer, add_special_tokens=not setup.is_chat,
+                        block_size=block_size, max_prompt_length=p.max_prompt_length,
+                        max_completion_length=p.max_completion_length)
 
 
 def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], block_size: int) -> SplitReport:

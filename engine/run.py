@@ -1,0 +1,65 @@
+"""`python -m engine.run RUN_DIR`: the training process. Started detached by engine.launch (its own session,
+stdin closed, output appended to RUN_DIR/train.log), it trains the config in RUN_DIR/config.yaml.
+
+Signals: SIGINT asks for a clean stop (a checkpoint is saved), as the stop request of a UI does; SIGTERM ends
+the run at once, recording it as killed; SIGHUP (a terminal going away) is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+
+def _setup_environment() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # bitsandbytes 8-bit logs a cast message on every matmul on the CPU.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for name in ("httpx", "urllib3", "filelock", "datasets", "fsspec"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _install_signal_handlers(run_dir: Path) -> None:
+    from engine import launch
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        launch.request(run_dir, "stop")
+
+    def killed(signum: int, frame: FrameType | None) -> None:
+        from engine.events import EVENTS_FILE, EventWriter
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            with EventWriter(run_dir / EVENTS_FILE) as w:
+                w.emit("run_finished", status="killed", exit_code=130, step=None, metrics={}, output=None,
+                       merged=None)
+        sys.stdout.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, killed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m engine.run RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(args[0]).absolute()
+    _setup_environment()
+    _install_signal_handlers(run_dir)
+    from engine.train import train
+
+    return train(run_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

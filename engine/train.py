@@ -1,0 +1,214 @@
+"""One training run, inside the training process: data -> rows -> model -> TRL trainer -> saved results, with
+every stage reported to events.jsonl. `engine.run` calls `train(run_dir)` and exits with what it returns.
+
+Exit codes (also in the final event): 0 completed, 2 a problem with the config or the data, 1 failed,
+130 stopped on request (a checkpoint was saved).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import time
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from engine import launch
+from engine.config import RunConfig, load_config
+from engine.errors import DataError, UserError
+from engine.events import EVENTS_FILE, EventWriter
+from engine.rundir import CONFIG_FILE, LOG_FILE, MERGED_DIR, write_training_params
+
+log = logging.getLogger("llmtune")
+EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "tokenizers", "llmtune")
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def train(run_dir: Path) -> int:
+    writer = EventWriter(run_dir / EVENTS_FILE) if rank() == 0 else None
+    run = Run(run_dir, writer)
+    try:
+        return run.execute()
+    except UserError as e:
+        return run.finish_failed("user", e.render(), EXIT_USER)
+    except Exception as e:  # noqa: BLE001 - every failure must end the event stream with a reason
+        traceback.print_exc()  # stderr is train.log
+        kind, message = _describe(e)
+        return run.finish_failed(kind, message, EXIT_FAILED)
+    finally:
+        if writer:
+            writer.close()
+
+
+class Run:
+    def __init__(self, run_dir: Path, writer: EventWriter | None) -> None:
+        self.run_dir = run_dir
+        self.writer = writer
+        self.step = 0
+
+    def emit(self, type: str, **fields: Any) -> None:
+        if self.writer:
+            self.writer.emit(type, **fields)
+        if type in ("status", "log"):
+            log.info(fields.get("message", ""))
+
+    def execute(self) -> int:
+        from engine.preview import checked_block_size, load_and_format, prepare_tokenizer
+        from engine.trainers.rows import build_rows
+
+        cfg = load_config(self.run_dir / CONFIG_FILE, check_env=True)
+        self.cfg = cfg
+        self.emit("status", phase="loading data", message=f"reading {cfg.data.path} and the tokenizer")
+        tokenizer, setup = prepare_tokenizer(cfg)
+        block_size, note = checked_block_size(cfg, tokenizer)
+        rows = [build_rows(cfg, tokenizer, setup, fs, block_size) for fs in load_and_format(cfg, tokenizer, setup)]
+        train_rows, valid_rows = rows[0], (rows[1] if len(rows) > 1 else None)
+        for r in rows:
+            for n in r.notes:
+                self.emit("log", level="warning", message=n)
+        if not train_rows.rows:
+            raise DataError([cfg.problem("params.block_size", "no training example has a trained token within "
+                                         f"block_size {block_size}", "raise block_size, or check the data with "
+                                         "--dry-run")])
+        write_training_params(cfg, self.run_dir)
+        return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows)
+
+    def _train(self, cfg: RunConfig, tokenizer: Any, setup: Any, block_size: int, note: str, train_rows: Any,
+               valid_rows: Any) -> int:
+        from engine.trainers import builder
+        from engine.trainers.common import Job, total_steps
+        from engine.trainers.progress import ProgressCallback, TokenCounter
+
+        job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
+                  world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        self.emit("status", phase="loading model", message=f"loading {cfg.base_model}")
+        counter = TokenCounter()
+        progress = ProgressCallback(self.writer, self.run_dir, counter)
+        trainer, loaded = builder(cfg.trainer)(job, [progress])
+        counter.attach(trainer)
+        for n in loaded.notes + setup.notes:
+            self.emit("log", level="info", message=n)
+        data = {"train": train_rows.stats.as_dict()}
+        if valid_rows is not None:
+            data["valid"] = valid_rows.stats.as_dict()
+        self.data = data
+        self.emit("run_started", run_dir=str(self.run_dir), pid=os.getpid(), trainer=cfg.trainer, task=cfg.task,
+                  base_model=cfg.base_model, config=_config_dict(cfg), versions=versions(), device=device_info(),
+                  data=data, total_steps=total_steps(job), epochs=float(cfg.params.epochs),
+                  batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
+                  output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
+                  trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))
+        started = time.time()
+        trainer.train()
+        self.step = trainer.state.global_step
+        metrics = dict(progress.final_metrics)
+        if valid_rows is not None and valid_rows.rows and progress.last_eval_step != self.step:
+            metrics.update(trainer.evaluate())  # the run ended between evaluations (max_steps, a stop request)
+        for h in reversed(trainer.state.log_history):
+            if "loss" in h:
+                metrics.setdefault("final_loss", h["loss"])
+                break
+        for h in reversed(trainer.state.log_history):
+            if "eval_loss" in h:
+                metrics["eval_loss"] = h["eval_loss"]
+                break
+        stopped = progress.stop_requested
+        status = "stopped" if stopped else "completed"
+        self.emit("status", phase="saving", message=f"saving the {'adapter' if cfg.params.peft else 'model'} "
+                  f"to {self.run_dir}")
+        trainer.save_model(str(self.run_dir))
+        tokenizer.save_pretrained(str(self.run_dir))
+        metrics["train_runtime"] = round(time.time() - started, 2)
+        resized = loaded.resized_to
+        del trainer, loaded
+        gc.collect()
+        merged = self._merge(cfg, tokenizer) if cfg.params.peft and cfg.params.merge_adapter and not stopped else None
+        from engine.model_card import write_model_card
+
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        write_model_card(cfg, self.run_dir, status=status, metrics=metrics, data=data, resized_to=resized,
+                         merged=merged)
+        if stopped:
+            launch.clear(self.run_dir, "stop")
+        code = EXIT_STOPPED if stopped else EXIT_OK
+        self.emit("run_finished", status=status, exit_code=code, step=self.step, metrics=metrics,
+                  output=str(self.run_dir), merged=str(merged) if merged else None)
+        return code
+
+    def _merge(self, cfg: RunConfig, tokenizer: Any) -> Path | None:
+        from engine.trainers.merge import merge_adapter
+
+        self.emit("status", phase="merging", message="merging the adapter into the base model")
+        _free_gpu()
+        try:
+            return merge_adapter(cfg, self.run_dir, tokenizer, self.run_dir / MERGED_DIR)
+        except Exception as e:  # noqa: BLE001 - the adapter is saved; a failed merge must not lose it
+            traceback.print_exc()
+            self.emit("log", level="error", message=f"merging the adapter failed ({type(e).__name__}: {e}); the "
+                      f"adapter is kept in {self.run_dir}; the traceback is in {self.run_dir / LOG_FILE}")
+            return None
+
+    def finish_failed(self, kind: str, message: str, code: int) -> int:
+        log.error(message)
+        self.emit("error", kind=kind, message=message, log=str(self.run_dir / LOG_FILE))
+        self.emit("run_finished", status="failed", exit_code=code, step=self.step, metrics={}, output=None,
+                  merged=None)
+        return code
+
+
+def _describe(e: BaseException) -> tuple[str, str]:
+    name = type(e).__name__
+    if "OutOfMemory" in name or "out of memory" in str(e).lower():
+        return "oom", (f"out of memory: {str(e).splitlines()[0] if str(e) else name}. Lower params.batch_size "
+                       "(raise gradient_accumulation to keep the effective batch), lower block_size, turn on "
+                       "auto_find_batch_size, peft and quantization: int4, or keep gradient checkpointing on")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return "internal", f"training failed: {name}: {first}"
+
+
+def _free_gpu() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _config_dict(cfg: RunConfig) -> dict[str, Any]:
+    from engine.config import to_dict
+
+    return to_dict(cfg)
+
+
+def _trainable(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _total(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"kind": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
+    return {"kind": "cpu", "name": platform.processor() or platform.machine(), "count": os.cpu_count() or 1}

@@ -1,0 +1,104 @@
+"""What every trainer shares: the prepared job and the TrainingArguments built from our params.
+
+TRL's configs default to gradient checkpointing and bf16 on; every such default is set here explicitly from
+the config, so a run does what its YAML says whatever the installed TRL prefers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from engine.chat_templates import TemplateSetup
+from engine.config import RunConfig
+from engine.trainers.model import device
+from engine.trainers.rows import TrainerRows
+
+REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+
+
+@dataclass
+class Job:
+    cfg: RunConfig
+    run_dir: Path
+    tokenizer: Any
+    setup: TemplateSetup
+    block_size: int
+    train: TrainerRows
+    valid: TrainerRows | None
+    world_size: int = 1
+
+    def dataset(self, rows: TrainerRows | None) -> Any:
+        from datasets import Dataset
+
+        return None if rows is None else Dataset.from_list(rows.rows)
+
+
+def total_steps(job: Job) -> int:
+    p = job.cfg.params
+    if p.max_steps > 0:
+        return p.max_steps
+    batches = math.ceil(len(job.train.rows) / (p.batch_size * job.world_size))
+    return max(1, math.ceil(batches / p.gradient_accumulation)) * p.epochs
+
+
+def logging_steps(job: Job) -> int:
+    """-1: about 50 points over the run, at least every 25 steps."""
+    if job.cfg.params.logging_steps > 0:
+        return job.cfg.params.logging_steps
+    return max(1, min(25, total_steps(job) // 50))
+
+
+def training_args(job: Job, config_class: type, **extra: Any) -> Any:
+    p, cfg = job.cfg.params, job.cfg
+    has_valid = job.valid is not None and bool(job.valid.rows)
+    steps = total_steps(job)
+    eval_strategy = p.eval_strategy if has_valid else "no"
+    save_strategy = "steps" if p.save_steps else "epoch"
+    on_gpu = device() == "cuda"
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(job.run_dir),
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.gradient_accumulation,
+        auto_find_batch_size=p.auto_find_batch_size,
+        learning_rate=p.lr,
+        num_train_epochs=p.epochs,
+        max_steps=p.max_steps,
+        warmup_steps=p.warmup_ratio if p.warmup_ratio < 1 else steps,  # a float below 1 is a ratio
+        optim=p.optimizer,
+        lr_scheduler_type=p.scheduler,
+        weight_decay=p.weight_decay,
+        max_grad_norm=p.max_grad_norm,
+        seed=p.seed,
+        bf16=p.mixed_precision == "bf16",
+        fp16=p.mixed_precision == "fp16",
+        **_checkpointing(config_class, not p.disable_gradient_checkpointing),
+        logging_strategy="steps",
+        logging_steps=logging_steps(job),
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=(p.eval_steps or logging_steps(job)) if eval_strategy == "steps" else None,
+        save_strategy=save_strategy,
+        save_steps=p.save_steps if p.save_steps else 500,
+        save_total_limit=p.save_total_limit,
+        report_to=[REPORTERS[cfg.log]] if cfg.log in REPORTERS else "none",
+        include_num_input_tokens_seen="no",  # we count tokens ourselves (trained ones too)
+        disable_tqdm=True,  # progress goes to events.jsonl; bars would garble train.log
+        use_cpu=not on_gpu,
+        dataloader_pin_memory=on_gpu,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False if job.world_size > 1 else None,
+        dataset_num_proc=None,
+    )
+    kwargs.update(extra)
+    return config_class(**kwargs)
+
+
+def _checkpointing(config_class: type, on: bool) -> dict[str, Any]:
+    """transformers 5.x renamed gradient checkpointing to activation checkpointing (the old name warns)."""
+    names = {f.name for f in fields(config_class)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {f"{prefix}_checkpointing": on, f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}

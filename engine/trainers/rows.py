@@ -1,0 +1,120 @@
+"""Formatted splits -> the pre-tokenized rows each TRL trainer takes, with the statistics the run reports.
+
+The ids and masks come from `engine.preview.encode_for_training`, the function the preview shows, so what
+is trained is exactly what was previewed. Handing TRL raw text instead would let it re-add EOS, drop
+over-long reward pairs and mask prompt/completion boundaries its own way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.chat_templates import TemplateSetup
+from engine.config import RunConfig
+from engine.encoding import Encoded, EncodedPair, pack_blocks
+from engine.formatting import FormattedSplit
+from engine.preview import encode_for_training
+
+IGNORE = -100  # label of a token with no loss
+
+
+@dataclass
+class SplitStats:
+    rows: int  # rows read from the file
+    dropped: int  # rows the formatter could not use (reported with their location before training)
+    examples: int  # training examples (blocks for the generic trainer)
+    tokens: int  # tokens kept (after truncation)
+    trained_tokens: int  # tokens with a loss
+    truncated: int  # examples cut to the length limits
+    skipped: int = 0  # examples left with no trained token after truncation: nothing to learn, left out
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class TrainerRows:
+    split: str
+    rows: list[dict[str, Any]]
+    stats: SplitStats
+    notes: list[str] = field(default_factory=list)
+
+
+def build_rows(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit, block_size: int
+               ) -> TrainerRows:
+    encoded = encode_for_training(cfg, tokenizer, setup, fs, block_size)
+    base = dict(rows=fs.rows, dropped=sum(fs.dropped.values()))
+    if cfg.trainer == "default":
+        return _blocks(fs, encoded, block_size, base)
+    if cfg.trainer == "sft":
+        return _sft(fs, encoded, block_size, base)
+    return _pairs(cfg.trainer, fs, encoded, base)
+
+
+def _blocks(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
+    blocks = pack_blocks(encoded, block_size)
+    rows = [{"input_ids": b, "labels": list(b)} for b in blocks]
+    tokens = sum(len(b) for b in blocks)
+    # The first token of each block has nothing before it to be predicted from.
+    stats = SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=tokens - len(blocks), truncated=0)
+    return TrainerRows(fs.split, rows, stats)
+
+
+def _sft(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
+    rows, tokens, trained, truncated, skipped = [], 0, 0, 0, 0
+    for e in encoded:
+        ids = e.ids[:block_size]
+        labels = [i if t else IGNORE for i, t in zip(ids, e.trained[:block_size])]
+        truncated += len(e) > block_size
+        n_trained = sum(1 for x in labels if x != IGNORE)
+        if not n_trained:
+            skipped += 1
+            continue
+        rows.append({"input_ids": ids, "labels": labels})
+        tokens += len(ids)
+        trained += n_trained
+    notes = []
+    if skipped:
+        notes.append(f"{fs.split}: {skipped} example(s) have no trained token within block_size and are left out "
+                     "(the dry run shows them); raise block_size to keep them")
+    return TrainerRows(fs.split, rows, SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=trained,
+                                                  truncated=truncated, skipped=skipped), notes)
+
+
+def _pairs(trainer: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dict) -> TrainerRows:
+    rows, tokens, trained, truncated, skipped = [], 0, 0, 0, 0
+    for p in pairs:
+        truncated += bool(p.prompt_cut or p.chosen_cut or p.rejected_cut)
+        if trainer == "reward":  # whole texts, each cut to block_size
+            chosen = p.chosen_full.ids[:len(p.chosen_full) - p.chosen_cut]
+            rejected = p.rejected_full.ids[:len(p.rejected_full) - p.rejected_cut]
+            rows.append({"chosen_ids": chosen, "rejected_ids": rejected})
+            tokens += len(chosen) + len(rejected)
+            trained += len(chosen) + len(rejected)
+            continue
+        prompt, chosen, rejected = p.prompt_ids, p.chosen_ids, p.rejected_ids
+        if not chosen or not rejected:
+            skipped += 1
+            continue
+        rows.append(_orpo_row(prompt, chosen, rejected) if trainer == "orpo"
+                    else {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
+        tokens += 2 * len(prompt) + len(chosen) + len(rejected)
+        trained += len(chosen) + len(rejected)
+    notes = []
+    if skipped:
+        notes.append(f"{fs.split}: {skipped} pair(s) have an empty chosen or rejected answer once the prompt is "
+                     "cut to its limits, and are left out; raise block_size or lower max_prompt_length")
+    return TrainerRows(fs.split, rows, SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=trained,
+                                                  truncated=truncated, skipped=skipped), notes)
+
+
+def _orpo_row(prompt: list[int], chosen: list[int], rejected: list[int]) -> dict[str, list[int]]:
+    """The columns TRL's (experimental) ORPO trainer produces from text, built from our ids instead."""
+    row: dict[str, list[int]] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for name, answer in (("chosen", chosen), ("rejected", rejected)):
+        ids = prompt + answer
+        row[f"{name}_input_ids"] = ids
+        row[f"{name}_attention_mask"] = [1] * len(ids)
+        row[f"{name}_labels"] = [IGNORE] * len(prompt) + answer
+    return row
