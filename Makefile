@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/llmtune-tui --config configs/sft-chat.yaml --dry-run
+	$(VENV)/bin/llmtune-tui demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -17,13 +17,13 @@ from typing import Any
 from engine.config import RunConfig, resolve_local, to_dict, to_yaml
 from engine.errors import ConfigError
 from engine.events import EVENTS_FILE, read_events, summarize
+from engine.launch import CONTROL_DIR, LOG_FILE, PID_FILE, attach
 
 CONFIG_FILE = "config.yaml"
 PARAMS_FILE = "training_params.json"
-LOG_FILE = "train.log"
 MERGED_DIR = "merged"
 # Files a run writes: a new run may replace these when the previous one never got to train.
-RUN_FILES = (CONFIG_FILE, PARAMS_FILE, EVENTS_FILE, LOG_FILE, "run.pid", "control")
+RUN_FILES = (CONFIG_FILE, PARAMS_FILE, EVENTS_FILE, LOG_FILE, PID_FILE, CONTROL_DIR)
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
@@ -53,7 +53,7 @@ def check_free(cfg: RunConfig) -> list[Any]:
     summary = summarize(read_events(events)) if events.exists() else None
     trained = any(run_dir.glob("checkpoint-*")) or any((run_dir / n).exists() for n in
                                                          ("adapter_config.json", "model.safetensors", MERGED_DIR))
-    if summary is not None and summary.status is None and _alive(run_dir):
+    if summary is not None and summary.status is None and attach(run_dir) is not None:
         why = "a run is still going on in it (llmtune-tui attach to watch it)"
     elif trained or (summary is not None and summary.status == "completed"):
         why = "it already holds a trained model or checkpoints from an earlier run"
@@ -64,21 +64,6 @@ def check_free(cfg: RunConfig) -> list[Any]:
     return [cfg.problem("project_name", f"the run directory {run_dir} is not free: {why}",
                         f"choose another project_name (e.g. --set project_name={cfg.project_name}-2), or delete "
                         "the directory", cfg.project_name)]
-
-
-def _alive(run_dir: Path) -> bool:
-    from engine.launch import read_pid
-
-    pid = read_pid(run_dir)
-    if pid is None:
-        return False
-    try:
-        import os
-
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 def prepare(cfg: RunConfig) -> Path:

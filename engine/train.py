@@ -21,7 +21,8 @@ from engine import launch
 from engine.config import RunConfig, load_config
 from engine.errors import DataError, UserError
 from engine.events import EVENTS_FILE, EventWriter
-from engine.rundir import CONFIG_FILE, LOG_FILE, MERGED_DIR, write_training_params
+from engine.launch import LOG_FILE
+from engine.rundir import CONFIG_FILE, MERGED_DIR, write_training_params
 
 log = logging.getLogger("llmtune")
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
@@ -106,6 +107,11 @@ class Run:
                   batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                   output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
                   trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))
+        if "stop" in launch.pending(self.run_dir):  # asked to stop while the data and model were loading
+            launch.clear(self.run_dir, "stop")
+            self.emit("run_finished", status="stopped", exit_code=EXIT_STOPPED, step=0, metrics={}, output=None,
+                      merged=None)
+            return EXIT_STOPPED
         started = time.time()
         trainer.train()
         self.step = trainer.state.global_step

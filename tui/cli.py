@@ -1,8 +1,9 @@
-"""`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` (and, later, `--yes`) headless.
+"""`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` or `--yes` headless; `demo`.
 
-Only light modules are imported at start-up; the dry run imports transformers when it loads the tokenizer.
-Exit codes: 0 fine, 2 a problem with the config or the data (no traceback), 1 an internal error (the
-message names the log holding the traceback).
+Only light modules are imported at start-up; the dry run and `--yes` import transformers when they load the
+tokenizer to check the data; training itself runs in its own process (engine.run).
+Exit codes: 0 fine, 2 a problem with the config or the data (no traceback), 1 an internal error or a failed
+run (the message names the log holding the traceback), 130 stopped or interrupted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main_command(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="An AutoTrain-style YAML config.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, load the tokenizer and data, and print "
                                           "exactly what would be trained; train nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Train now, headless: validate, start the run in its "
+                                      "own process and follow its progress.")] = False,
     samples: Annotated[int, typer.Option("--samples", "-n", min=0, help="Samples to show in the dry run.")] = 3,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
                                                           help="Override a config key, e.g. --set "
@@ -35,15 +38,32 @@ def main_command(
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
-        if dry_run:
-            _fail("--dry-run needs --config FILE")
+        if dry_run or yes:
+            _fail(f"{'--dry-run' if dry_run else '--yes'} needs --config FILE")
         print("llmtune-tui: the interactive wizard is not part of this version yet.\n"
-              "Run a config headless:  llmtune-tui --config configs/sft-chat.yaml --dry-run\n"
+              "Try it end to end:      llmtune-tui demo\n"
+              "Check a config:         llmtune-tui --config configs/sft-chat.yaml --dry-run\n"
+              "Train a config:         llmtune-tui --config configs/sft-chat.yaml --yes\n"
               "See llmtune-tui --help for the options.")
         raise typer.Exit(EXIT_OK)
-    if not dry_run:
-        _fail("training from the CLI is not part of this version yet; use --dry-run to check a config")
-    raise typer.Exit(_run(lambda: _dry_run(config, overrides or [], samples)))
+    if dry_run and yes:
+        _fail("--dry-run and --yes exclude each other: check first with --dry-run, then train with --yes")
+    if dry_run:
+        raise typer.Exit(_run(lambda: _dry_run(config, overrides or [], samples)))
+    if not yes:
+        _fail("the interactive wizard is not part of this version yet: add --yes to train this config "
+              "headless, or --dry-run to check it")
+    raise typer.Exit(_run(lambda: _train(config, overrides or [])))
+
+
+@app.command()
+def demo(
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                          help="Override a key of the demo config.")] = None,
+) -> None:
+    """Fine-tune a tiny local model on generated chat data, end to end on the CPU (about a minute), then ask it
+    a few questions. Nothing is downloaded."""
+    raise typer.Exit(_run(lambda: _demo(overrides or [])))
 
 
 def _dry_run(config: Path, overrides: list[str], samples: int) -> int:
@@ -57,6 +77,27 @@ def _dry_run(config: Path, overrides: list[str], samples: int) -> int:
     preview = build_preview(cfg, n_samples=samples)
     print_preview(preview)
     return EXIT_OK
+
+
+def _train(config: Path, overrides: list[str]) -> int:
+    from engine.config import load_config
+    from tui.train_start import start_and_follow
+
+    return start_and_follow(load_config(config, overrides, check_env=True))
+
+
+def _demo(overrides: list[str]) -> int:
+    from engine.config import load_config
+    from engine.demo import write_demo
+    from tui.train_start import show_demo_answers, start_and_follow
+
+    path = write_demo()
+    print(f"llmtune demo: a tiny random model learns short chat answers (config: {path})")
+    cfg = load_config(path, overrides, check_env=True)
+    code = start_and_follow(cfg)
+    if code == EXIT_OK:
+        show_demo_answers(cfg)
+    return code
 
 
 def _run(action) -> int:

@@ -87,7 +87,8 @@ class ProgressCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
             self.stop_requested = True
-        logging_step = args.logging_steps and state.global_step % args.logging_steps == 0
+        logging_step = bool(args.logging_steps) and (state.global_step % args.logging_steps == 0 or
+                                                     (state.global_step == 1 and args.logging_first_step))
         if not logging_step and time.time() - self._last_emit >= STEP_EVERY_S:
             self._step(state, {})
 
@@ -99,7 +100,7 @@ class ProgressCallback(TrainerCallback):
         elif "eval_loss" in logs:
             self.last_eval_step = state.global_step
             metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
-                       and not k.endswith(("_runtime", "_per_second"))}
+                       and not k.endswith(("_runtime", "_per_second", "num_tokens"))}
             self._emit("eval", step=state.global_step, epoch=_round(state.epoch), eval_loss=logs["eval_loss"],
                        metrics=metrics)
         elif "train_runtime" in logs:

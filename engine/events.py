@@ -1,0 +1,338 @@
+"""The event stream: the contract between a training run and everything that watches it.
+
+A run writes `RUN_DIR/events.jsonl`, one JSON object per line (UTF-8, flushed after each line, rank 0
+only). The headless follower, the dashboard and the tests only ever read this file, so they can attach,
+detach and re-attach at any time. The schema is documented in the README ("Events"); `EVENT_FIELDS`
+and `FIELD_TYPES` below are its machine-readable form.
+
+Versioning: every event carries `"v": SCHEMA_VERSION`. Adding an event type or a field keeps the
+version (readers ignore what they do not know); removing or renaming a field, or changing its meaning
+or unit, bumps it.
+
+Standard library only: the writer runs inside the training process and the reader inside the UI,
+neither of which should pay for the other's imports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+EVENTS_FILE = "events.jsonl"
+
+# Required fields per event type, besides v/type/time. Further fields may appear.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "run_started": ("run_dir", "pid", "trainer", "task", "base_model", "config", "versions", "device",
+                    "data", "total_steps", "epochs", "batch_size", "output_dir"),
+    "status": ("phase", "message"),
+    "step": ("step", "total_steps", "epoch", "loss", "lr", "grad_norm", "tokens", "trained_tokens",
+             "tokens_per_s", "trained_tokens_per_s", "elapsed", "memory"),
+    "eval": ("step", "epoch", "eval_loss", "metrics"),
+    "checkpoint": ("step", "path"),
+    "log": ("level", "message"),
+    "error": ("kind", "message", "log"),
+    "run_finished": ("status", "exit_code", "step", "metrics", "output", "merged"),
+}
+
+_INT = (int,)
+_NUM = (int, float)
+_NUM_OR_NULL = (int, float, type(None))
+_STR_OR_NULL = (str, type(None))
+
+# The basic type of every field named in EVENT_FIELDS (one meaning per name across event types).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "v": _INT, "type": (str,), "time": _NUM,
+    "run_dir": (str,), "pid": _INT, "trainer": (str,), "task": (str,), "base_model": (str,),
+    "config": (dict,), "versions": (dict,), "device": (dict,), "data": (dict,), "total_steps": _INT,
+    "epochs": _NUM, "batch_size": _INT, "output_dir": (str,),
+    "phase": (str,), "message": (str,),
+    "step": _INT, "epoch": _NUM, "loss": _NUM_OR_NULL, "lr": _NUM_OR_NULL, "grad_norm": _NUM_OR_NULL,
+    "tokens": _INT, "trained_tokens": _INT, "tokens_per_s": _NUM_OR_NULL,
+    "trained_tokens_per_s": _NUM_OR_NULL, "elapsed": _NUM, "memory": (dict,),
+    "eval_loss": _NUM_OR_NULL, "metrics": (dict,),
+    "path": (str,), "level": (str,), "kind": (str,), "log": (str,),
+    "status": (str,), "exit_code": _INT, "output": _STR_OR_NULL, "merged": _STR_OR_NULL,
+}
+
+# Closed vocabularies: a value outside these is a writer bug.
+FIELD_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("log", "level"): ("info", "warning", "error"),
+    ("error", "kind"): ("user", "internal", "oom"),
+    ("run_finished", "status"): ("completed", "stopped", "failed", "killed"),
+}
+
+# JSON has no NaN or infinities: they travel as these strings.
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# Free text and opaque dicts: a string "NaN" in these is text, not a number.
+_TEXT_FIELDS = frozenset({"type", "run_dir", "trainer", "task", "base_model", "config", "versions",
+                          "device", "output_dir", "phase", "message", "path", "level", "kind", "log",
+                          "status", "output", "merged"})
+
+
+def _sanitize(value: Any) -> Any:
+    """A JSON-safe copy: non-finite floats as strings, tensors/numpy scalars as numbers, paths as text."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("NaN" if math.isnan(value) else
+                                                   "Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {str(k): _sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_sanitize(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    item = getattr(value, "item", None)  # numpy and torch scalars, without importing either
+    if callable(item):
+        try:
+            return _sanitize(item())
+        except (TypeError, ValueError):  # not a one-element array after all
+            pass
+    return str(value)
+
+
+def _restore(value: Any) -> Any:
+    """Undo `_sanitize` for numbers: "NaN"/"Infinity"/"-Infinity" back to floats, nested too."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def decode_event(line: bytes | str) -> dict | None:
+    """One line -> an event, or None when it is not a JSON object (a corrupt or foreign line)."""
+    try:
+        event = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(event, dict):
+        return None
+    return {k: v if k in _TEXT_FIELDS else _restore(v) for k, v in event.items()}
+
+
+class EventWriter:
+    """Appends events to a file, one flushed line each, so a reader never waits on a buffer.
+
+    Thread-safe: the trainer's callback and a background sampler may both emit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def emit(self, type: str, **fields: Any) -> dict:
+        """Write one event (adds `v` and `time`) and return it as written."""
+        event = _sanitize({"v": SCHEMA_VERSION, "type": type, "time": time.time(), **fields})
+        line = json.dumps(event, ensure_ascii=False, allow_nan=False) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()  # each line reaches the file now; readers hold back a partial last line
+        return event
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _complete_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """Split into complete lines and the unfinished rest (a line still being written)."""
+    head, sep, rest = data.rpartition(b"\n")
+    if not sep:
+        return [], data
+    return head.split(b"\n"), rest
+
+
+def _decode_lines(lines: list[bytes]) -> list[dict]:
+    events = (decode_event(line) for line in lines if line.strip())
+    return [e for e in events if e is not None]
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every complete event in the file; a partial last line is left for later, corrupt lines skipped."""
+    lines, _ = _complete_lines(Path(path).read_bytes())
+    return _decode_lines(lines)
+
+
+class EventTail:
+    """Follows a growing events file without blocking. The file need not exist yet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+        self._inode: int | None = None
+
+    def poll(self) -> list[dict]:
+        """The complete events written since the last poll."""
+        try:
+            with open(self.path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                if stat.st_ino != self._inode or stat.st_size < self._offset:  # replaced or truncated
+                    self._inode, self._offset, self._partial = stat.st_ino, 0, b""
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        lines, self._partial = _complete_lines(self._partial + data)
+        return _decode_lines(lines)
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", dict: "an object", type(None): "null"}
+    if float in types:
+        types = tuple(t for t in types if t is not int)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _type_problem(name: str, value: Any) -> str | None:
+    types = FIELD_TYPES.get(name)
+    if types is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, types):  # bool is an int to Python, not to us
+        return f"{name} should be {_type_name(types)}, got {json.dumps(value, default=str)[:60]}"
+    return None
+
+
+def validate_event(event: dict) -> list[str]:
+    """What is wrong with one event (as `read_events` returns it) against schema version 1; [] if nothing.
+
+    Stricter than a reader: an unknown type is reported here (likely a typo in a writer), while
+    readers skip it.
+    """
+    if not isinstance(event, dict):
+        return [f"an event should be a JSON object, got {type(event).__name__}"]
+    problems = [f"missing field {name!r}" for name in ("v", "type", "time") if name not in event]
+    if "v" in event and event["v"] != SCHEMA_VERSION:
+        problems.append(f"unknown schema version {event['v']!r} (this reader knows {SCHEMA_VERSION})")
+    kind = event.get("type")
+    required = EVENT_FIELDS.get(kind) if isinstance(kind, str) else None
+    if "type" in event and required is None:
+        problems.append(f"unknown event type {kind!r} (known: {', '.join(EVENT_FIELDS)})")
+    problems += [f"{kind}: missing field {name!r}" for name in required or () if name not in event]
+    for name in ("v", "type", "time", *(required or ())):
+        if name in event and (problem := _type_problem(name, event[name])):
+            problems.append(f"{kind}: {problem}" if required else problem)
+    for (etype, name), choices in FIELD_CHOICES.items():
+        if kind == etype and isinstance(event.get(name), str) and event[name] not in choices:
+            problems.append(f"{kind}: {name} should be one of {', '.join(choices)}, got {event[name]!r}")
+    return problems
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class RunSummary:
+    """A run's state folded from its events; `status` stays None while the run has not finished."""
+
+    status: str | None = None
+    phase: str | None = None          # the last status phase ("loading model", "training", ...)
+    message: str | None = None        # the last status message
+    trainer: str | None = None
+    base_model: str | None = None
+    run_dir: str | None = None
+    output_dir: str | None = None
+    pid: int | None = None
+    total_steps: int | None = None
+    step: int = 0
+    epoch: float | None = None
+    loss: float | None = None         # the last logged training loss
+    eval_loss: float | None = None    # the last evaluation loss
+    lr: float | None = None
+    tokens_per_s: float | None = None
+    elapsed: float | None = None      # seconds of training, from the last step event
+    started: float | None = None      # unix time of the first event
+    ended: float | None = None        # unix time of run_finished
+    output: str | None = None
+    merged: str | None = None
+    error: str | None = None          # the last error's message
+    error_kind: str | None = None
+    log: str | None = None            # the log holding details (the error's, else none yet)
+    exit_code: int | None = None
+    checkpoint: str | None = None     # the last checkpoint's path
+    metrics: dict[str, Any] = field(default_factory=dict)  # run_finished's final metrics
+    warnings: int = 0
+    unknown_version: Any = None       # the first `v` seen that is not SCHEMA_VERSION
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not None
+
+    def update(self, event: dict) -> RunSummary:
+        """Fold one event in; unknown types and fields are ignored, as the schema asks of readers."""
+        if self.started is None and _number(event.get("time")) is not None:
+            self.started = float(event["time"])
+        if self.unknown_version is None and event.get("v") != SCHEMA_VERSION:
+            self.unknown_version = event.get("v")
+        handler = getattr(self, f"_on_{event.get('type')}", None)
+        if handler is not None:
+            handler(event)
+        return self
+
+    def _on_status(self, e: dict) -> None:
+        self.phase, self.message = e.get("phase"), e.get("message")
+
+    def _on_run_started(self, e: dict) -> None:
+        for name in ("trainer", "base_model", "run_dir", "output_dir", "pid", "total_steps"):
+            if e.get(name) is not None:
+                setattr(self, name, e[name])
+
+    def _on_step(self, e: dict) -> None:
+        self.step = e.get("step", self.step)
+        self.total_steps = e.get("total_steps") or self.total_steps
+        self.epoch = _number(e.get("epoch")) if e.get("epoch") is not None else self.epoch
+        for name in ("loss", "lr", "tokens_per_s", "elapsed"):
+            if (value := _number(e.get(name))) is not None:
+                setattr(self, name, value)
+
+    def _on_eval(self, e: dict) -> None:
+        if (value := _number(e.get("eval_loss"))) is not None:
+            self.eval_loss = value
+
+    def _on_checkpoint(self, e: dict) -> None:
+        self.checkpoint = e.get("path")
+
+    def _on_log(self, e: dict) -> None:
+        if e.get("level") in ("warning", "error"):
+            self.warnings += 1
+
+    def _on_error(self, e: dict) -> None:
+        self.error, self.error_kind, self.log = e.get("message"), e.get("kind"), e.get("log")
+
+    def _on_run_finished(self, e: dict) -> None:
+        self.status = e.get("status") or "failed"
+        self.exit_code = e.get("exit_code")
+        self.step = e.get("step", self.step)
+        self.metrics = dict(e.get("metrics") or {})
+        self.output, self.merged = e.get("output"), e.get("merged")
+        self.ended = _number(e.get("time"))
+        if self.eval_loss is None:
+            self.eval_loss = _number(self.metrics.get("eval_loss"))
+
+
+def summarize(events: Iterable[dict]) -> RunSummary:
+    summary = RunSummary()
+    for event in events:
+        summary.update(event)
+    return summary

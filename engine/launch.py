@@ -1,0 +1,174 @@
+"""Starting a run as a detached child process, and asking it to stop.
+
+The run lives in its own session (`start_new_session=True`): closing the terminal, an SSH drop or a
+Ctrl-C in the terminal never reaches it, and the UI that started it is only a reader of its events.
+Requests to the run are files under `RUN_DIR/control/`, which the training loop checks each step:
+files survive the UI going away and need no open channel between the two processes.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_MODULE = "engine.run"
+PID_FILE = "run.pid"
+LOG_FILE = "train.log"
+CONTROL_DIR = "control"
+REQUESTS = ("stop", "checkpoint")
+RUN_DIR_ENV = "LLMTUNE_RUN_DIR"  # set in the child, so that a pid can be told apart from a reused one
+
+
+@dataclass
+class RunHandle:
+    run_dir: Path
+    pid: int
+    process: subprocess.Popen | None = None  # None when attached to a run started elsewhere
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return _pid_alive(self.pid)
+
+    def returncode(self) -> int | None:
+        """The exit status (negative: killed by that signal); None while running or when attached."""
+        return self.process.poll() if self.process is not None else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but was not reaped yet still answers kill(pid, 0)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS), or it just went away
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # the name in (...) may hold spaces
+
+
+def start(run_dir: Path, *, command: list[str] | None = None, env: dict[str, str] | None = None) -> RunHandle:
+    """Start the run detached and return its handle.
+
+    The child gets stdin from /dev/null and appends stdout and stderr to RUN_DIR/train.log; it runs in
+    the current directory, in a new session (so its process group id is its pid). `env` adds to (and
+    overrides) the current environment. `command` defaults to `python -m engine.run RUN_DIR`.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    absolute = str(run_dir.resolve())
+    command = command or [sys.executable, "-m", RUN_MODULE, absolute]
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_DIR_ENV: absolute, **(env or {})}
+    with open(run_dir / LOG_FILE, "ab") as log:
+        # The log is appended to across resumes: mark where each start begins.
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=os.getcwd(), env=child_env, start_new_session=True)
+    _write_atomically(run_dir / PID_FILE, f"{process.pid}\n")
+    return RunHandle(run_dir, process.pid, process)
+
+
+def attach(run_dir: Path) -> RunHandle | None:
+    """A handle on a run started elsewhere that is still running, or None.
+
+    On Linux the pid must belong to this run (its environment names the run directory): after a reboot
+    run.pid may name an unrelated process, which must never be signalled.
+    """
+    pid = read_pid(run_dir)
+    if pid is None or not _pid_alive(pid) or not _belongs_to(pid, Path(run_dir)):
+        return None
+    return RunHandle(Path(run_dir), pid)
+
+
+def _belongs_to(pid: int, run_dir: Path) -> bool:
+    if not Path("/proc/self").exists():  # no /proc (macOS): nothing to check against
+        return True
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or not ours to read (then not ours to signal either)
+        return False
+    return f"{RUN_DIR_ENV}={run_dir.resolve()}".encode() in environ.split(b"\0")
+
+
+def read_pid(run_dir: Path) -> int | None:
+    try:
+        return int((Path(run_dir) / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary name and rename, so a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _check_request(what: str) -> None:
+    if what not in REQUESTS:
+        raise ValueError(f"unknown run request {what!r}: expected one of {', '.join(REQUESTS)}")
+
+
+def request(run_dir: Path, what: str) -> None:
+    """Ask the run to `stop` (save a checkpoint and end) or to save a `checkpoint` and go on."""
+    _check_request(what)
+    control = Path(run_dir) / CONTROL_DIR
+    control.mkdir(parents=True, exist_ok=True)
+    _write_atomically(control / what, f"{time.time()}\n")
+
+
+def pending(run_dir: Path) -> set[str]:
+    """The requests waiting for the run; cheap enough to call every step (one listdir)."""
+    try:
+        names = os.listdir(os.path.join(run_dir, CONTROL_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {name for name in names if name in REQUESTS}
+
+
+def clear(run_dir: Path, what: str) -> None:
+    """The run removes a request once it has handled it."""
+    _check_request(what)
+    (Path(run_dir) / CONTROL_DIR / what).unlink(missing_ok=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)  # the whole group: accelerate's workers and dataloader processes too
+    except ProcessLookupError:
+        pass
+
+
+def kill(handle: RunHandle, *, grace: float = 5.0) -> None:
+    """End the run now: SIGTERM to its process group, SIGKILL if it is still alive after `grace` seconds.
+
+    No checkpoint is saved; `request(run_dir, "stop")` is the clean way.
+    """
+    _signal_group(handle.pid, signal.SIGTERM)
+    if not _wait_until_dead(handle, grace):
+        _signal_group(handle.pid, signal.SIGKILL)
+        _wait_until_dead(handle, 5.0)  # SIGKILL cannot be ignored; this only reaps it
+
+
+def _wait_until_dead(handle: RunHandle, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while handle.alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -1,0 +1,406 @@
+"""Following a run in the terminal (the `--yes` path): its events as a live progress bar, or as plain lines.
+
+The run is a detached child (engine.launch); this is only a reader of its events.jsonl, so the follower
+may die or be detached without harm to the run. Ctrl-C is the exception: the first asks the run to stop
+cleanly (it saves a checkpoint), the second kills it.
+
+Exit codes: 0 completed, 1 failed, 2 failed on a config or data problem, 130 stopped or killed.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
+from rich.text import Text
+
+from engine import launch
+from engine.events import EVENTS_FILE, SCHEMA_VERSION, EventTail, RunSummary
+
+EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+PLAIN_STEP_INTERVAL = 5.0  # seconds of run time between step lines when not on a terminal
+LOG_TAIL_LINES = 15
+STOPPING = "stopping: the run saves a checkpoint and ends; press Ctrl-C again to stop at once"
+STYLES = {"info": "", "warning": "yellow", "error": "red", "status": "dim", "eval": "cyan",
+          "checkpoint": "green", "completed": "bold green", "stopped": "bold yellow",
+          "killed": "bold yellow", "failed": "bold red"}
+
+
+# ---- formatting (pure functions) --------------------------------------------------------------
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "-:--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _num(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _gib(nbytes: Any) -> str:
+    return f"{nbytes / 2**30:.1f}G"
+
+
+def eta(event: dict) -> float | None:
+    """Seconds left, from the training time so far and the steps left."""
+    step, total, elapsed = event.get("step"), event.get("total_steps"), event.get("elapsed")
+    if not (isinstance(step, int) and step > 0 and isinstance(total, int) and isinstance(elapsed, (int, float))):
+        return None
+    return elapsed / step * max(total - step, 0)
+
+
+def memory_text(memory: Any) -> str | None:
+    """The most used GPU's reserved memory out of its total, else the process's RSS."""
+    if not isinstance(memory, dict):
+        return None
+    gpus = [g for g in memory.get("gpus") or [] if isinstance(g, dict) and g.get("reserved") is not None]
+    if gpus:
+        gpu = max(gpus, key=lambda g: g["reserved"])
+        total = f"/{_gib(gpu['total'])}" if gpu.get("total") else ""
+        return f"{_gib(gpu['reserved'])}{total}"
+    return _gib(memory["rss"]) if memory.get("rss") is not None else None
+
+
+def _metric_parts(event: dict) -> list[str]:
+    return [f"epoch {_num(event.get('epoch'), '.2f')}", f"loss {_num(event.get('loss'), '.4f')}",
+            f"lr {_num(event.get('lr'), '.2e')}", f"tok/s {_num(event.get('tokens_per_s'), '.0f')}"]
+
+
+def _memory_part(event: dict) -> list[str]:
+    memory = memory_text(event.get("memory"))
+    return [f"mem {memory}"] if memory else []
+
+
+def step_line(event: dict) -> str:
+    """`step 10/100 epoch 0.10 loss 2.3456 lr 1.20e-04 tok/s 1234 eta 0:01:02 mem 18.6G/79.2G`"""
+    parts = [f"step {event.get('step')}/{event.get('total_steps')}", *_metric_parts(event),
+             f"eta {duration(eta(event))}", *_memory_part(event)]
+    return " ".join(parts)
+
+
+def _eval_metrics_text(metrics: Any) -> str:
+    """Numeric eval metrics, less the timing ones (eval_runtime, eval_samples_per_second) nobody reads."""
+    if not isinstance(metrics, dict):
+        return ""
+    shown = [f"{k} {_num(v, '.4g')}" for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and not (k.endswith("runtime") or k.endswith("_per_second"))]
+    return " ".join(shown)
+
+
+def _plural(count: Any, noun: str) -> str:
+    return f"{_num(count, 'g')} {noun}" + ("" if count == 1 else "s")
+
+
+def run_started_lines(event: dict) -> list[str]:
+    device = event.get("device") or {}
+    where = f"{device.get('kind', '?')} {device.get('name', '')}".strip()
+    if (device.get("count") or 1) > 1:
+        where += f" x{device['count']}"
+    lines = [f"run started: {event.get('trainer')} on {event.get('base_model')} ({where}), "
+             f"{_plural(event.get('total_steps'), 'step')}, {_plural(event.get('epochs'), 'epoch')}, "
+             f"batch {event.get('batch_size')}"]
+    for split, d in (event.get("data") or {}).items():
+        if isinstance(d, dict):
+            lines.append(f"data {split}: {d.get('examples', 0):,} examples, {d.get('tokens', 0):,} tokens "
+                         f"({d.get('trained_tokens', 0):,} trained), {d.get('truncated', 0):,} truncated, "
+                         f"{d.get('dropped', 0):,} rows dropped")
+    return lines
+
+
+def event_lines(event: dict) -> list[tuple[str, str]]:
+    """What a non-step event prints, as (text, style) pairs; nothing for types not shown line by line."""
+    kind = event.get("type")
+    if kind == "status":
+        return [(f"{event.get('phase')}: {event.get('message')}", STYLES["status"])]
+    if kind == "run_started":
+        return [(line, "") for line in run_started_lines(event)]
+    if kind == "eval":
+        text = f"eval step {event.get('step')} epoch {_num(event.get('epoch'), '.2f')} " \
+               f"eval_loss {_num(event.get('eval_loss'), '.4f')} {_eval_metrics_text(event.get('metrics'))}"
+        return [(text.rstrip(), STYLES["eval"])]
+    if kind == "checkpoint":
+        return [(f"checkpoint step {event.get('step')}: {event.get('path')}", STYLES["checkpoint"])]
+    if kind == "log":
+        level = event.get("level", "info")
+        return [(f"{level}: {event.get('message')}", STYLES.get(level, ""))]
+    if kind == "error":
+        return [(f"error ({event.get('kind')}): {event.get('message')}", STYLES["error"])]
+    return []
+
+
+# ---- displays ---------------------------------------------------------------------------------
+
+class PlainDisplay:
+    """One line per event for logs and CI; step lines at most every PLAIN_STEP_INTERVAL seconds of run time.
+
+    The latest unprinted step is printed before any other line and at the end, so the first and last
+    steps always show and every eval or checkpoint line has its step's metrics just above it.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._printed_at: float | None = None  # run time of the last printed step
+        self._pending: dict | None = None
+
+    def show(self, event: dict) -> None:
+        if event.get("type") == "step":
+            self._step(event)
+            return
+        lines = event_lines(event)
+        if lines:
+            self._flush_step()
+        for text, style in lines:
+            self.print(text, style)
+
+    def _step(self, event: dict) -> None:
+        now = event.get("time") if isinstance(event.get("time"), (int, float)) else time.time()
+        due = self._printed_at is None or now - self._printed_at >= PLAIN_STEP_INTERVAL
+        if due or event.get("step") == event.get("total_steps"):
+            self._pending = None
+            self._printed_at = now
+            self.print(step_line(event))
+        else:
+            self._pending = event
+
+    def _flush_step(self) -> None:
+        if self._pending is not None:
+            event, self._pending = self._pending, None
+            self._printed_at = event.get("time", self._printed_at)
+            self.print(step_line(event))
+
+    def print(self, text: str, style: str = "") -> None:
+        self.console.print(Text(text, style=style), soft_wrap=True)
+
+    def close(self) -> None:
+        self._flush_step()
+
+
+class _TwoLineProgress(Progress):
+    """The bar on one line and the details (metrics, or the phase's message) on the next: fits 80 columns."""
+
+    detail: RenderableType = ""
+
+    def get_renderables(self) -> Iterator[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        yield self.detail
+
+
+class LiveDisplay:
+    """A redrawn progress bar (the phase before training, then step/total, times, metrics); other events above."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = _TwoLineProgress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                                         BarColumn(bar_width=30), TextColumn("{task.fields[count]}"),
+                                         TextColumn("{task.fields[times]}"), console=console, refresh_per_second=4)
+        self.task: TaskID = self.progress.add_task("starting", total=None, count="", times="")
+        self._metrics = Text()
+        self.progress.start()
+
+    def show(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "status":
+            self.progress.update(self.task, description=str(event.get("phase")))
+            self.progress.detail = Text(str(event.get("message")), style="dim")
+        elif kind == "run_started":
+            self.progress.update(self.task, total=event.get("total_steps"), count=f"0/{event.get('total_steps')}")
+        elif kind == "step":
+            self._step(event)
+        elif kind == "run_finished":
+            self.progress.update(self.task, description=str(event.get("status")))
+            self.progress.detail = self._metrics
+        for text, style in event_lines(event):
+            self.print(text, style)
+
+    def _step(self, event: dict) -> None:
+        times = f"elapsed {duration(event.get('elapsed'))} eta {duration(eta(event))}"
+        self.progress.update(self.task, description="training", completed=event.get("step") or 0,
+                             total=event.get("total_steps"), count=f"{event.get('step')}/{event.get('total_steps')}",
+                             times=times)
+        self._metrics = self.progress.detail = Text(" ".join(_metric_parts(event) + _memory_part(event)))
+
+    def print(self, text: str, style: str = "") -> None:
+        self.progress.refresh()  # printing redraws the bar as last rendered: bring it up to date first
+        self.progress.console.print(Text(text, style=style), soft_wrap=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+Display = PlainDisplay | LiveDisplay
+
+
+# ---- Ctrl-C -----------------------------------------------------------------------------------
+
+class Interrupts:
+    """Counts SIGINTs while following, instead of letting a KeyboardInterrupt land anywhere.
+
+    The follow loop acts on the count between polls; the previous handler comes back on exit. Off the
+    main thread (where handlers cannot be set) Ctrl-C is left to whoever owns it.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Interrupts:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            # None: the previous handler was not set from Python; the default is the closest match.
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self._previous is None else self._previous)
+
+
+# ---- following --------------------------------------------------------------------------------
+
+def follow(handle: launch.RunHandle, *, console: Console | None = None, poll_interval: float = 0.25) -> int:
+    """Show the run's events until it finishes (or its process ends); return the exit code for the CLI."""
+    console = console or Console(highlight=False)
+    console.print(f"following {handle.run_dir} (pid {handle.pid}); log: {handle.run_dir / launch.LOG_FILE}; "
+                  f"Ctrl-C stops the run", highlight=False, soft_wrap=True)
+    tail = EventTail(handle.run_dir / EVENTS_FILE)
+    summary = RunSummary()
+    with Interrupts() as interrupts:
+        display: Display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
+        try:
+            killed = _follow_events(handle, tail, summary, display, interrupts, poll_interval)
+        finally:
+            display.close()
+    for text, style in summary_lines(summary, handle, killed=killed):
+        console.print(Text(text, style=style), soft_wrap=True)
+    return exit_code(summary, killed=killed)
+
+
+def _follow_events(handle: launch.RunHandle, tail: EventTail, summary: RunSummary, display: Display,
+                   interrupts: Interrupts, poll_interval: float) -> bool:
+    """Read events until run_finished or the process's end; True when it was killed on a second Ctrl-C."""
+    stop_asked = False
+    while True:
+        alive = handle.alive()  # before polling: whatever the run wrote before it ended is read below
+        _read(tail, summary, display)
+        if summary.finished or not alive:
+            return False
+        if interrupts.count >= 2:
+            display.print("killing the run: it ends now, without saving a checkpoint", STYLES["error"])
+            launch.kill(handle)
+            _read(tail, summary, display)  # its last words, if SIGTERM let it write any
+            return True
+        if interrupts.count == 1 and not stop_asked:
+            launch.request(handle.run_dir, "stop")
+            display.print(STOPPING, STYLES["warning"])
+            stop_asked = True
+        time.sleep(poll_interval)
+
+
+def _read(tail: EventTail, summary: RunSummary, display: Display) -> None:
+    for event in tail.poll():
+        if summary.unknown_version is None and event.get("v") != SCHEMA_VERSION:
+            display.print(f"warning: the run writes events in schema version {event.get('v')!r}, this llmtune "
+                          f"reads version {SCHEMA_VERSION}: some of it may show wrongly; update llmtune",
+                          STYLES["warning"])
+        summary.update(event)
+        display.show(event)
+
+
+def exit_code(summary: RunSummary, *, killed: bool = False) -> int:
+    if summary.finished and isinstance(summary.exit_code, int) and not isinstance(summary.exit_code, bool):
+        return summary.exit_code
+    if killed or summary.status in ("stopped", "killed"):
+        return EXIT_INTERRUPTED
+    if summary.status == "completed":
+        return EXIT_OK
+    return EXIT_USER_ERROR if summary.error_kind == "user" else EXIT_FAILED
+
+
+def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool = False) -> list[tuple[str, str]]:
+    """The closing summary as (text, style) pairs."""
+    status = summary.status or ("killed" if killed else None)
+    steps = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
+    facts = [f"{steps} steps"]
+    if summary.loss is not None:
+        facts.append(f"final loss {summary.loss:.4f}")
+    if summary.eval_loss is not None:
+        facts.append(f"eval loss {summary.eval_loss:.4f}")
+    facts.append(f"elapsed {duration(_elapsed(summary))}")
+    lines = [(f"{status or 'ended'}: {', '.join(facts)}", STYLES.get(status or "failed", ""))]
+    if status == "stopped" and summary.checkpoint:
+        lines.append((f"checkpoint: {summary.checkpoint}", ""))
+    lines += [(f"{name}: {path}", "") for name, path in (("output", summary.output), ("merged", summary.merged))
+              if path]
+    if status in (None, "failed"):
+        lines.append((f"log: {summary.log or handle.run_dir / launch.LOG_FILE}", ""))
+    if status is None:
+        lines += _no_final_event_lines(handle)
+    return lines
+
+
+def _elapsed(summary: RunSummary) -> float | None:
+    runtime = summary.metrics.get("runtime")
+    if isinstance(runtime, (int, float)):
+        return float(runtime)
+    if summary.elapsed is not None:
+        return summary.elapsed
+    if summary.started is not None:
+        return (summary.ended or time.time()) - summary.started
+    return None
+
+
+def _no_final_event_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
+    """The process died without saying why (OOM killer, segfault, kill -9): its return code and log tail."""
+    code = handle.returncode()
+    if code is None:
+        how = "its exit code is unknown (it was started elsewhere)" if handle.process is None else "it is still running"
+    elif code < 0:
+        how = f"it was killed by {_signal_name(-code)}"
+        if -code == signal.SIGKILL:
+            how += " (often the system running out of memory)"
+    else:
+        how = f"exit code {code}"
+    lines = [(f"the run ended without a final event: {how}", STYLES["failed"])]
+    log_tail = tail_lines(handle.run_dir / launch.LOG_FILE, LOG_TAIL_LINES)
+    if log_tail:
+        lines.append((f"last {len(log_tail)} lines of {handle.run_dir / launch.LOG_FILE}:", ""))
+        lines += [(f"  {line}", "dim") for line in log_tail]
+    return lines
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def tail_lines(path: Path, count: int, *, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last `count` lines of a text file (reading only its end), [] when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(size - max_bytes, 0))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return [line.rstrip() for line in lines[-count:]]

@@ -1,0 +1,54 @@
+"""Starting a run from the CLI (`--yes`, `demo`): check everything that can be checked before training (config,
+machine, tokenizer, every data row), print a short summary, prepare the run directory, start the training
+process detached and follow it. A config or data problem ends here with exit code 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from engine import launch
+from engine.config import RunConfig
+from engine.rundir import prepare
+from tui.dry_run import console, summary_rows
+from tui.headless import follow
+
+
+def start_and_follow(cfg: RunConfig) -> int:
+    from engine.preview import build_preview
+
+    out = console()
+    out.print(f"[bold]llmtune[/bold]: {cfg.source}  (config valid)")
+    for w in cfg.warnings:
+        out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
+    preview = build_preview(cfg, n_samples=0)  # reads and formats every row: bad data fails here, not later
+    for key, value in summary_rows(cfg, preview):
+        out.print(Text(f"  {key:<14} {value}"))
+    for report in preview.splits:
+        fs = report.formatted
+        dropped = sum(fs.dropped.values())
+        line = f"  {'data ' + fs.split:<14} {fs.rows} rows read, {len(fs.examples)} used, {dropped} dropped"
+        reasons = "; ".join(f"{n} {reason}" for reason, n in fs.dropped.most_common(3))
+        out.print(Text(line + (f" ({reasons})" if reasons else ""), style="yellow" if dropped else ""))
+    run_dir = prepare(cfg)
+    handle = launch.start(run_dir)
+    out.print(f"started the training process (pid {handle.pid}) in {run_dir}: it keeps running if this terminal "
+              "closes.", soft_wrap=True)
+    return follow(handle, console=out)
+
+
+def show_demo_answers(cfg: RunConfig) -> None:
+    """The demo's last word: the trained model answers a few questions it was not shown verbatim."""
+    from engine.demo import ask, demo_questions
+    from engine.rundir import run_dir_of
+
+    out = console()
+    questions = demo_questions()
+    answers = ask(run_dir_of(cfg), questions)
+    out.print("\n[bold]The trained model answers[/bold] (greedy decoding; with 0.3M parameters it learns the "
+              "answer style and the capitals, sums mostly not):")
+    for conversation, answer in zip(questions, answers):
+        out.print(Text(f"  Q: {conversation[-1]['content']}\n  A: {answer}"))
+    out.print(f"\nEverything about the run is in {run_dir_of(cfg)} (model, tokenizer, config.yaml, events.jsonl, "
+              "train.log, README.md). Fine-tune a real model: copy configs/sft-chat.yaml, set base_model, then\n"
+              "  llmtune-tui --config my.yaml --yes", soft_wrap=True)
