@@ -2,7 +2,7 @@
 
 A run writes `RUN_DIR/events.jsonl`, one JSON object per line (UTF-8, flushed after each line, rank 0
 only). The headless follower, the dashboard and the tests only ever read this file, so they can attach,
-detach and re-attach at any time. The schema is documented in the README ("Events"); `EVENT_FIELDS`
+detach and re-attach at any time. The schema is documented in the README ("Event stream"); `EVENT_FIELDS`
 and `FIELD_TYPES` below are its machine-readable form.
 
 Versioning: every event carries `"v": SCHEMA_VERSION`. Adding an event type or a field keeps the

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, to_yaml
+from engine.tinymodel import resolve_model
 
 TRAINER_NAMES = {"default": "causal language modelling (generic)", "sft": "supervised fine-tuning (SFT)",
                  "reward": "reward modelling", "dpo": "DPO", "orpo": "ORPO"}
@@ -41,7 +42,7 @@ def _loading_code(cfg: RunConfig, run_dir: Path, resized_to: int | None) -> list
     code = [f"from transformers import AutoTokenizer, {auto}", f'tokenizer = AutoTokenizer.from_pretrained("{run_dir}")']
     if not cfg.params.peft:
         return code + [f'model = {auto}.from_pretrained("{run_dir}")']
-    code += ["from peft import PeftModel", f'base = {auto}.from_pretrained("{cfg.base_model}"{extra})']
+    code += ["from peft import PeftModel", f'base = {auto}.from_pretrained("{resolve_model(cfg.base_model)}"{extra})']
     if resized_to:
         code.append(f"base.resize_token_embeddings(len(tokenizer))  # the chat template added tokens ({resized_to} rows)")
     return code + [f'model = PeftModel.from_pretrained(base, "{run_dir}")']

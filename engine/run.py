@@ -37,8 +37,11 @@ def _install_signal_handlers(run_dir: Path) -> None:
         from engine.events import EVENTS_FILE, EventWriter
 
         if int(os.environ.get("RANK", "0")) == 0:
+            from engine.events import read_events, summarize
+
+            step = summarize(read_events(run_dir / EVENTS_FILE)).step or 0
             with EventWriter(run_dir / EVENTS_FILE) as w:
-                w.emit("run_finished", status="killed", exit_code=130, step=None, metrics={}, output=None,
+                w.emit("run_finished", status="killed", exit_code=130, step=step, metrics={}, output=None,
                        merged=None)
         sys.stdout.flush()
         os._exit(130)

@@ -31,8 +31,11 @@ def run_dir_of(cfg: RunConfig) -> Path:
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
-    """A copy whose local data and model paths are absolute, so the config works from any directory."""
+    """A copy whose local data and model paths are absolute, so the config works from any directory. A token
+    written literally becomes `${HF_TOKEN}`: the training process gets it in its environment (child_env)."""
     out = copy.deepcopy(cfg)
+    if out.hub.token and "hub.token" not in out.env_refs:
+        out.env_refs["hub.token"] = "${HF_TOKEN}"
     for obj, attr in ((out.data, "path"), (out, "base_model"), (out.params, "model_ref")):
         value = getattr(obj, attr)
         local = resolve_local(value, cfg.base_dir) if value else None
@@ -54,7 +57,7 @@ def check_free(cfg: RunConfig) -> list[Any]:
     trained = any(run_dir.glob("checkpoint-*")) or any((run_dir / n).exists() for n in
                                                          ("adapter_config.json", "model.safetensors", MERGED_DIR))
     if summary is not None and summary.status is None and attach(run_dir) is not None:
-        why = "a run is still going on in it (llmtune-tui attach to watch it)"
+        why = f"a run is still going on in it (its progress: {run_dir / EVENTS_FILE})"
     elif trained or (summary is not None and summary.status == "completed"):
         why = "it already holds a trained model or checkpoints from an earlier run"
     elif any(p.name not in RUN_FILES for p in run_dir.iterdir()):
@@ -83,6 +86,13 @@ def prepare(cfg: RunConfig) -> Path:
         "# The resolved config of this run: llmtune-tui --config THIS_FILE --yes reproduces it\n"
         "# (set another project_name to keep this run's results).\n" + to_yaml(resolved(cfg)), encoding="utf-8")
     return run_dir
+
+
+def child_env(cfg: RunConfig) -> dict[str, str]:
+    """What the training process needs in its environment beyond ours: a literal token as HF_TOKEN."""
+    if cfg.hub.token and "hub.token" not in cfg.env_refs:
+        return {"HF_TOKEN": cfg.hub.token}
+    return {}
 
 
 def write_training_params(cfg: RunConfig, run_dir: Path) -> None:

@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import platform
-import time
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -53,7 +52,12 @@ class Run:
     def __init__(self, run_dir: Path, writer: EventWriter | None) -> None:
         self.run_dir = run_dir
         self.writer = writer
-        self.step = 0
+        self.trainer: Any = None  # while training: failures report the step it reached
+        self.final_step = 0
+
+    @property
+    def step(self) -> int:
+        return self.trainer.state.global_step if self.trainer is not None else self.final_step
 
     def emit(self, type: str, **fields: Any) -> None:
         if self.writer:
@@ -112,36 +116,29 @@ class Run:
             self.emit("run_finished", status="stopped", exit_code=EXIT_STOPPED, step=0, metrics={}, output=None,
                       merged=None)
             return EXIT_STOPPED
-        started = time.time()
+        self.trainer = trainer
         trainer.train()
-        self.step = trainer.state.global_step
-        metrics = dict(progress.final_metrics)
-        if valid_rows is not None and valid_rows.rows and progress.last_eval_step != self.step:
-            metrics.update(trainer.evaluate())  # the run ended between evaluations (max_steps, a stop request)
-        for h in reversed(trainer.state.log_history):
-            if "loss" in h:
-                metrics.setdefault("final_loss", h["loss"])
-                break
-        for h in reversed(trainer.state.log_history):
-            if "eval_loss" in h:
-                metrics["eval_loss"] = h["eval_loss"]
-                break
+        if (valid_rows is not None and valid_rows.rows and cfg.params.eval_strategy != "no"
+                and progress.last_eval_step != self.step):
+            trainer.evaluate()  # the run ended between evaluations (max_steps, a stop request)
+        metrics = _final_metrics(trainer, progress.final_metrics)
         stopped = progress.stop_requested
         status = "stopped" if stopped else "completed"
         self.emit("status", phase="saving", message=f"saving the {'adapter' if cfg.params.peft else 'model'} "
                   f"to {self.run_dir}")
         trainer.save_model(str(self.run_dir))
         tokenizer.save_pretrained(str(self.run_dir))
-        metrics["train_runtime"] = round(time.time() - started, 2)
         resized = loaded.resized_to
-        del trainer, loaded
+        self.final_step, self.trainer = trainer.state.global_step, None
+        del trainer, loaded  # free the training model before the merge loads the base again
         gc.collect()
         merged = self._merge(cfg, tokenizer) if cfg.params.peft and cfg.params.merge_adapter and not stopped else None
         from engine.model_card import write_model_card
 
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         write_model_card(cfg, self.run_dir, status=status, metrics=metrics, data=data, resized_to=resized,
                          merged=merged)
+        if cfg.hub.push_to_hub and not stopped:
+            self._push(cfg)
         if stopped:
             launch.clear(self.run_dir, "stop")
         code = EXIT_STOPPED if stopped else EXIT_OK
@@ -162,12 +159,38 @@ class Run:
                       f"adapter is kept in {self.run_dir}; the traceback is in {self.run_dir / LOG_FILE}")
             return None
 
+    def _push(self, cfg: RunConfig) -> None:
+        from engine.hub import push, repo_id
+
+        self.emit("status", phase="pushing", message=f"pushing the result to the Hugging Face Hub ({repo_id(cfg)})")
+        try:
+            url = push(cfg, self.run_dir)
+            self.emit("log", level="info", message=f"pushed to {url}")
+        except Exception as e:  # noqa: BLE001 - the result is saved locally; say why the push failed
+            traceback.print_exc()
+            self.emit("log", level="error", message=f"pushing to the Hub failed ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); the result is kept in "
+                      f"{self.run_dir}: upload it later with `huggingface-cli upload {repo_id(cfg)} {self.run_dir}`")
+
     def finish_failed(self, kind: str, message: str, code: int) -> int:
         log.error(message)
         self.emit("error", kind=kind, message=message, log=str(self.run_dir / LOG_FILE))
         self.emit("run_finished", status="failed", exit_code=code, step=self.step, metrics={}, output=None,
                   merged=None)
         return code
+
+
+def _final_metrics(trainer: Any, summary: dict[str, float]) -> dict[str, float]:
+    """The trainer's summary (train_runtime, train_loss, ...) with the last logged loss and eval loss."""
+    metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    if losses:
+        metrics["final_loss"] = losses[-1]
+    if evals:
+        metrics["eval_loss"] = evals[-1]
+    return metrics
 
 
 def _describe(e: BaseException) -> tuple[str, str]:

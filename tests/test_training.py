@@ -245,3 +245,36 @@ def test_a_training_failure_ends_the_stream_with_the_reason(in_tmp: Path, tiny_m
     assert error["kind"] == "internal" and "galore" in error["message"].lower()
     assert error["log"] == str(run_dir / "train.log")
     assert events[-1] == {**events[-1], "status": "failed", "exit_code": 1}
+
+
+def test_a_failed_merge_keeps_the_adapter_and_says_why(in_tmp: Path, tiny_model: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.trainers.merge
+
+    def broken(*args: Any, **kwargs: Any) -> Path:
+        raise MemoryError("not enough memory to load the base model")
+
+    monkeypatch.setattr(engine.trainers.merge, "merge_adapter", broken)
+    cfg = make_config(in_tmp, tiny_model, "sft", params={"peft": True, "quantization": None, "merge_adapter": True})
+    code, run_dir, events = run(cfg)
+    assert code == 0 and events[-1]["status"] == "completed" and events[-1]["merged"] is None
+    error = next(e for e in events if e["type"] == "log" and e["level"] == "error")
+    assert "merging the adapter failed (MemoryError" in error["message"] and str(run_dir) in error["message"]
+    assert (run_dir / "adapter_model.safetensors").exists() and not (run_dir / MERGED_DIR).exists()
+
+
+def test_push_to_hub_failure_keeps_the_result_and_says_how_to_upload(in_tmp: Path, tiny_model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.rundir import child_env
+
+    cfg = make_config(in_tmp, tiny_model, "default", params={"peft": False})
+    cfg.hub.push_to_hub, cfg.hub.username, cfg.hub.token = True, "someone", "hf_not_a_token"
+    # a literal token is never written to the run directory: the training process gets it as HF_TOKEN
+    for name, value in child_env(cfg).items():
+        monkeypatch.setenv(name, value)
+    code, run_dir, events = run(cfg)  # offline in tests: the push cannot succeed
+    assert "hf_not_a_token" not in (run_dir / CONFIG_FILE).read_text()
+    assert "${HF_TOKEN}" in (run_dir / CONFIG_FILE).read_text()
+    assert code == 0 and (run_dir / "model.safetensors").exists()
+    error = next(e for e in events if e["type"] == "log" and e["level"] == "error")
+    assert "pushing to the Hub failed" in error["message"] and "huggingface-cli upload someone/run" in error["message"]

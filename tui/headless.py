@@ -356,7 +356,7 @@ def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool
 
 
 def _elapsed(summary: RunSummary) -> float | None:
-    runtime = summary.metrics.get("runtime")
+    runtime = summary.metrics.get("train_runtime")
     if isinstance(runtime, (int, float)):
         return float(runtime)
     if summary.elapsed is not None:

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from engine import launch
 from engine.config import RunConfig
-from engine.rundir import prepare
+from engine.rundir import child_env, prepare
 from tui.dry_run import console, summary_rows
 from tui.headless import follow
 
@@ -31,7 +31,7 @@ def start_and_follow(cfg: RunConfig) -> int:
         reasons = "; ".join(f"{n} {reason}" for reason, n in fs.dropped.most_common(3))
         out.print(Text(line + (f" ({reasons})" if reasons else ""), style="yellow" if dropped else ""))
     run_dir = prepare(cfg)
-    handle = launch.start(run_dir)
+    handle = launch.start(run_dir, env=child_env(cfg))
     out.print(f"started the training process (pid {handle.pid}) in {run_dir}: it keeps running if this terminal "
               "closes.", soft_wrap=True)
     return follow(handle, console=out)
