@@ -285,7 +285,8 @@ def test_optimizer_and_scheduler_lists_match_installed_transformers() -> None:
 
 def test_light_modules_do_not_import_the_ml_stack() -> None:
     code = ("import sys, engine.config, engine.params, engine.errors, engine.data, engine.formatting, "
-            "engine.encoding, engine.preview, engine.chat_templates, tui.cli, tui.dry_run\n"
+            "engine.encoding, engine.preview, engine.chat_templates, engine.rundir, engine.demo, engine.model_card, "
+            "tui.cli, tui.dry_run, tui.train_start\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'textual', 'bitsandbytes') "
             "if m in sys.modules]\nprint(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -74,12 +74,9 @@ def _sft(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict
         rows.append({"input_ids": ids, "labels": labels})
         tokens += len(ids)
         trained += n_trained
-    notes = []
-    if skipped:
-        notes.append(f"{fs.split}: {skipped} example(s) have no trained token within block_size and are left out "
-                     "(the dry run shows them); raise block_size to keep them")
-    return TrainerRows(fs.split, rows, SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=trained,
-                                                  truncated=truncated, skipped=skipped), notes)
+    return _result(fs, rows, base, tokens, trained, truncated, skipped,
+                   "example(s) have no trained token within block_size and are left out (the dry run shows "
+                   "them); raise block_size to keep them")
 
 
 def _pairs(trainer: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dict) -> TrainerRows:
@@ -101,12 +98,16 @@ def _pairs(trainer: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dic
                     else {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
         tokens += 2 * len(prompt) + len(chosen) + len(rejected)
         trained += len(chosen) + len(rejected)
-    notes = []
-    if skipped:
-        notes.append(f"{fs.split}: {skipped} pair(s) have an empty chosen or rejected answer once the prompt is "
-                     "cut to its limits, and are left out; raise block_size or lower max_prompt_length")
-    return TrainerRows(fs.split, rows, SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=trained,
-                                                  truncated=truncated, skipped=skipped), notes)
+    return _result(fs, rows, base, tokens, trained, truncated, skipped,
+                   "pair(s) have an empty chosen or rejected answer once the prompt is cut to its limits, and "
+                   "are left out; raise block_size or lower max_prompt_length")
+
+
+def _result(fs: FormattedSplit, rows: list[dict[str, Any]], base: dict, tokens: int, trained: int, truncated: int,
+            skipped: int, skipped_note: str) -> TrainerRows:
+    stats = SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=trained, truncated=truncated,
+                       skipped=skipped)
+    return TrainerRows(fs.split, rows, stats, [f"{fs.split}: {skipped} {skipped_note}"] if skipped else [])
 
 
 def _orpo_row(prompt: list[int], chosen: list[int], rejected: list[int]) -> dict[str, list[int]]:
