@@ -356,14 +356,13 @@ def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool
 
 
 def _elapsed(summary: RunSummary) -> float | None:
+    """Wall time of the whole run (loading and saving included), else the training time."""
+    if summary.started is not None:
+        return (summary.ended or time.time()) - summary.started
     runtime = summary.metrics.get("train_runtime")
     if isinstance(runtime, (int, float)):
         return float(runtime)
-    if summary.elapsed is not None:
-        return summary.elapsed
-    if summary.started is not None:
-        return (summary.ended or time.time()) - summary.started
-    return None
+    return summary.elapsed
 
 
 def _no_final_event_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
