@@ -294,6 +294,8 @@ class RunSummary:
         self.phase, self.message = e.get("phase"), e.get("message")
 
     def _on_run_started(self, e: dict) -> None:
+        # A resumed run appends to the same file: what the earlier segment ended with no longer holds.
+        self.status = self.exit_code = self.ended = self.error = self.error_kind = None
         for name in ("trainer", "base_model", "run_dir", "output_dir", "pid", "total_steps"):
             if e.get(name) is not None:
                 setattr(self, name, e[name])

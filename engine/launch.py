@@ -61,17 +61,19 @@ def _zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]  # the name in (...) may hold spaces
 
 
-def start(run_dir: Path, *, command: list[str] | None = None, env: dict[str, str] | None = None) -> RunHandle:
+def start(run_dir: Path, *, command: list[str] | None = None, env: dict[str, str] | None = None,
+          resume: bool = False) -> RunHandle:
     """Start the run detached and return its handle.
 
     The child gets stdin from /dev/null and appends stdout and stderr to RUN_DIR/train.log; it runs in
     the current directory, in a new session (so its process group id is its pid). `env` adds to (and
-    overrides) the current environment. `command` defaults to `python -m engine.run RUN_DIR`.
+    overrides) the current environment. `command` defaults to `python -m engine.run RUN_DIR` (with
+    `--resume`: continue from the run directory's last checkpoint).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     absolute = str(run_dir.resolve())
-    command = command or [sys.executable, "-m", RUN_MODULE, absolute]
+    command = command or [sys.executable, "-m", RUN_MODULE, absolute, *(["--resume"] if resume else [])]
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_DIR_ENV: absolute, **(env or {})}
     with open(run_dir / LOG_FILE, "ab") as log:
         # The log is appended to across resumes: mark where each start begins.

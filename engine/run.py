@@ -1,4 +1,4 @@
-"""`python -m engine.run RUN_DIR`: the training process. Started detached by engine.launch (its own session,
+"""`python -m engine.run RUN_DIR [--resume]`: the training process. Started detached by engine.launch (its own session,
 stdin closed, output appended to RUN_DIR/train.log), it trains the config in RUN_DIR/config.yaml.
 
 Signals: SIGINT asks for a clean stop (a checkpoint is saved), as the stop request of a UI does; SIGTERM ends
@@ -53,15 +53,17 @@ def _install_signal_handlers(run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    resume = "--resume" in args
+    args = [a for a in args if a != "--resume"]
     if len(args) != 1:
-        print("usage: python -m engine.run RUN_DIR", file=sys.stderr)
+        print("usage: python -m engine.run RUN_DIR [--resume]", file=sys.stderr)
         return 2
     run_dir = Path(args[0]).absolute()
     _setup_environment()
     _install_signal_handlers(run_dir)
     from engine.train import train
 
-    return train(run_dir)
+    return train(run_dir, resume=resume)
 
 
 if __name__ == "__main__":

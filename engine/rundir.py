@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, resolve_local, to_dict, to_yaml
-from engine.errors import ConfigError
+from engine.errors import ConfigError, Problem
 from engine.events import EVENTS_FILE, read_events, summarize
 from engine.launch import CONTROL_DIR, LOG_FILE, PID_FILE, attach
 
@@ -44,7 +44,7 @@ def resolved(cfg: RunConfig) -> RunConfig:
     return out
 
 
-def check_free(cfg: RunConfig) -> list[Any]:
+def check_free(cfg: RunConfig) -> list[Problem]:
     """A run directory that holds a trained model or checkpoints is never overwritten."""
     run_dir = run_dir_of(cfg)
     if not run_dir.exists():
@@ -64,9 +64,10 @@ def check_free(cfg: RunConfig) -> list[Any]:
         why = "it holds files that are not from an llmtune run"
     else:
         return []
-    return [cfg.problem("project_name", f"the run directory {run_dir} is not free: {why}",
-                        f"choose another project_name (e.g. --set project_name={cfg.project_name}-2), or delete "
-                        "the directory", cfg.project_name)]
+    fix = f"choose another project_name (e.g. --set project_name={cfg.project_name}-2), or delete the directory"
+    if not check_resumable(run_dir):
+        fix = f"continue that run with: llmtune-tui resume {run_dir}; or {fix}"
+    return [cfg.problem("project_name", f"the run directory {run_dir} is not free: {why}", fix, cfg.project_name)]
 
 
 def prepare(cfg: RunConfig) -> Path:
@@ -93,6 +94,24 @@ def child_env(cfg: RunConfig) -> dict[str, str]:
     if cfg.hub.token and "hub.token" not in cfg.env_refs:
         return {"HF_TOKEN": cfg.hub.token}
     return {}
+
+
+def check_resumable(run_dir: Path) -> list[Problem]:
+    """A run can be resumed when it has a checkpoint, is not running and did not complete."""
+    def problem(message: str, fix: str) -> list[Problem]:
+        return [Problem("RUN_DIR", message, fix, str(run_dir))]
+
+    if not (run_dir / CONFIG_FILE).exists():
+        return problem("is not an llmtune run directory (no config.yaml)", "give the project_name of a run")
+    if not any(run_dir.glob("checkpoint-*")):
+        return problem("holds no checkpoint to resume from", "start it anew: llmtune-tui --config "
+                       f"{run_dir / CONFIG_FILE} --yes --set project_name=NEW")
+    if attach(run_dir) is not None:
+        return problem("is still running", f"its progress is in {run_dir / EVENTS_FILE}")
+    events = run_dir / EVENTS_FILE
+    if events.exists() and summarize(read_events(events)).status == "completed":
+        return problem("completed already", "to train further, start a new run from its config with more epochs")
+    return []
 
 
 def write_training_params(cfg: RunConfig, run_dir: Path) -> None:

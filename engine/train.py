@@ -32,9 +32,10 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def train(run_dir: Path) -> int:
+def train(run_dir: Path, *, resume: bool = False) -> int:
+    """Train the config in RUN_DIR/config.yaml; with `resume`, continue from the last checkpoint."""
     writer = EventWriter(run_dir / EVENTS_FILE) if rank() == 0 else None
-    run = Run(run_dir, writer)
+    run = Run(run_dir, writer, resume)
     try:
         return run.execute()
     except UserError as e:
@@ -49,9 +50,10 @@ def train(run_dir: Path) -> int:
 
 
 class Run:
-    def __init__(self, run_dir: Path, writer: EventWriter | None) -> None:
+    def __init__(self, run_dir: Path, writer: EventWriter | None, resume: bool = False) -> None:
         self.run_dir = run_dir
         self.writer = writer
+        self.resume = resume
         self.trainer: Any = None  # while training: failures report the step it reached
         self.final_step = 0
 
@@ -116,8 +118,9 @@ class Run:
             self.emit("run_finished", status="stopped", exit_code=EXIT_STOPPED, step=0, metrics={}, output=None,
                       merged=None)
             return EXIT_STOPPED
+        checkpoint = self._checkpoint_to_resume(cfg)
         self.trainer = trainer
-        trainer.train()
+        trainer.train(resume_from_checkpoint=checkpoint)
         if (valid_rows is not None and valid_rows.rows and cfg.params.eval_strategy != "no"
                 and progress.last_eval_step != self.step):
             trainer.evaluate()  # the run ended between evaluations (max_steps, a stop request)
@@ -145,6 +148,18 @@ class Run:
         self.emit("run_finished", status=status, exit_code=code, step=self.step, metrics=metrics,
                   output=str(self.run_dir), merged=str(merged) if merged else None)
         return code
+
+    def _checkpoint_to_resume(self, cfg: RunConfig) -> str | None:
+        if not self.resume:
+            return None
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(str(self.run_dir))
+        if checkpoint is None:
+            raise DataError([cfg.problem("project_name", f"{self.run_dir} holds no checkpoint-* folder to resume from",
+                                         "start the run anew with --yes (and a free project_name)")])
+        self.emit("status", phase="resuming", message=f"resuming from {checkpoint}")
+        return checkpoint
 
     def _merge(self, cfg: RunConfig, tokenizer: Any) -> Path | None:
         from engine.trainers.merge import merge_adapter

@@ -140,3 +140,36 @@ def test_demo_trains_and_answers(tmp_path: Path) -> None:
     assert out.stdout.count("  A: ") == 3
     runs = list((tmp_path / "runs").glob("demo-*"))
     assert len(runs) == 1 and json.loads((runs[0] / "training_params.json").read_text())["epochs"] == 1
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start_cli("--config", str(ROOT / "configs/generic-text.yaml"), "--yes", "--set", "params.max_steps=100000",
+                     "--set", "params.logging_steps=1", "--set", f"project_name={run_dir}", cwd=tmp_path)
+    wait_for_step(run_dir)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    stopped_at = read_events(run_dir / "events.jsonl")[-1]["step"]
+    refused = cli("--config", str(run_dir / CONFIG_FILE), "--yes", cwd=tmp_path)  # never overwritten
+    assert refused.returncode == 2 and f"llmtune-tui resume {run_dir}" in refused.stderr
+    proc = start_cli("resume", str(run_dir), cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the resumed segment's steps continue from the checkpoint
+        events = read_events(run_dir / "events.jsonl")
+        starts = [i for i, e in enumerate(events) if e["type"] == "run_started"]
+        steps = [e["step"] for e in events[starts[-1]:] if e["type"] == "step"] if len(starts) == 2 else []
+        if steps:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert steps and steps[0] == stopped_at + 1, (stopped_at, steps)
+    assert "resuming" in output and "resuming from" in (run_dir / "train.log").read_text()
+    final = read_events(run_dir / "events.jsonl")[-1]
+    assert final["status"] == "stopped" and final["step"] > stopped_at
+
+
+def test_resume_refuses_a_run_with_nothing_to_resume(tmp_path: Path) -> None:
+    out = cli("resume", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2 and "cannot resume" in out.stderr and "no config.yaml" in out.stderr

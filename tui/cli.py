@@ -44,6 +44,7 @@ def main_command(
               "Try it end to end:      llmtune-tui demo\n"
               "Check a config:         llmtune-tui --config configs/sft-chat.yaml --dry-run\n"
               "Train a config:         llmtune-tui --config configs/sft-chat.yaml --yes\n"
+              "Continue a stopped run: llmtune-tui resume runs/sft-chat\n"
               "See llmtune-tui --help for the options.")
         raise typer.Exit(EXIT_OK)
     if dry_run and yes:
@@ -54,6 +55,14 @@ def main_command(
         _fail("the interactive wizard is not part of this version yet: add --yes to train this config "
               "headless, or --dry-run to check it")
     raise typer.Exit(_run(lambda: _train(config, overrides or [])))
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory (its project_name) to continue.")],
+) -> None:
+    """Continue a stopped or failed run from its last checkpoint, with the config it started with."""
+    raise typer.Exit(_run(lambda: _resume(run_dir)))
 
 
 @app.command()
@@ -84,6 +93,12 @@ def _train(config: Path, overrides: list[str]) -> int:
     from tui.train_start import start_and_follow
 
     return start_and_follow(load_config(config, overrides, check_env=True))
+
+
+def _resume(run_dir: Path) -> int:
+    from tui.train_start import resume_and_follow
+
+    return resume_and_follow(run_dir.expanduser().absolute())
 
 
 def _demo(overrides: list[str]) -> int:

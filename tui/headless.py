@@ -274,12 +274,16 @@ class Interrupts:
 
 # ---- following --------------------------------------------------------------------------------
 
-def follow(handle: launch.RunHandle, *, console: Console | None = None, poll_interval: float = 0.25) -> int:
-    """Show the run's events until it finishes (or its process ends); return the exit code for the CLI."""
+def follow(handle: launch.RunHandle, *, console: Console | None = None, poll_interval: float = 0.25,
+           skip_existing: bool = False) -> int:
+    """Show the run's events until it finishes (or its process ends); return the exit code for the CLI.
+    `skip_existing`: a resumed run appends to events.jsonl; the earlier segment's events are not replayed."""
     console = console or Console(highlight=False)
     console.print(f"following {handle.run_dir} (pid {handle.pid}); log: {handle.run_dir / launch.LOG_FILE}; "
                   f"Ctrl-C stops the run", highlight=False, soft_wrap=True)
     tail = EventTail(handle.run_dir / EVENTS_FILE)
+    if skip_existing:
+        tail.poll()
     summary = RunSummary()
     with Interrupts() as interrupts:
         display: Display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)

@@ -5,6 +5,8 @@ process detached and follow it. A config or data problem ends here with exit cod
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.text import Text
 
 from engine import launch
@@ -35,6 +37,22 @@ def start_and_follow(cfg: RunConfig) -> int:
     out.print(f"started the training process (pid {handle.pid}) in {run_dir}: it keeps running if this terminal "
               "closes.", soft_wrap=True)
     return follow(handle, console=out)
+
+
+def resume_and_follow(run_dir: Path) -> int:
+    from engine.config import load_config
+    from engine.errors import ConfigError
+    from engine.rundir import CONFIG_FILE, check_resumable
+
+    problems = check_resumable(run_dir)
+    if problems:
+        raise ConfigError(problems, title="cannot resume")
+    cfg = load_config(run_dir / CONFIG_FILE, check_env=True)
+    launch.clear(run_dir, "stop")  # the request that stopped it last time
+    handle = launch.start(run_dir, env=child_env(cfg), resume=True)
+    out = console()
+    out.print(f"resuming {run_dir} from its last checkpoint (pid {handle.pid})", soft_wrap=True)
+    return follow(handle, console=out, skip_existing=True)
 
 
 def show_demo_answers(cfg: RunConfig) -> None:
