@@ -103,6 +103,8 @@ class Run:
         counter.attach(trainer)
         for n in loaded.notes + setup.notes:
             self.emit("log", level="info", message=n)
+        for w in loaded.warnings:
+            self.emit("log", level="warning", message=w)
         data = {"train": train_rows.stats.as_dict()}
         if valid_rows is not None:
             data["valid"] = valid_rows.stats.as_dict()

@@ -24,6 +24,7 @@ class LoadedModel:
     resized_to: int | None  # embeddings resized to this many rows for tokens a template added
     new_token_ids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # something asked for that this machine cannot do
 
 
 def model_path(cfg: RunConfig, name: str | None = None) -> str:
@@ -60,12 +61,12 @@ def quantization_config(cfg: RunConfig) -> Any | None:
                               bnb_4bit_compute_dtype=compute)
 
 
-def attention_implementation(cfg: RunConfig, notes: list[str]) -> str:
+def attention_implementation(cfg: RunConfig, warnings: list[str]) -> str:
     if cfg.params.use_flash_attention_2:
         if device() == "cuda" and importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
         why = "no CUDA GPU" if device() != "cuda" else "the flash_attn package is not installed"
-        notes.append(f"use_flash_attention_2: {why}; using PyTorch SDPA attention instead")
+        warnings.append(f"use_flash_attention_2: {why}; using PyTorch SDPA attention instead")
     return "sdpa"
 
 
@@ -74,9 +75,10 @@ def load_model(cfg: RunConfig, tokenizer: Any, *, kind: str = "causal", name: st
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     notes: list[str] = []
+    warnings: list[str] = []
     quant = quantization_config(cfg)
     dtype = load_dtype(cfg)
-    attention = attention_implementation(cfg, notes)
+    attention = attention_implementation(cfg, warnings)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention, "token": cfg.hub.token or None}
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -95,7 +97,7 @@ def load_model(cfg: RunConfig, tokenizer: Any, *, kind: str = "causal", name: st
         notes.append(f"the chat template added {len(new_ids)} token(s); embeddings resized to {resized} rows")
     if not cfg.params.disable_gradient_checkpointing:
         model.config.use_cache = False  # the cache is useless in training and clashes with checkpointing
-    return LoadedModel(model, dtype, attention, resized, new_ids, notes)
+    return LoadedModel(model, dtype, attention, resized, new_ids, notes, warnings)
 
 
 def _fit_embeddings(model: Any, tokenizer: Any) -> tuple[int | None, list[int]]:
