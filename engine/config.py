@@ -143,14 +143,29 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
                 environ: dict[str, str] | None = None, *, check_env: bool = False) -> RunConfig:
     """Read a config file; raise ConfigError listing every problem (with check_env, the machine's too)."""
     path = Path(path)
+    return parse_config_text(_read_text(path), source=path, overrides=overrides, environ=environ,
+                             check_env=check_env)
+
+
+def load_config_lenient(path: str | Path) -> tuple[RunConfig, list[Problem]]:
+    """For the wizard: the config as far as it could be read, with its problems (to show, not to stop on).
+    Raises ConfigError only when the file cannot be read or is not YAML at all."""
+    path = Path(path)
+    raw, lines, problems = _read_yaml(_read_text(path))
+    if raw is None:
+        raise ConfigError(problems, source=str(path))
+    cfg, more = build_config(raw, lines=lines, source=path)
+    return cfg, problems + more
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), "no such config file",
                                    "check the path, or run `llmtune-tui` without --config to build one")])
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError([Problem(str(path), f"cannot read the config file: {e}")])
-    return parse_config_text(text, source=path, overrides=overrides, environ=environ, check_env=check_env)
 
 
 def parse_config_text(text: str, *, source: Path | None = None, overrides: list[str] | None = None,

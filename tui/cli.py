@@ -37,24 +37,15 @@ def main_command(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    if config is None:
-        if dry_run or yes:
-            _fail(f"{'--dry-run' if dry_run else '--yes'} needs --config FILE")
-        print("llmtune-tui: the interactive wizard is not part of this version yet.\n"
-              "Try it end to end:      llmtune-tui demo\n"
-              "Check a config:         llmtune-tui --config configs/sft-chat.yaml --dry-run\n"
-              "Train a config:         llmtune-tui --config configs/sft-chat.yaml --yes\n"
-              "Continue a stopped run: llmtune-tui resume runs/sft-chat\n"
-              "See llmtune-tui --help for the options.")
-        raise typer.Exit(EXIT_OK)
+    if config is None and (dry_run or yes):
+        _fail(f"{'--dry-run' if dry_run else '--yes'} needs --config FILE")
     if dry_run and yes:
         _fail("--dry-run and --yes exclude each other: check first with --dry-run, then train with --yes")
     if dry_run:
         raise typer.Exit(_run(lambda: _dry_run(config, overrides or [], samples)))
-    if not yes:
-        _fail("the interactive wizard is not part of this version yet: add --yes to train this config "
-              "headless, or --dry-run to check it")
-    raise typer.Exit(_run(lambda: _train(config, overrides or [])))
+    if yes:
+        raise typer.Exit(_run(lambda: _train(config, overrides or [])))
+    raise typer.Exit(_run(lambda: _wizard(config, overrides or [])))
 
 
 @app.command()
@@ -93,6 +84,35 @@ def _train(config: Path, overrides: list[str]) -> int:
     from tui.train_start import start_and_follow
 
     return start_and_follow(load_config(config, overrides, check_env=True))
+
+
+def _wizard(config: Path | None, overrides: list[str]) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("llmtune-tui: the wizard needs a terminal.\n"
+              "Try it end to end:      llmtune-tui demo\n"
+              "Check a config:         llmtune-tui --config configs/sft-chat.yaml --dry-run\n"
+              "Train a config:         llmtune-tui --config configs/sft-chat.yaml --yes\n"
+              "Continue a stopped run: llmtune-tui resume runs/sft-chat\n"
+              "See llmtune-tui --help for the options.", file=sys.stderr)
+        return EXIT_USER
+    from tui.app import WizardApp
+
+    if overrides:
+        print("error: --set works with --dry-run and --yes; in the wizard, change the value on its step",
+              file=sys.stderr)
+        return EXIT_USER
+    cfg, problems = None, []
+    if config is not None:
+        from engine.config import load_config_lenient
+
+        cfg, problems = load_config_lenient(config)
+    result = WizardApp(cfg, problems=problems).run()
+    if result is None:
+        return EXIT_OK
+    if not result.launch:
+        print(f"saved {result.config_path}\ntrain it with: llmtune-tui --config {result.config_path} --yes")
+        return EXIT_OK
+    return _train(result.config_path, [])
 
 
 def _resume(run_dir: Path) -> int:

@@ -1,0 +1,127 @@
+"""The Textual app: a wizard that builds a run config step by step (model, task, data, columns, parameters,
+preview, review). Its state is one `RunConfig`, the engine's own, shared by every step; Next validates the
+step with the engine's rules, Back keeps what was entered.
+
+Importing this module imports Textual and light engine modules only: the first screen must not wait for
+torch or transformers. Heavy work (tokenizers, previews, the model cache) runs in the steps' workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, ContentSwitcher, Footer, Header, Static
+
+from engine.config import RunConfig
+from tui.steps.base import Step
+
+
+@dataclass
+class WizardResult:
+    """What the wizard ends with: the saved config, and whether to launch it now."""
+
+    config_path: Path
+    launch: bool
+
+
+def new_config() -> RunConfig:
+    """The config a fresh wizard starts from: AutoTrain's defaults, SFT with LoRA, no model chosen yet."""
+    cfg = RunConfig(task="llm-sft", base_model="", project_name="runs/my-model")
+    cfg.params.trainer = "sft"
+    cfg.params.peft = True
+    cfg.params.quantization = None
+    return cfg
+
+
+def step_classes() -> list[type[Step]]:
+    from tui.steps.columns import ColumnsStep
+    from tui.steps.data import DataStep
+    from tui.steps.model import ModelStep
+    from tui.steps.params import ParamsStep
+    from tui.steps.preview import PreviewStep
+    from tui.steps.review import ReviewStep
+    from tui.steps.task import TaskStep
+
+    return [ModelStep, TaskStep, DataStep, ColumnsStep, ParamsStep, PreviewStep, ReviewStep]
+
+
+class WizardApp(App[WizardResult | None]):
+    TITLE = "llmtune"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next", priority=True),
+        Binding("escape", "back", "Back"),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, cfg: RunConfig | None = None, *, problems: list | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or new_config()
+        self.initial_problems = problems or []
+        self.steps: list[Step] = [cls(id=f"step-{i}") for i, cls in enumerate(step_classes())]
+        self.index = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="step-title")
+        with ContentSwitcher(initial="step-0", id="steps"):
+            yield from self.steps
+        with Horizontal(id="nav"):
+            yield Button("Back", id="back")
+            yield Button("Next", id="next", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show(0)
+
+    @property
+    def step(self) -> Step:
+        return self.steps[self.index]
+
+    def show(self, index: int) -> None:
+        self.index = index
+        step = self.step
+        self.query_one("#steps", ContentSwitcher).current = step.id
+        self.query_one("#step-title", Static).update(
+            f"Step {index + 1} of {len(self.steps)}: [b]{step.title}[/b]")
+        self.query_one("#back", Button).disabled = index == 0
+        self.query_one("#next", Button).display = index < len(self.steps) - 1
+        step.load(self.cfg)
+        step.show_problems([])
+        step.focus_first()
+
+    def action_next(self) -> None:
+        step = self.step
+        step.store(self.cfg)
+        problems = step.problems(self.cfg)
+        step.show_problems(problems)
+        if problems:
+            self.notify(problems[0].render(), title="Fix this first", severity="error")
+            return
+        if self.index < len(self.steps) - 1:
+            self.show(self.index + 1)
+
+    def action_back(self) -> None:
+        if self.index == 0:
+            return
+        self.step.store(self.cfg)
+        self.show(self.index - 1)
+
+    def action_help(self) -> None:
+        from tui.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.step))
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()
