@@ -72,7 +72,6 @@ class Run:
         from engine.trainers.rows import build_rows
 
         cfg = load_config(self.run_dir / CONFIG_FILE, check_env=True)
-        self.cfg = cfg
         self.emit("status", phase="loading data", message=f"reading {cfg.data.path} and the tokenizer")
         tokenizer, setup = prepare_tokenizer(cfg)
         block_size, note = checked_block_size(cfg, tokenizer)
@@ -108,7 +107,6 @@ class Run:
         data = {"train": train_rows.stats.as_dict()}
         if valid_rows is not None:
             data["valid"] = valid_rows.stats.as_dict()
-        self.data = data
         self.emit("run_started", run_dir=str(self.run_dir), pid=os.getpid(), trainer=cfg.trainer, task=cfg.task,
                   base_model=cfg.base_model, config=_config_dict(cfg), versions=versions(), device=device_info(),
                   data=data, total_steps=total_steps(job), epochs=float(cfg.params.epochs),
