@@ -29,6 +29,12 @@ class Problem:
     value: Any = _UNSET
     line: int | None = None
 
+    def __deepcopy__(self, memo: dict) -> Problem:
+        return self  # immutable; a copy would also lose the identity of the _UNSET marker
+
+    def __copy__(self) -> Problem:
+        return self
+
     def render(self, source: str | None = None) -> str:
         where = self.key
         if self.value is not _UNSET:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from textual import on
 from textual.app import App, ComposeResult
@@ -18,6 +19,9 @@ from textual.containers import Horizontal
 from textual.widgets import Button, ContentSwitcher, Footer, Header, Static
 
 from engine.config import RunConfig
+from engine.data import Table
+from engine.model_info import ModelInfo
+from tui.commands import WizardCommands
 from tui.steps.base import Step
 
 
@@ -53,6 +57,7 @@ def step_classes() -> list[type[Step]]:
 class WizardApp(App[WizardResult | None]):
     TITLE = "llmtune"
     CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {WizardCommands}
     BINDINGS = [
         Binding("ctrl+n", "next", "Next", priority=True),
         Binding("escape", "back", "Back"),
@@ -64,6 +69,12 @@ class WizardApp(App[WizardResult | None]):
         super().__init__()
         self.cfg = cfg or new_config()
         self.initial_problems = problems or []
+        # Read by several steps, set by the step that learns them (in workers, through messages):
+        self.model_info: ModelInfo | None = None  # the model step: what config.json says about the model
+        self.table: Table | None = None  # the data step: the train split's first rows
+        self.splits: list[str] = []  # the data step: the splits found
+        self.capabilities: Any = None  # the parameters step: engine.capabilities.probe(), once
+        self.gpu_total: int | None = None  # the parameters step: the GPU's memory in bytes (None: no CUDA)
         self.steps: list[Step] = [cls(id=f"step-{i}") for i, cls in enumerate(step_classes())]
         self.index = 0
 

@@ -1,16 +1,407 @@
-"""Placeholder until the step is written."""
+"""Step 3, Data: where the rows are (a directory with train/valid files, one file, or a datasets id), which
+split trains and which validates, and a look at the first rows.
+
+Reading runs in a thread worker a moment after typing stops: the first rows (at most PREVIEW_ROWS) come back
+first, the row counts after them (counting reads the whole file). The app keeps the first rows of the train
+split as `app.table` and the splits found as `app.splits` for the Columns step.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from tui.steps.base import Step
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Button, DataTable, Input, Select, Static
+from textual.worker import get_current_worker
+
+from engine.config import RunConfig, data_problems, resolve_local
+from engine.data import EXTENSIONS, Table, find_splits, list_data_files, load_split
+from engine.errors import Problem, UserError
+from tui.steps.base import Step, step_problems
+from tui.widgets.path_picker import PathPicker, display_path
+
+DEBOUNCE_S = 0.3
+PREVIEW_ROWS = 200  # rows read for the table (and for the Columns step)
+SHOWN_COLUMNS = 8
+CELL_WIDTH = 40
+COUNT_LIMIT_BYTES = 1 << 30  # larger files are not counted: it would take a while and the number is only shown
+HUB_SPLITS = ("train", "validation", "test")  # a hub dataset's splits are not listed offline: the usual names
+NO_VALID = ""  # the valid-split Select's "(none)"
+STILL_READING = Problem("data.path", "still reading the data", "press Next again in a moment")
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What is read: changing any of it reads again."""
+
+    path: str
+    train: str
+    valid: str | None
+
+
+def request_of(cfg: RunConfig) -> DataRequest:
+    return DataRequest(cfg.data.path.strip(), cfg.data.train_split, cfg.data.valid_split or None)
+
+
+@dataclass
+class DataPreview:
+    """What the worker found: the splits to offer, the first rows, and what went wrong."""
+
+    request: DataRequest
+    found: str  # one line for people: "a directory with 2 jsonl files"
+    train_choices: list[tuple[str, str]]  # (label, split) for the Selects
+    valid_choices: list[tuple[str, str]]
+    splits: list[str]
+    table: Table | None = None
+    tables: dict[str, Table] = field(default_factory=dict)  # split -> its first rows
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class DataRead(Message):
+    preview: DataPreview
+
+
+@dataclass
+class RowsCounted(Message):
+    request: DataRequest
+    counts: dict[str, str]  # split -> "1,234" or "200+"
+
+
+# ---------------------------------------------------------------- reading (plain functions, run in the worker)
+
+
+def read_preview(request: DataRequest, base_dir: Path | None) -> DataPreview:
+    """The splits found at request.path and the first rows of the train (and valid) split."""
+    preview = _choices(request, base_dir)
+    for split, key in ((request.train, "data.train_split"), (request.valid, "data.valid_split")):
+        if not split:
+            continue
+        try:
+            table = load_split(request.path, split, base_dir=base_dir, limit=PREVIEW_ROWS, split_key=key)
+        except UserError as e:
+            preview.problems += [p for p in e.problems if p not in preview.problems]
+            continue
+        preview.tables[split] = table
+        if key == "data.train_split":
+            preview.table = table
+    return preview
+
+
+def _choices(request: DataRequest, base_dir: Path | None) -> DataPreview:
+    """What is at the path, and the splits the Selects offer (the current ones always among them)."""
+    local = resolve_local(request.path, base_dir) if request.path.strip() else None
+    splits: list[str] = []
+    if local is not None and local.is_dir():
+        files = list_data_files(local)
+        splits = find_splits(request.path, base_dir=base_dir)
+        formats = sorted({EXTENSIONS[Path(f).suffix.lower()] for f in files})
+        found = (f"a directory with {len(files)} {'/'.join(formats)} file{'s' if len(files) != 1 else ''}: "
+                 f"split{'s' if len(splits) != 1 else ''} {', '.join(splits)}"
+                 if files else "a directory with no data files")
+        train = [(s, s) for s in splits]
+        valid = [(s, s) for s in splits]
+    elif local is not None:
+        fmt = EXTENSIONS.get(local.suffix.lower())
+        found = f"one {fmt} file" if fmt else f"a {local.suffix or 'extensionless'} file (not a data file)"
+        siblings = sorted({Path(f).stem for f in list_data_files(local.parent)} - {local.stem})
+        splits = [local.stem, *siblings]
+        own = request.train if request.train in (local.stem, local.name) else "train"  # both mean the file
+        train = [(f"{local.name} (this file)", own), *[(s, s) for s in siblings]]
+        valid = [(s, s) for s in siblings]
+    elif _looks_like_hub_id(request.path.strip()):
+        found = "a datasets id (its splits are listed once read: train, validation, test are usual)"
+        train = valid = [(s, s) for s in HUB_SPLITS]
+    else:
+        found = "nothing found there"
+        train = valid = []
+    return DataPreview(request, found, _with(train, request.train), [("(none)", NO_VALID), *_with(
+        valid, request.valid)], splits)
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return bool(path) and not path.startswith((".", "/", "~")) and path.count("/") <= 1 and \
+        Path(path).suffix.lower() not in EXTENSIONS
+
+
+def _with(choices: list[tuple[str, str]], current: str | None) -> list[tuple[str, str]]:
+    if current and current not in {value for _, value in choices}:
+        return [*choices, (f"{current} (not found)", current)]
+    return choices
+
+
+def count_label(table: Table, limit: int = PREVIEW_ROWS) -> str:
+    """The number of rows as shown: exact when cheap to count, else "200+"."""
+    if len(table.rows) < limit:
+        return f"{len(table.rows):,}"
+    counted = count_file_rows(table)
+    return f"{counted:,}" if counted is not None else f"{limit}+"
+
+
+def count_file_rows(table: Table) -> int | None:
+    """The rows of a local data file, counted without parsing them (None: not cheap, or not a file)."""
+    source = table.source
+    if source.kind != "file" or source.path is None:
+        return None
+    try:
+        if source.path.stat().st_size > COUNT_LIMIT_BYTES:
+            return None
+        if source.format == "jsonl" and all(":" in loc and loc.rsplit(":", 1)[1].isdigit()
+                                            for loc in table.locations[:1]):
+            with source.path.open("rb") as f:
+                return sum(1 for line in f if line.strip())
+        if source.format == "csv":
+            return _count_csv(source.path)
+        if source.format == "parquet":
+            import pyarrow.parquet as pq  # lazy: only for Parquet files
+
+            return pq.ParquetFile(source.path).metadata.num_rows
+    except (OSError, ValueError, csv.Error, ImportError):
+        return None
+    return None  # a JSON document: counting means parsing it all
+
+
+def _count_csv(path: Path) -> int:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(2**31 - 1)
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        records = sum(1 for record in csv.reader(f, delimiter=delimiter) if any(cell.strip() for cell in record))
+    return max(records - 1, 0)  # the header
+
+
+def cell_text(value: Any, width: int = CELL_WIDTH) -> Text:
+    """One line of at most `width` characters; Text, so "[INST]" is shown, not read as markup."""
+    raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    flat = " ".join(raw.split())
+    return Text(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
+# ---------------------------------------------------------------- the step
 
 
 class DataStep(Step):
+    """Where the training rows are: a directory holding train.jsonl (or .csv, .json, .parquet) and maybe
+    valid.jsonl, as AutoTrain lays it out; a single data file; or a datasets id (org/name) already in the
+    local cache. The split names are the file names without their extension. The table shows the first rows
+    of the train split: check that the columns are what you expect."""
+
     title = "Data"
+    keys = ("data.path", "data.train_split", "data.valid_split")
+
+    DEFAULT_CSS = """
+    DataStep #data-row, DataStep #data-splits { height: 3; }
+    DataStep #data-path { width: 1fr; }
+    DataStep #data-browse { min-width: 12; }
+    DataStep #data-splits Static { width: auto; height: 3; content-align: left middle; padding: 0 1 0 0; }
+    DataStep #data-splits Select { width: 1fr; }
+    DataStep #data-found, DataStep #data-counts { height: 1; color: $text-muted; }
+    DataStep #data-table { height: 1fr; min-height: 5; }
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.request: DataRequest | None = None  # the latest read asked for
+        self.preview: DataPreview | None = None  # the latest read done (for self.request, or an older one)
+        self.counts: dict[str, str] = {}
+        self._timer: Timer | None = None
+        self._base_dir: Path | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("Data")
+        yield Static("Data: a directory (train.jsonl, valid.jsonl…), a data file, or a datasets id",
+                     classes="label")
+        with Horizontal(id="data-row"):
+            yield Input(id="data-path", placeholder="e.g. data or data/train.csv or org/name")
+            yield Button("Browse…", id="data-browse")
+        yield Static(id="data-found")
+        with Horizontal(id="data-splits"):
+            yield Static("Train")
+            yield Select([("train", "train")], id="train-split", allow_blank=False)
+            yield Static(" Validation")
+            yield Select([("(none)", NO_VALID)], id="valid-split", allow_blank=False)
+        yield Static(id="data-counts")
+        yield DataTable(id="data-table", cursor_type="row", zebra_stripes=True)
         yield Static(classes="problems")
+
+    # ------------------------------------------------------------ the step's contract
+
+    def load(self, cfg: RunConfig) -> None:
+        self._base_dir = cfg.base_dir
+        with self.prevent(Input.Changed, Select.Changed):
+            self.query_one("#data-path", Input).value = cfg.data.path
+            self._set_choices("#train-split", [(cfg.data.train_split, cfg.data.train_split)], cfg.data.train_split)
+            valid = cfg.data.valid_split or NO_VALID
+            self._set_choices("#valid-split", [("(none)", NO_VALID), *_with([], cfg.data.valid_split)], valid)
+        request = request_of(cfg)
+        if request != self.request:
+            self.read(request)
+        elif self.preview is not None and self.preview.request == request:
+            self._show(self.preview)  # the same data: restore the choices the worker found
+
+    def store(self, cfg: RunConfig) -> None:
+        request = self._current()
+        cfg.data.path, cfg.data.train_split, cfg.data.valid_split = request.path, request.train, request.valid
+
+    def problems(self, cfg: RunConfig) -> list[Problem]:
+        found = step_problems(cfg, self.keys)
+        found += [p for p in data_problems(cfg) if p not in found]
+        if found:
+            return found
+        request = request_of(cfg)
+        if self.preview is None or self.preview.request != request:
+            if self.request != request:
+                self.read(request)
+            return [STILL_READING]
+        return list(self.preview.problems)  # unreadable rows fail the run too: say so now
+
+    def show_problems(self, problems: list[Problem]) -> None:
+        # the app clears the problems when the step is shown; unreadable data stays shown until it is read again
+        if not problems and self.preview is not None and self.preview.request == self.request:
+            problems = self.preview.problems
+        super().show_problems(problems)
+        if problems:  # they come last, below the fold at 80x24: bring them into view
+            self.scroll_end(animate=False)
+
+    # ------------------------------------------------------------ reading (a thread worker)
+
+    def _current(self) -> DataRequest:
+        train = self.query_one("#train-split", Select).value
+        valid = self.query_one("#valid-split", Select).value
+        return DataRequest(self.query_one("#data-path", Input).value.strip(),
+                           train if isinstance(train, str) else "train",
+                           valid if isinstance(valid, str) and valid != NO_VALID else None)
+
+    def read(self, request: DataRequest | None = None) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.request = request or self._current()
+        self.counts = {}
+        self.show_problems([])  # those of the previous read no longer apply
+        self._show_counts()
+        self.query_one("#data-found", Static).update(f"Reading {self.request.path or '(nothing)'}…")
+        self._read_worker(self.request, self._base_dir)
+
+    @work(thread=True, exclusive=True, group="data")
+    def _read_worker(self, request: DataRequest, base_dir: Path | None) -> None:
+        worker = get_current_worker()
+        try:
+            preview = read_preview(request, base_dir)
+        except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
+            preview = DataPreview(request, "could not be read", [], [("(none)", NO_VALID)], [], problems=[
+                Problem("data.path", f"internal error: {type(e).__name__}: {e}", "please report it")])
+        if worker.is_cancelled:
+            return
+        self.post_message(DataRead(preview))
+        counts = {split: count_label(table) for split, table in preview.tables.items() if not worker.is_cancelled}
+        if not worker.is_cancelled:
+            self.post_message(RowsCounted(request, counts))
+
+    @on(DataRead)
+    def _read_done(self, message: DataRead) -> None:
+        message.stop()
+        if message.preview.request != self.request:
+            return  # asked for something else since
+        self.preview = message.preview
+        self.app.table = message.preview.table
+        self.app.splits = message.preview.splits
+        self._show(message.preview)
+        self.show_problems([])
+
+    @on(RowsCounted)
+    def _counted(self, message: RowsCounted) -> None:
+        message.stop()
+        if message.request == self.request:
+            self.counts = message.counts
+            self._show_counts()
+
+    # ------------------------------------------------------------ showing
+
+    def _show(self, preview: DataPreview) -> None:
+        self.query_one("#data-found", Static).update(f"Found {preview.found}")
+        with self.prevent(Select.Changed):
+            self._set_choices("#train-split", preview.train_choices, preview.request.train)
+            self._set_choices("#valid-split", preview.valid_choices, preview.request.valid or NO_VALID)
+        self._fill_table(preview.table)
+        self._show_counts()
+
+    def _set_choices(self, selector: str, choices: list[tuple[str, str]], value: str) -> None:
+        select: Select[str] = self.query_one(selector, Select)
+        choices = choices or [(value, value)]
+        select.set_options(choices)
+        if value in {v for _, v in choices}:
+            select.value = value
+
+    def _fill_table(self, table: Table | None) -> None:
+        widget = self.query_one("#data-table", DataTable)
+        widget.clear(columns=True)
+        if table is None:
+            return
+        columns = table.columns[:SHOWN_COLUMNS]
+        widget.add_columns(*(Text(c) for c in columns))
+        widget.add_rows([[cell_text(row.get(c, "")) for c in columns] for row in table.rows])
+
+    def _show_counts(self) -> None:
+        preview = self.preview
+        if preview is None or preview.table is None or preview.request != self.request:
+            self.query_one("#data-counts", Static).update("")
+            return
+        parts = [f"{split}: {self.counts.get(split, 'counting…')} rows" for split in preview.tables]
+        hidden = len(preview.table.columns) - SHOWN_COLUMNS
+        columns = f"{len(preview.table.columns)} columns" + (f", {hidden} more not shown" if hidden > 0 else "")
+        self.query_one("#data-counts", Static).update(" · ".join([*parts, columns]))
+
+    # ------------------------------------------------------------ input
+
+    @on(Input.Changed, "#data-path")
+    def _typed(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(DEBOUNCE_S, self._paused)
+
+    def _paused(self) -> None:
+        """Typing stopped: read a local path; a datasets id only on Enter (reading may download it)."""
+        path = self.query_one("#data-path", Input).value.strip()
+        if resolve_local(path, self._base_dir) is None and _looks_like_hub_id(path):
+            self._timer, self.request = None, None  # nothing read for what is typed now
+            self.query_one("#data-found", Static).update(
+                "A datasets id? Enter reads it (downloading it unless it is cached)")
+            self._fill_table(None)
+            self._show_counts()
+            self.show_problems([])
+            return
+        self.read()
+
+    @on(Input.Submitted, "#data-path")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.read()
+
+    @on(Select.Changed)
+    def _split_changed(self) -> None:
+        # Selects post Changed when first mounted too: only a change on the shown step is the user's
+        if getattr(self.app, "step", None) is self and self._current() != self.request:
+            self.read()
+
+    @on(Button.Pressed, "#data-browse")
+    def _browse(self) -> None:
+        current = self.query_one("#data-path", Input).value.strip()
+        local = resolve_local(current, self._base_dir) if current else None
+        start = (local if local.is_dir() else local.parent) if local is not None else Path.cwd()
+        picker = PathPicker(start, dirs_only=False, suffixes=tuple(EXTENSIONS),
+                            title="Choose a data directory or file")
+        self.app.push_screen(picker, self._browsed)
+
+    def _browsed(self, path: Path | None) -> None:
+        if path is not None:
+            with self.prevent(Input.Changed):
+                self.query_one("#data-path", Input).value = display_path(path)
+            self.read()

@@ -1,16 +1,307 @@
-"""Placeholder until the step is written."""
+"""Step 6, Preview: what the model will be trained on, before anything is trained.
+
+Loads the tokenizer and tokenizes the first rows of the data in a worker (the engine's build_preview, the
+dry run's own), then shows per split the rows used and dropped, trained against total tokens, the length
+distribution against the limit, and a few samples with trained, masked and cut text marked.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+import copy
+from dataclasses import dataclass
 
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.events import Resize
+from textual.message import Message
+from textual.widgets import Button, LoadingIndicator, Static
+from textual.worker import get_current_worker
+
+from engine.config import RunConfig, to_yaml
+from engine.errors import Problem, UserError
+from engine.preview import LengthStats, Preview, Sample, SplitReport
 from tui.steps.base import Step
+from tui.widgets.masked_text import MaskedText, legend
+
+N_SAMPLES = 5
+PREVIEW_LIMIT = 500  # rows read per split: enough for the statistics, quick on any data set
+WIDE = 100  # from this width chosen and rejected sit side by side
+BAR_WIDTH = 30
+LOADING = "loading the tokenizer and tokenizing…"
+STILL_LOADING = Problem("preview", "still tokenizing…", "wait for the preview to appear on this step")
+
+
+def config_copy(cfg: RunConfig) -> RunConfig:
+    """A private copy for a worker thread, since the wizard may edit `cfg` meanwhile. The warnings list is
+    copied shallowly: Problems are frozen, and deep-copying one would lose its "no value" sentinel."""
+    return copy.deepcopy(cfg, {id(cfg.warnings): list(cfg.warnings)})
+
+
+def config_key(cfg: RunConfig) -> str:
+    """What the preview depends on: the config as it would be written, and where relative paths start."""
+    return f"{cfg.source}\n{to_yaml(cfg, keep_secrets=True)}"
+
+
+@dataclass
+class PreviewBuilt(Message):
+    key: str
+    preview: Preview
+
+
+@dataclass
+class PreviewFailed(Message):
+    key: str
+    problems: list[Problem]
+
+
+# ---------------------------------------------------------------- text of the statistics
+
+
+def length_bar(stats: LengthStats, width: int = BAR_WIDTH) -> Text:
+    """A one-line picture of the lengths: ━ min to p95, ─ on to the max, ● the median, ┃ the limit;
+    whatever lies beyond the limit is red (it is cut)."""
+    top = max(stats.max, stats.limit or 0, 1)
+
+    def col(value: float) -> int:
+        return min(width - 1, round(value * (width - 1) / top))
+
+    cells = [" "] * width
+    for i in range(col(stats.min), col(stats.max) + 1):
+        cells[i] = "━" if i <= col(stats.p95) else "─"
+    cells[col(stats.median)] = "●"
+    limit = col(stats.limit) if stats.limit and stats.limit <= top else None
+    if limit is not None:
+        cells[limit] = "┃"
+    bar = Text("  0 ")
+    for i, cell in enumerate(cells):
+        bar.append(cell, style="red" if limit is not None and i > limit and cell != " " else
+                   "yellow" if i == limit else "")
+    bar.append(f" {top}")
+    return bar
+
+
+def rows_line(report: SplitReport, limit: int | None) -> str:
+    fs = report.formatted
+    read = f"{fs.rows} rows read" + (f" (the first {limit} only)" if limit and fs.rows >= limit else "")
+    return f"{read}, {len(fs.examples)} used, {sum(fs.dropped.values())} dropped; shape: {fs.shape}"
+
+
+def length_line(stats: LengthStats) -> str:
+    return f"  {stats.name}: min {stats.min}, median {stats.median:g}, p95 {stats.p95}, max {stats.max}"
+
+
+def over_text(stats: LengthStats) -> str:
+    if not stats.limit:
+        return ""
+    return f"{stats.over} of {stats.count} over {stats.limit}" + (" (truncated)" if stats.over else "")
+
+
+def split_text(report: SplitReport, limit: int | None) -> Text:
+    fs = report.formatted
+    out = Text.assemble((f"{fs.split}", "bold"), f" ({fs.source}): {rows_line(report, limit)}\n")
+    for reason, n in fs.dropped.most_common():
+        out.append(f"  dropped {n}: {reason}\n", style="yellow")
+    if report.total_tokens:
+        share = 100 * report.trained_tokens / report.total_tokens
+        out.append(f"  tokens: {report.trained_tokens} trained of {report.total_tokens} ({share:.0f}%)\n")
+    for stats in report.lengths:
+        out.append(length_line(stats) + "\n")
+        if stats.count:
+            out.append_text(length_bar(stats))
+        out.append(f"  {over_text(stats)}\n" if stats.limit else "\n", style="yellow" if stats.over else "")
+    for note in report.notes:
+        out.append(f"  {note}\n")
+    if report.no_trained:
+        out.append(f"  {report.no_trained} sample(s) have nothing trained left after truncation\n",
+                   style="bold red")
+    return out
+
+
+def preview_text(preview: Preview, limit: int | None) -> Text:
+    out = Text(f"block size: {preview.block_size_note}\n")
+    if preview.template.notes:
+        out.append("chat template: " + "; ".join(preview.template.notes) + "\n")
+    for warning in preview.warnings:
+        out.append(f"note: {warning.render()}\n", style="yellow")
+    for report in preview.splits:
+        out.append_text(split_text(report, limit))
+    out.rstrip()
+    return out
+
+
+def sample_flag(sample: Sample, trainer: str) -> str:
+    """Why a sample teaches nothing, and what to change; empty when it does teach something."""
+    if not sample.no_trained_tokens:
+        return ""
+    if not any(part.cut for part in sample.parts):
+        return "nothing is trained in this sample: it has no answer (no assistant turn or completion)"
+    if trainer in ("dpo", "orpo"):
+        return ("nothing is trained in this sample: the answers were cut off; raise params.block_size or lower "
+                "params.max_prompt_length")
+    return "nothing is trained in this sample: the answer was cut off; raise params.block_size"
+
+
+# ---------------------------------------------------------------- the step
 
 
 class PreviewStep(Step):
+    """What the model will learn from, exactly: the first rows of the data, tokenized as for training.
+    Green bold text is trained (the loss is computed on it), grey text is context only, red struck-out text
+    is cut by a length limit and never seen. Check that the answers are green, and that few samples are cut.
+    Keys: n / right arrow for the next sample, p / left arrow for the previous one."""
+
     title = "Preview"
+    keys = ()
+
+    BINDINGS = [
+        Binding("p,left", "sample(-1)", "◀ sample", key_display="p"),
+        Binding("n,right", "sample(1)", "sample ▶", key_display="n"),
+    ]
+
+    DEFAULT_CSS = """
+    PreviewStep LoadingIndicator { height: 1; }
+    PreviewStep #preview-nav { height: 1; margin-top: 1; }
+    PreviewStep #preview-nav Button { min-width: 5; margin: 0 1 0 0; }
+    PreviewStep #preview-sample-title { width: 1fr; }
+    PreviewStep #preview-flag { color: $error; text-style: bold; height: auto; }
+    PreviewStep #preview-pair { height: auto; layout: vertical; }
+    PreviewStep.-wide #preview-pair { layout: horizontal; }
+    PreviewStep.-wide #preview-pair MaskedText { width: 1fr; margin-right: 1; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.preview: Preview | None = None
+        self.errors: list[Problem] = []
+        self.building = False
+        self.sample_index = 0
+        self.limit = PREVIEW_LIMIT
+        self._key: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("Preview")
+        yield Static(LOADING, id="preview-status", classes="hint", markup=False)
+        yield LoadingIndicator()
         yield Static(classes="problems")
+        yield Static(id="preview-stats")
+        with Horizontal(id="preview-nav"):
+            yield Button("◀", id="preview-prev", compact=True)
+            yield Button("▶", id="preview-next", compact=True)
+            yield Static(id="preview-sample-title", markup=False)
+        yield Static(legend(), id="preview-legend")
+        yield Static(id="preview-flag", markup=False)
+        yield MaskedText(id="preview-text")
+        with Horizontal(id="preview-pair"):
+            yield MaskedText(id="preview-chosen")
+            yield MaskedText(id="preview-rejected")
+
+    # ------------------------------------------------------------ the Step protocol
+
+    def load(self, cfg: RunConfig) -> None:
+        key = config_key(cfg)
+        if key == self._key and not self.errors:
+            return  # the same config: keep the preview (or the one being built)
+        self._key, self.building, self.preview, self.errors, self.sample_index = key, True, None, [], 0
+        self._refresh()
+        self._build(config_copy(cfg), key)
+
+    def problems(self, cfg: RunConfig) -> list[Problem]:
+        return [STILL_LOADING] if self.building else list(self.errors)
+
+    def show_problems(self, problems: list[Problem]) -> None:
+        # the app clears problems when a step is shown; a failed preview stays failed until it is rebuilt
+        super().show_problems(problems or self.errors)
+
+    def focus_first(self) -> None:
+        self.focus()  # the step itself, so n/p and the arrows page through the samples
+
+    # ------------------------------------------------------------ building (a thread: transformers is slow)
+
+    @work(thread=True, exclusive=True, group="preview")
+    def _build(self, cfg: RunConfig, key: str) -> None:
+        from engine.preview import build_preview
+
+        try:
+            message: Message = PreviewBuilt(key, build_preview(cfg, n_samples=N_SAMPLES, limit=self.limit))
+        except UserError as e:
+            message = PreviewFailed(key, list(e.problems))
+        except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
+            message = PreviewFailed(key, [Problem("preview", f"internal error: {type(e).__name__}: {e}",
+                                                  "please report it; the dry run (--dry-run) may say more")])
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
+    @on(PreviewBuilt)
+    def _built(self, message: PreviewBuilt) -> None:
+        message.stop()
+        if message.key != self._key:
+            return  # a preview of a config changed since
+        self.building, self.preview = False, message.preview
+        self._refresh()
+        self.show_problems([])
+
+    @on(PreviewFailed)
+    def _failed(self, message: PreviewFailed) -> None:
+        message.stop()
+        if message.key != self._key:
+            return
+        self.building, self.errors = False, message.problems
+        self._refresh()
+        self.show_problems(self.errors)
+
+    # ------------------------------------------------------------ showing
+
+    @property
+    def samples(self) -> list[Sample]:
+        return self.preview.samples if self.preview else []
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return bool(self.samples) if action == "sample" else True  # no samples: no keys in the footer
+
+    def action_sample(self, step: int) -> None:
+        if self.samples:
+            self.sample_index = (self.sample_index + step) % len(self.samples)
+            self._show_sample()
+
+    @on(Button.Pressed, "#preview-prev")
+    def _previous(self) -> None:
+        self.action_sample(-1)
+
+    @on(Button.Pressed, "#preview-next")
+    def _next(self) -> None:
+        self.action_sample(1)
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width >= WIDE, "-wide")
+
+    def _refresh(self) -> None:
+        self.refresh_bindings()
+        status = self.query_one("#preview-status", Static)
+        status.update(LOADING if self.building else "could not build the preview:" if self.errors else
+                      "the training data, exactly as the model sees it")
+        self.query_one(LoadingIndicator).display = self.building
+        stats = self.query_one("#preview-stats", Static)
+        stats.display = self.preview is not None
+        if self.preview is not None:
+            stats.update(preview_text(self.preview, self.limit))
+        self._show_sample()
+
+    def _show_sample(self) -> None:
+        samples = self.samples
+        for selector in ("#preview-nav", "#preview-legend"):
+            self.query_one(selector).display = bool(samples)
+        sample = samples[self.sample_index] if samples else None
+        parts = {part.title: part for part in sample.parts} if sample else {}
+        first = parts.get("text") or parts.get("prompt")
+        self.query_one("#preview-text", MaskedText).show(first)
+        self.query_one("#preview-chosen", MaskedText).show(parts.get("chosen"))
+        self.query_one("#preview-rejected", MaskedText).show(parts.get("rejected"))
+        self.query_one("#preview-pair").display = "chosen" in parts
+        flag = sample_flag(sample, self.preview.cfg.trainer) if sample and self.preview else ""
+        self.query_one("#preview-flag", Static).update(flag)
+        self.query_one("#preview-flag").display = bool(flag)
+        if sample:
+            self.query_one("#preview-sample-title", Static).update(
+                f"sample {self.sample_index + 1} of {len(samples)} ({sample.location})")
