@@ -185,3 +185,15 @@ def _write_config(directory: Path, tiny_model: Path) -> Path:
                     "  chat_template: chatml\n  column_mapping:\n    text_column: messages\n"
                     "params:\n  lr: 2e-4\n  peft: true\n  quantization: null\n")
     return path
+
+
+def test_task_step_snapshot(snap_compare: Any) -> None:
+    from engine.config import RunConfig
+    from tui.app import WizardApp
+
+    async def run_before(pilot: Pilot) -> None:
+        pilot.app.show(1)
+        await pilot.pause()
+
+    cfg = RunConfig(task="llm-dpo", base_model="llmtune/tiny-random", project_name="runs/x")
+    assert snap_compare(WizardApp(cfg), terminal_size=(80, 24), run_before=run_before)

@@ -10,9 +10,9 @@ from tui.steps.base import Step
 
 # task -> (name, what it is for, the columns it needs)
 TASK_INFO: dict[str, tuple[str, str, str]] = {
-    "llm-sft": ("SFT", "teach a model to answer: chat or instruction data, loss on the answers only",
+    "llm-sft": ("SFT", "learn to answer (chat/instructions); loss on answers",
                 "messages (a chat), or prompt + completion, or one text column"),
-    "llm-generic": ("Generic causal LM", "continue pre-training on plain text, loss on every token",
+    "llm-generic": ("Generic causal LM", "continue pre-training on plain text",
                     "one text column"),
     "llm-reward": ("Reward model", "learn to score answers: chosen above rejected", "chosen, rejected (prompt optional)"),
     "llm-dpo": ("DPO", "prefer chosen over rejected answers, against a frozen reference",
