@@ -88,7 +88,8 @@ async def walk(pilot: Pilot, app: Any, tiny_model: Path, data: str, task_button:
     await pilot.press("enter")
     await until(pilot, lambda: app.table is not None, "the data's first rows")
     await next_step(pilot, app)  # columns: the suggestion from the column names is taken as is
-    await next_step(pilot, app)  # parameters
+    await next_step(pilot, app)  # parameters: its fields are built once shown
+    await until(pilot, lambda: app.step.ready, "the parameter fields")
     set_params(app)
     await next_step(pilot, app)  # to the preview
     await next_step(pilot, app)  # Next waits while it tokenizes
@@ -142,6 +143,26 @@ async def test_a_new_user_builds_a_dpo_config_that_trains(in_tmp: Path, tiny_mod
     assert train(prepare(saved)) == 0  # the saved config trains
 
 
+TEXTS = [{"text": f"The fox number {i} jumps over the lazy dog."} for i in range(6)]
+
+
+@pytest.mark.usefixtures("in_tmp")
+@pytest.mark.parametrize("task, rows", [("llm-generic", TEXTS), ("llm-reward", PAIRS), ("llm-orpo", PAIRS)])
+async def test_the_other_trainers_build_configs_that_train(in_tmp: Path, tiny_model: Path, task: str,
+                                                          rows: list[dict]) -> None:
+    from engine.rundir import prepare
+    from engine.train import train
+    from tui.app import WizardApp
+
+    write_jsonl(in_tmp / "train.jsonl", rows)
+    app = WizardApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        path = await walk(pilot, app, tiny_model, "train.jsonl", f"task-{task}", lambda app: None)
+    saved = load_config(path, ["params.max_steps=1", "params.disable_gradient_checkpointing=true"], check_env=True)
+    assert saved.task == task
+    assert train(prepare(saved)) == 0
+
+
 async def test_an_invalid_value_blocks_next_with_the_engines_message(in_tmp: Path, tiny_model: Path) -> None:
     from tui.app import WizardApp
 
@@ -150,7 +171,7 @@ async def test_an_invalid_value_blocks_next_with_the_engines_message(in_tmp: Pat
     app = WizardApp(cfg)
     async with app.run_test(size=(80, 24)) as pilot:
         app.show(4)
-        await pilot.pause()
+        await until(pilot, lambda: app.step.ready, "the parameter fields")
         app.query_one("#param-lr", Input).value = "-1"
         await pilot.press("ctrl+n")
         await pilot.pause()
@@ -171,6 +192,7 @@ async def test_config_prefills_every_step_and_back_next_keep_values(in_tmp: Path
         for _ in range(4):
             await next_step(pilot, app)
         assert app.step.title == "Parameters"
+        await until(pilot, lambda: app.step.ready, "the parameter fields")
         assert app.query_one("#param-lr", Input).value == "0.0002"
         for _ in range(4):
             await pilot.press("escape")

@@ -87,7 +87,7 @@ async def open_step(pilot: Pilot, index: int, rows: list[dict[str, Any]] | None 
 async def unfold(pilot: Pilot) -> None:
     """Open the Advanced fold; its fields are built on the first opening."""
     pilot.app.query_one("#advanced", Collapsible).collapsed = False
-    await until(pilot, lambda: pilot.app.query("#row-param-seed"), "the advanced fields")
+    await until(pilot, lambda: pilot.app.step.advanced_ready, "the advanced fields")
 
 
 def text_of(app: WizardApp, selector: str) -> str:

@@ -36,6 +36,7 @@ class WizardResult:
 def new_config() -> RunConfig:
     """The config a fresh wizard starts from: AutoTrain's defaults, SFT with LoRA, no model chosen yet."""
     cfg = RunConfig(task="llm-sft", base_model="", project_name="runs/my-model")
+    cfg.data.path = ""  # AutoTrain's default "data" would be read as a hub dataset id before anything is typed
     cfg.params.trainer = "sft"
     cfg.params.peft = True
     cfg.params.quantization = None

@@ -287,6 +287,9 @@ class DataStep(Step):
         self.counts = {}
         self.show_problems([])  # those of the previous read no longer apply
         self._show_counts()
+        if not self.request.path:  # nothing typed yet: nothing to read, nothing to complain about
+            self.query_one("#data-found", Static).update("Type a path or a datasets id, or Browse…")
+            return
         self.query_one("#data-found", Static).update(f"Reading {self.request.path or '(nothing)'}…")
         self._read_worker(self.request, self._base_dir)
 

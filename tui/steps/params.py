@@ -195,6 +195,7 @@ class ParamsStep(Step):
         self._building = False
         self._advanced_building = False
         self.ready = False  # the basic fields are built and filled from the config
+        self.advanced_ready = False  # the advanced fields are built and filled (tests wait on it)
         self.built: set[str] = set()  # the keys whose fields exist
         self._shown_problems: list[Problem] = []
 
@@ -230,11 +231,14 @@ class ParamsStep(Step):
         self._fill(self.app.cfg, fields)
         if self._shown_problems:
             self.show_problems(self._shown_problems)  # those about advanced fields go next to them now
+        self.advanced_ready = True
 
     def _row(self, field: ParamField) -> FieldRow:
         tooltip = f"{field.key}: {field.help} (default: {default_text(field)})"
-        return FieldRow(field_label(field), build_widget(field), key=field.key, tooltip=tooltip,
-                        id=f"row-{field.widget_id}")
+        row = FieldRow(field_label(field), build_widget(field), key=field.key, tooltip=tooltip,
+                       id=f"row-{field.widget_id}")
+        row.display = field_visible(field, self.app.cfg)  # right from the start, not one refresh later
+        return row
 
     # -- load / store
 
