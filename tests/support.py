@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +27,14 @@ def tiny_config(directory: Path, tiny_model: Path, files: dict[str, Any], *, tas
     write_files(directory, files)
     raw = {"task": task, "base_model": str(tiny_model), "data": {"path": ".", **data}, "params": params or {}}
     return parse_config_text(yaml.safe_dump(raw, sort_keys=False), source=directory / "run.yaml")
+
+
+async def until(pilot: Any, condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+    """A bounded poll for Pilot tests: between tries, let the app's workers finish and their messages be
+    handled; never a fixed sleep. Fails saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.02)

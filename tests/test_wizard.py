@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, Select
+
+from engine.config import load_config, to_yaml
+from support import until
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "accelerate")
@@ -25,15 +35,6 @@ def test_without_a_terminal_the_cli_says_what_to_run_instead() -> None:
 
 # ---------------------------------------------------------------- whole walks through the real app
 
-import json  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-from textual.pilot import Pilot  # noqa: E402
-from textual.widgets import Input, Select  # noqa: E402
-
-from engine.config import load_config, to_yaml  # noqa: E402
 
 CHATS = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
                        {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]} for a, b in [(1, 2), (3, 4)]]
@@ -44,14 +45,6 @@ PAIRS = [{"prompt": "Which way does the river flow?", "chosen": "Downhill.", "re
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-async def until(pilot: Pilot, condition: Callable[[], Any], what: str, tries: int = 600) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def next_step(pilot: Pilot, app: Any) -> None:

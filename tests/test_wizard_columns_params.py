@@ -26,6 +26,7 @@ from tui.app import WizardApp, new_config
 from tui.steps.columns import NONE, ColumnsStep, suggest_mapping
 from tui.steps.params import ParamsStep, param_fields
 from tui.steps.rows import FieldRow
+from support import until
 
 SIZE = (80, 24)
 COLUMNS, PARAMS = 3, 4
@@ -53,16 +54,6 @@ def config(task: str = "llm-sft") -> RunConfig:
     cfg = new_config()  # no base model: the Model step looks nothing up; app.model_info stands in for it
     cfg.task, cfg.params.trainer = task, TASKS[task]
     return cfg
-
-
-async def until(pilot: Pilot, condition: Callable[[], Any], what: str, tries: int = 100) -> None:
-    """A bounded poll: let the workers finish and their messages be handled between tries; never a sleep."""
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def open_step(pilot: Pilot, index: int, rows: list[dict[str, Any]] | None = None, *,

@@ -18,7 +18,7 @@ from textual.widgets import Button, Input, Static
 from engine.config import RunConfig, load_config, to_yaml
 from engine.formatting import FormattedSplit
 from engine.preview import Segment, SplitReport, build_preview
-from support import tiny_config
+from support import tiny_config, until
 from tui.app import WizardApp, WizardResult
 from tui.dry_run import STYLES
 from tui.steps.preview import (N_SAMPLES, PREVIEW_LIMIT, STILL_LOADING, PreviewStep, config_copy, over_text,
@@ -49,16 +49,6 @@ def sft_config(directory: Path, tiny_model: Path) -> RunConfig:
 def dpo_config(directory: Path, tiny_model: Path) -> RunConfig:
     return tiny_config(directory, tiny_model, {"train.jsonl": PAIRS}, task="llm-dpo",
                        column_mapping=PREFERENCE_COLUMNS, params={"block_size": 32, "max_prompt_length": 16})
-
-
-async def until(pilot: Pilot, condition: Callable[[], Any], what: str, tries: int = 200) -> None:
-    """Wait for the workers, then for their messages to be handled: a bounded poll, never a sleep."""
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def preview_step(app: WizardApp) -> PreviewStep:
