@@ -173,3 +173,21 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 def test_resume_refuses_a_run_with_nothing_to_resume(tmp_path: Path) -> None:
     out = cli("resume", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 2 and "cannot resume" in out.stderr and "no config.yaml" in out.stderr
+
+
+def test_runs_lists_each_run_with_its_status_progress_and_losses(tmp_path: Path) -> None:
+    fixtures = ROOT / "tests" / "fixtures" / "events"
+    for name in ("normal", "failed", "stopped"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "events.jsonl").write_text((fixtures / f"{name}.jsonl").read_text())
+    (tmp_path / "runs" / "cut").mkdir()  # no final event and no process: it ended without saying so
+    lines = (fixtures / "normal.jsonl").read_text().splitlines(keepends=True)[:12]
+    (tmp_path / "runs" / "cut" / "events.jsonl").write_text("".join(lines))
+    out = cli("runs", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:] if line.strip()}
+    assert rows["normal"][1:5] == ["completed", "sft", "24/24", "10.1878"] and rows["normal"][5] == "10.2874"
+    assert rows["failed"][1:4] == ["failed", "default", "11/184"] and rows["failed"][4] == "nan"
+    assert rows["stopped"][1:4] == ["stopped", "orpo", "31/250"]
+    assert rows["cut"][1:4] == ["ended?", "sft", "8/24"]
+    assert "no runs under" in cli("runs", "nowhere", cwd=tmp_path).stdout

@@ -57,6 +57,16 @@ def resume(
 
 
 @app.command()
+def runs(
+    directory: Annotated[Path, typer.Argument(help="Where the runs are (default: ./runs).")] = Path("runs"),
+) -> None:
+    """List the runs under a directory: status, trainer, progress, last loss and eval loss."""
+    from tui.runs_list import print_runs
+
+    raise typer.Exit(_run(lambda: print_runs(directory)))
+
+
+@app.command()
 def demo(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
                                                           help="Override a key of the demo config.")] = None,

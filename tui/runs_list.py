@@ -1,0 +1,60 @@
+"""`llmtune-tui runs [DIR]`: the runs under a directory, each folded from its events.jsonl: status, trainer,
+progress, last loss and eval loss, and when it last wrote. A run whose process is gone without a final event
+is shown as `ended?` (killed hard, or the machine went down): its train.log says more."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from engine import launch
+from engine.events import EVENTS_FILE, RunSummary, read_events, summarize
+
+
+def find_runs(directory: Path) -> list[Path]:
+    """`directory` itself when it is a run, else the runs one or two levels below it."""
+    if (directory / EVENTS_FILE).exists():
+        return [directory]
+    found = {p.parent for pattern in (f"*/{EVENTS_FILE}", f"*/*/{EVENTS_FILE}") for p in directory.glob(pattern)}
+    return sorted(found, key=lambda d: (d / EVENTS_FILE).stat().st_mtime, reverse=True)
+
+
+def run_status(run_dir: Path, summary: RunSummary) -> str:
+    if summary.status is not None:
+        return summary.status
+    return "running" if launch.attach(run_dir) is not None else "ended?"
+
+
+def print_runs(directory: Path, console: Console | None = None) -> int:
+    console = console or Console(highlight=False)
+    runs = find_runs(directory)
+    if not runs:
+        console.print(f"no runs under {directory} (a run is a directory holding {EVENTS_FILE})")
+        return 0
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("run", "status", "trainer", "step", "loss", "eval loss", "last event"):
+        table.add_column(name, no_wrap=name != "run")
+    for run_dir in runs:
+        events = read_events(run_dir / EVENTS_FILE)
+        summary = summarize(events)
+        steps = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
+        when = events[-1].get("time") if events else None
+        last = dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M") if isinstance(when, (int, float)) else "-"
+        table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-", steps,
+                      _num(summary.loss), _num(summary.eval_loss), last)
+    console.print(table)
+    return 0
+
+
+def _shown(run_dir: Path, directory: Path) -> str:
+    try:
+        return str(run_dir.relative_to(directory)) if run_dir != directory else str(run_dir)
+    except ValueError:
+        return str(run_dir)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
