@@ -670,14 +670,19 @@ def model_problems(cfg: RunConfig) -> list[Problem]:
                                 f"(it holds: {', '.join(files) or 'nothing'})",
                                 "point base_model at a directory saved with save_pretrained", name)]
         return []
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if looks_local:
-        return [cfg.problem("base_model", "no such directory", "check the path (relative paths are read from "
-                            "the current directory, then from the config file's directory)", name)]
+    wrong = model_id_problem(name)
+    return [cfg.problem("base_model", *wrong, name)] if wrong else []
+
+
+def model_id_problem(name: str) -> tuple[str, str] | None:
+    """(message, fix) when a name that is no local directory cannot be a hub model id either."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return ("no such directory", "check the path (relative paths are read from the current directory, "
+                "then from the config file's directory)")
     if not MODEL_ID.match(name) or "--" in name or ".." in name:
-        return [cfg.problem("base_model", "is neither a local model directory nor a valid model id",
-                            "a model id looks like org/name, e.g. Qwen/Qwen2.5-0.5B-Instruct", name)]
-    return []
+        return ("is neither a local model directory nor a valid model id",
+                "a model id looks like org/name, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    return None
 
 
 def data_problems(cfg: RunConfig) -> list[Problem]:

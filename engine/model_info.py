@@ -19,7 +19,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from engine.config import MODEL_ID, resolve_local
+from engine.config import model_id_problem, resolve_local
 from engine.tinymodel import TINY_MODEL_ID
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -64,12 +64,9 @@ def read_model_info(name: str, base_dir: Path | None = None) -> ModelInfo:
     local = resolve_local(name, base_dir)
     if local is not None:
         return read_model_dir(name, local, source="local")
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        return ModelInfo(name, reason="no such directory",
-                         fix="check the path (relative paths are read from the current directory)")
-    if not MODEL_ID.match(name) or "--" in name or ".." in name:
-        return ModelInfo(name, reason="neither a local model directory nor a valid model id",
-                         fix="a model id looks like org/name, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    wrong = model_id_problem(name)  # the same rule and words as the validator's
+    if wrong is not None:
+        return ModelInfo(name, reason=wrong[0], fix=wrong[1])
     snapshot = cached_snapshot(name)
     if snapshot is not None:
         return read_model_dir(name, snapshot, source="cache")

@@ -7,7 +7,6 @@ through the same functions the trainers use.
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +97,9 @@ def load_tokenizer(cfg: RunConfig) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(local) if local else name, token=cfg.hub.token or None)
     except Exception as e:  # OSError when offline/not found, ValueError for odd tokenizer files
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        from engine.model_info import hub_offline
+
+        offline = hub_offline()  # one reading of the offline switches (also "true", "yes", "on")
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = "is not in the local Hugging Face cache" + (" and HF_HUB_OFFLINE=1" if offline else
                                                             " and could not be downloaded")
