@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from engine.config import RunConfig
-from engine.preview import Preview, Sample, SplitReport
+from engine.preview import Preview, Sample, Segment, SplitReport
 
 STYLES = {"trained": "bold green", "masked": "grey50", "cut": "red strike"}
 MAX_PART_CHARS = 2000  # longer parts are shortened in the middle
@@ -118,21 +118,36 @@ def print_samples(out: Console, samples: list[Sample], *, plain: bool) -> None:
             out.print(Text("!! this sample has no trained tokens: it teaches the model nothing", style="bold red"))
 
 
-def render_part(segments, *, plain: bool) -> Text:
+def render_part(segments: list[Segment], *, plain: bool) -> Text:
     text = Text()
-    total = sum(len(s.text) for s in segments)
-    budget = MAX_PART_CHARS if total > MAX_PART_CHARS else None
-    shown = 0
-    for seg in segments:
-        piece = seg.text
-        if budget is not None:
-            if shown >= budget:
-                text.append(f" ... ({total - shown} more characters)", style="italic")
-                break
-            piece = piece[: budget - shown]
-        shown += len(piece)
-        if plain:
-            text.append({"trained": f"[[{piece}]]", "cut": f"<<cut:{piece}>>"}.get(seg.kind, piece))
+    for piece, kind in shorten(segments, MAX_PART_CHARS):
+        if kind is None:
+            text.append(piece, style="italic")
+        elif plain:
+            text.append({"trained": f"[[{piece}]]", "cut": f"<<cut:{piece}>>"}.get(kind, piece))
         else:
-            text.append(piece, style=STYLES[seg.kind])
+            text.append(piece, style=STYLES[kind])
     return text
+
+
+def shorten(segments: list[Segment], budget: int) -> list[tuple[str, str | None]]:
+    """(text, kind) pieces keeping the first and last budget/2 characters; kind None marks the gap.
+
+    The middle goes rather than the end: a chat's answer and whatever the block size cuts are at the end."""
+    total = sum(len(s.text) for s in segments)
+    if total <= budget:
+        return [(s.text, s.kind) for s in segments]
+    head, tail_start = budget // 2, total - (budget - budget // 2)
+    out: list[tuple[str, str | None]] = []
+    pos = 0
+    for seg in segments:
+        end = pos + len(seg.text)
+        if pos < head:
+            out.append((seg.text[: head - pos], seg.kind))
+            if end >= head:
+                out.append((f" … ({tail_start - head} characters not shown) … ", None))
+        if end > tail_start:
+            out.append((seg.text[max(0, tail_start - pos):], seg.kind))
+        pos = end
+    return out
+

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.preview import Part, Segment
-from tui.dry_run import MAX_PART_CHARS, STYLES
+from tui.dry_run import MAX_PART_CHARS, STYLES, shorten
 
 
 def legend() -> Text:
@@ -21,28 +21,6 @@ def legend() -> Text:
 def part_heading(part: Part) -> Text:
     counts = f"{part.tokens} tokens, {part.trained} trained" + (f", {part.cut} cut" if part.cut else "")
     return Text.assemble((part.title, "bold"), (f"  {counts}", "cyan"))
-
-
-def shorten(segments: list[Segment], budget: int) -> list[tuple[str, str | None]]:
-    """(text, kind) pieces keeping the first and last budget/2 characters; kind None marks the gap.
-
-    The middle goes rather than the end: a chat's answer and whatever the block size cuts are at the end."""
-    total = sum(len(s.text) for s in segments)
-    if total <= budget:
-        return [(s.text, s.kind) for s in segments]
-    head, tail_start = budget // 2, total - (budget - budget // 2)
-    out: list[tuple[str, str | None]] = []
-    pos = 0
-    for seg in segments:
-        end = pos + len(seg.text)
-        if pos < head:
-            out.append((seg.text[: head - pos], seg.kind))
-            if end >= head:
-                out.append((f" … ({tail_start - head} characters not shown) … ", None))
-        if end > tail_start:
-            out.append((seg.text[max(0, tail_start - pos):], seg.kind))
-        pos = end
-    return out
 
 
 def render_segments(segments: list[Segment], budget: int = MAX_PART_CHARS) -> Text:
