@@ -20,9 +20,9 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def print_validated(cfg: RunConfig) -> None:
+def print_validated(cfg: RunConfig, what: str = "llmtune dry run") -> None:
     out = console()
-    out.print(f"[bold]llmtune dry run[/bold]: {cfg.source}  (config valid)")
+    out.print(f"[bold]{what}[/bold]: {cfg.source}  (config valid)")
     for w in cfg.warnings:
         out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
 

@@ -43,7 +43,8 @@ def duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _num(value: Any, spec: str) -> str:
+def number(value: Any, spec: str) -> str:
+    """A metric as text; "-" when it is missing."""
     return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
@@ -72,8 +73,8 @@ def memory_text(memory: Any) -> str | None:
 
 
 def _metric_parts(event: dict) -> list[str]:
-    return [f"epoch {_num(event.get('epoch'), '.2f')}", f"loss {_num(event.get('loss'), '.4f')}",
-            f"lr {_num(event.get('lr'), '.2e')}", f"tok/s {_num(event.get('tokens_per_s'), '.0f')}"]
+    return [f"epoch {number(event.get('epoch'), '.2f')}", f"loss {number(event.get('loss'), '.4f')}",
+            f"lr {number(event.get('lr'), '.2e')}", f"tok/s {number(event.get('tokens_per_s'), '.0f')}"]
 
 
 def _memory_part(event: dict) -> list[str]:
@@ -92,14 +93,14 @@ def _eval_metrics_text(metrics: Any) -> str:
     """Numeric eval metrics, less the timing ones (eval_runtime, eval_samples_per_second) nobody reads."""
     if not isinstance(metrics, dict):
         return ""
-    shown = [f"{k} {_num(v, '.4g')}" for k, v in metrics.items()
+    shown = [f"{k} {number(v, '.4g')}" for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)
              and not (k.endswith("runtime") or k.endswith("_per_second"))]
     return " ".join(shown)
 
 
 def _plural(count: Any, noun: str) -> str:
-    return f"{_num(count, 'g')} {noun}" + ("" if count == 1 else "s")
+    return f"{number(count, 'g')} {noun}" + ("" if count == 1 else "s")
 
 
 def run_started_lines(event: dict) -> list[str]:
@@ -126,8 +127,8 @@ def event_lines(event: dict) -> list[tuple[str, str]]:
     if kind == "run_started":
         return [(line, "") for line in run_started_lines(event)]
     if kind == "eval":
-        text = f"eval step {event.get('step')} epoch {_num(event.get('epoch'), '.2f')} " \
-               f"eval_loss {_num(event.get('eval_loss'), '.4f')} {_eval_metrics_text(event.get('metrics'))}"
+        text = f"eval step {event.get('step')} epoch {number(event.get('epoch'), '.2f')} " \
+               f"eval_loss {number(event.get('eval_loss'), '.4f')} {_eval_metrics_text(event.get('metrics'))}"
         return [(text.rstrip(), STYLES["eval"])]
     if kind == "checkpoint":
         return [(f"checkpoint step {event.get('step')}: {event.get('path')}", STYLES["checkpoint"])]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from engine import launch
 from engine.events import EVENTS_FILE, RunSummary, read_events, summarize
+from tui.headless import number
 
 
 def find_runs(directory: Path) -> list[Path]:
@@ -44,7 +45,7 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
         when = events[-1].get("time") if events else None
         last = dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M") if isinstance(when, (int, float)) else "-"
         table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-", steps,
-                      _num(summary.loss), _num(summary.eval_loss), last)
+                      number(summary.loss, ".4f"), number(summary.eval_loss, ".4f"), last)
     console.print(table)
     return 0
 
@@ -55,6 +56,3 @@ def _shown(run_dir: Path, directory: Path) -> str:
     except ValueError:
         return str(run_dir)
 
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"

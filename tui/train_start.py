@@ -12,7 +12,7 @@ from rich.text import Text
 from engine import launch
 from engine.config import RunConfig
 from engine.rundir import child_env, prepare
-from tui.dry_run import console, summary_rows
+from tui.dry_run import console, print_validated, summary_rows
 from tui.headless import follow
 
 
@@ -20,9 +20,7 @@ def start_and_follow(cfg: RunConfig) -> int:
     from engine.preview import build_preview
 
     out = console()
-    out.print(f"[bold]llmtune[/bold]: {cfg.source}  (config valid)")
-    for w in cfg.warnings:
-        out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
+    print_validated(cfg, "llmtune")
     preview = build_preview(cfg, n_samples=0)  # reads and formats every row: bad data fails here, not later
     for key, value in summary_rows(cfg, preview):
         out.print(Text(f"  {key:<14} {value}"))
