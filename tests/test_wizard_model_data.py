@@ -119,6 +119,17 @@ async def test_typing_a_local_model_path_shows_what_it_is(workdir: Path) -> None
         assert app.cfg.base_model == "tiny"
 
 
+async def test_erasing_the_model_forgets_what_was_read(workdir: Path) -> None:
+    app = WizardApp(config())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"tiny")
+        await model_read(pilot, "tiny")
+        await pilot.press("ctrl+u")  # delete to the start of the input
+        await until(pilot, lambda: app.model_info is None, "the model info to be dropped")
+        assert "LlamaForCausalLM" not in text_of(app, "#model-info")
+        assert "Pick a model from the list" in text_of(app, "#model-info")
+
+
 async def test_an_unknown_hub_id_offline_says_it_is_not_cached(workdir: Path) -> None:
     app = WizardApp(config())
     async with app.run_test(size=SIZE) as pilot:

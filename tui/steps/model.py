@@ -139,8 +139,7 @@ class ModelStep(Step):
             with self.prevent(Input.Changed):
                 field.value = name
         if not name:
-            self._panel(Text("Pick a model from the list, type its id, or browse to a local directory.",
-                             style="dim"))
+            self._nothing_chosen()
         elif name != self.reading and (self.info is None or self.info.name != name):
             self.read(name)
 
@@ -220,6 +219,10 @@ class ModelStep(Step):
 
     # ------------------------------------------------------------ input
 
+    def _nothing_chosen(self) -> None:
+        self.info = self.app.model_info = None
+        self._panel(Text("Pick a model from the list, type its id, or browse to a local directory.", style="dim"))
+
     @on(Input.Changed, "#model-input")
     def _typed(self, event: Input.Changed) -> None:
         name = event.value.strip()
@@ -227,6 +230,7 @@ class ModelStep(Step):
             self._timer.stop()
         if not name:
             self._timer = None
+            self._nothing_chosen()  # the panel must not keep describing the model that was erased
             return
         self._timer = self.set_timer(DEBOUNCE_S, lambda: self.read(name))
 
