@@ -41,8 +41,15 @@ class RunHandle:
         """The exit status (negative: killed by that signal); None while running or when attached."""
         return self.process.poll() if self.process is not None else None
 
+    @classmethod
+    def ended(cls, run_dir: Path) -> RunHandle:
+        """A handle on a run no process runs any more (pid 0: never alive, never signalled)."""
+        return cls(Path(run_dir), 0)
+
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives name process groups to kill(): never a run
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,6 +157,8 @@ def clear(run_dir: Path, what: str) -> None:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
+    if pid <= 0:  # killpg(0) would signal our own group
+        return
     try:
         os.killpg(pid, sig)  # the whole group: accelerate's workers and dataloader processes too
     except ProcessLookupError:

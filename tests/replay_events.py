@@ -4,7 +4,8 @@
                                   [--ignore-term] [--die-after N]
 
 It behaves as the real child does toward its followers: appends one flushed line at a time, and on a
-stop request (RUN_DIR/control/stop) saves a "checkpoint" and ends with run_finished status stopped.
+stop request (RUN_DIR/control/stop) saves a "checkpoint" and ends with run_finished status stopped; a
+checkpoint request writes a checkpoint event and goes on.
 --wait-stop drops the fixture's run_finished and waits for a stop request after the last line;
 --ignore-stop never honours one (the run only ends when killed); --ignore-term ignores SIGTERM;
 --die-after N writes N lines, prints a traceback and kills itself with SIGKILL, as the OOM killer would.
@@ -54,6 +55,13 @@ def end_stopped(args: argparse.Namespace, step: int) -> None:
                     merged=None)
 
 
+def checkpoint_if_asked(args: argparse.Namespace, step: int) -> None:
+    if "checkpoint" in launch.pending(args.run_dir):
+        launch.clear(args.run_dir, "checkpoint")
+        with EventWriter(args.run_dir / EVENTS_FILE) as writer:
+            writer.emit("checkpoint", step=step, path=str(args.run_dir / f"checkpoint-{step}"))
+
+
 def die() -> None:
     print("Traceback (most recent call last):", file=sys.stderr)
     print('  File "engine/trainers/sft.py", line 88, in train', file=sys.stderr)
@@ -77,6 +85,7 @@ def main() -> int:
             if stop_asked(args):
                 end_stopped(args, step)
                 return 130
+            checkpoint_if_asked(args, step)
             out.write(line)
             out.flush()
             step = json.loads(line).get("step", step)
@@ -86,6 +95,7 @@ def main() -> int:
         if stop_asked(args):
             end_stopped(args, step)
             return 130
+        checkpoint_if_asked(args, step)
         time.sleep(0.01)
     return 3 if args.wait_stop or args.ignore_stop else 0
 

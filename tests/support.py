@@ -29,12 +29,15 @@ def tiny_config(directory: Path, tiny_model: Path, files: dict[str, Any], *, tas
     return parse_config_text(yaml.safe_dump(raw, sort_keys=False), source=directory / "run.yaml")
 
 
-async def until(pilot: Any, condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+async def until(pilot: Any, condition: Callable[[], Any], what: str, timeout: float = 60.0, *,
+                workers: bool = True) -> None:
     """A bounded poll for Pilot tests: between tries, let the app's workers finish and their messages be
-    handled; never a fixed sleep. Fails saying what was awaited."""
+    handled; never a fixed sleep. Fails saying what was awaited. `workers=False` where a worker runs for
+    the app's whole life (the dashboard's follower): then only the messages are let through."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await pilot.app.workers.wait_for_complete()
+        if workers:
+            await pilot.app.workers.wait_for_complete()
         await pilot.pause(0.02)

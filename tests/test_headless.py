@@ -19,7 +19,7 @@ from rich.console import Console
 
 from engine import launch
 from engine.launch import RunHandle
-from tui.headless import follow
+from tui.headless import PlainDisplay, follow
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
@@ -77,6 +77,16 @@ def test_plain_output_has_throttled_steps_and_every_other_line(tmp_path: Path) -
     assert "checkpoint step 120: /data/runs/qwen-dpo/checkpoint-120" in lines
     assert re.search(r"^completed: 120/120 steps, final loss 0\.\d{4}, eval loss 0\.3377, elapsed 0:03:20$", out, re.M)  # wall time, loading included
     assert "output: /data/runs/qwen-dpo\nmerged: /data/runs/qwen-dpo/merged" in out
+
+
+def test_steps_between_logging_steps_show_the_last_logged_metrics() -> None:
+    """Progress-only step events carry loss/lr/grad_norm as null; the display keeps the last logged ones."""
+    out = StringIO()
+    display = PlainDisplay(Console(file=out, force_terminal=False, width=200))
+    base = {"type": "step", "total_steps": 2, "epoch": 0.5, "tokens_per_s": 10.0, "elapsed": 1.0}
+    display.show({**base, "step": 1, "time": 0.0, "loss": 2.5, "lr": 1e-4, "grad_norm": 0.5})
+    display.show({**base, "step": 2, "time": 100.0, "loss": None, "lr": None, "grad_norm": None})
+    assert out.getvalue().splitlines()[-1].startswith("step 2/2 epoch 0.50 loss 2.5000 lr 1.00e-04")
 
 
 def test_failed_run_shows_the_error_and_the_log(tmp_path: Path) -> None:
@@ -219,7 +229,7 @@ FOLLOWER = """
 import sys
 from pathlib import Path
 from engine import launch
-from tui.headless import follow
+from tui.headless import PlainDisplay, follow
 run_dir, replay, fixture, *flags = sys.argv[1:]
 handle = launch.start(Path(run_dir), command=[sys.executable, replay, run_dir, fixture, *flags])
 sys.exit(follow(handle, poll_interval=0.02))

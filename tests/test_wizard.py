@@ -21,7 +21,8 @@ HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "ac
 
 
 def test_building_the_app_imports_no_ml_stack() -> None:
-    code = ("import sys\nfrom tui.app import WizardApp\nWizardApp()\n"
+    """The wizard and the dashboard (attach opens it at once, even on a busy GPU box) stay light."""
+    code = ("import sys\nfrom tui.app import WizardApp\nWizardApp()\nimport tui.dashboard, tui.attach\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"

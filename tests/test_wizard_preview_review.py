@@ -2,7 +2,8 @@
 
 Preview: what build_preview says (counts, truncation, trained/masked/cut spans) is what the step shows;
 failures block Next. Review: saving validates first, asks before overwriting, writes YAML that reads back
-as the same config, and "Save and launch" ends the wizard with a launch request.
+as the same config. "Save and launch" (into the dashboard, or refused with the reason) is tested end to end
+in test_dashboard_e2e.py.
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ async def test_review_saves_yaml_that_reads_back_as_the_same_config(in_tmp: Path
         assert not exit_button.disabled
         exit_button.press()
         await until(pilot, lambda: app.return_value is not None, "the wizard to exit")
-    assert app.return_value == WizardResult(Path("saved.yaml"), launch=False)
+    assert app.return_value == WizardResult(Path("saved.yaml"), [])
 
 
 async def test_an_existing_file_is_overwritten_only_after_yes(in_tmp: Path, tiny_model: Path) -> None:
@@ -290,17 +291,6 @@ async def test_an_invalid_config_shows_every_problem_and_writes_nothing(in_tmp: 
         assert "data.path" in problems and "params.lr" in problems
         assert "not saved: 2 problems" in plain(step, "#review-status")
         assert not Path("saved.yaml").exists()
-
-
-async def test_save_and_launch_exits_with_a_launch_request(in_tmp: Path, tiny_model: Path) -> None:
-    app = WizardApp(sft_config(in_tmp, tiny_model))
-    async with app.run_test(size=SIZE) as pilot:
-        step = await open_review(pilot, "sub/launch.yaml")
-        step.query_one("#launch", Button).press()
-        await until(pilot, lambda: app.return_value is not None, "the wizard to exit")
-        assert not step.checking
-    assert app.return_value == WizardResult(Path("sub/launch.yaml"), launch=True)
-    assert to_yaml(load_config("sub/launch.yaml")) == to_yaml(app.cfg)
 
 
 def first_command(app: WizardApp) -> str | None:

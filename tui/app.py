@@ -1,6 +1,7 @@
 """The Textual app: a wizard that builds a run config step by step (model, task, data, columns, parameters,
 preview, review). Its state is one `RunConfig`, the engine's own, shared by every step; Next validates the
-step with the engine's rules, Back keeps what was entered.
+step with the engine's rules, Back keeps what was entered. Launching pushes the run's dashboard
+(tui.dashboard) over the wizard; `llmtune-tui attach` opens the app on a dashboard, with the wizard beneath.
 
 Importing this module imports Textual and light engine modules only: the first screen must not wait for
 torch or transformers. Heavy work (tokenizers, previews, the model cache) runs in the steps' workers.
@@ -8,7 +9,7 @@ torch or transformers. Heavy work (tokenizers, previews, the model cache) runs i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ from tui.steps.base import Step
 
 @dataclass
 class WizardResult:
-    """What the wizard ends with: the saved config, and whether to launch it now."""
+    """What the app ends with: the config saved last (if any), and the runs it launched or watched, in order
+    (they go on running: the app only reads them)."""
 
-    config_path: Path
-    launch: bool
+    config_path: Path | None
+    runs: list[Path] = field(default_factory=list)
 
 
 def new_config() -> RunConfig:
@@ -66,7 +68,9 @@ class WizardApp(App[WizardResult | None]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, cfg: RunConfig | None = None, *, problems: list | None = None) -> None:
+    def __init__(self, cfg: RunConfig | None = None, *, problems: list | None = None,
+                 attach: tuple[Path, Any] | None = None) -> None:
+        """`attach`: (run directory, engine.launch.RunHandle or None) to open on that run's dashboard."""
         super().__init__()
         self.cfg = cfg or new_config()
         self.initial_problems = problems or []
@@ -78,6 +82,10 @@ class WizardApp(App[WizardResult | None]):
         self.gpu_total: int | None = None  # the parameters step: the GPU's memory in bytes (None: no CUDA)
         self.steps: list[Step] = [cls(id=f"step-{i}") for i, cls in enumerate(step_classes())]
         self.index = 0
+        self.saved_path: Path | None = None  # set by the review step
+        self.runs: list[Path] = []  # the runs shown on a dashboard, the last one last
+        self._handles: dict[Path, Any] = {}
+        self._attach = attach
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,6 +99,54 @@ class WizardApp(App[WizardResult | None]):
 
     def on_mount(self) -> None:
         self.show(0)
+        if self._attach is not None:
+            self.open_dashboard(*self._attach)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The wizard's keys act on the wizard only, not through a dashboard or dialog above it.
+        if action in ("next", "back", "help") and len(self.screen_stack) > 1:
+            return False
+        return True
+
+    # ------------------------------------------------------------ runs
+
+    def open_dashboard(self, run_dir: Path, handle: Any = None) -> None:
+        """Show a run's dashboard over the wizard; `handle` (engine.launch.RunHandle) when it is running."""
+        from tui.dashboard import DashboardScreen
+
+        run_dir = Path(run_dir).absolute()
+        if run_dir in self.runs:
+            self.runs.remove(run_dir)
+        self.runs.append(run_dir)
+        if handle is not None:
+            self._handles[run_dir] = handle
+        self.push_screen(DashboardScreen(run_dir, handle))
+
+    def handle_of(self, run_dir: Path) -> Any:
+        """The handle this app holds on a run (the process it started: its exit status is known), else a
+        fresh attach (None when nothing runs it)."""
+        from engine import launch
+
+        held = self._handles.get(Path(run_dir).absolute())
+        return held if held is not None else launch.attach(run_dir)
+
+    def back_to_wizard(self, dashboard: Any) -> None:
+        """Leave the dashboard (the run goes on) for the wizard, as it was left."""
+        if self.screen is dashboard:
+            self.pop_screen()
+            self.notify("the run goes on; Ctrl+P, Dashboard shows it again (or, later: llmtune-tui attach "
+                        f"{dashboard.run_dir})", timeout=6)
+
+    def detach(self) -> None:
+        """Quit the app and leave every run going."""
+        self.exit(WizardResult(self.saved_path, list(self.runs)))
+
+    async def action_quit(self) -> None:
+        # With runs shown, quitting is detaching: the CLI then says how each run stands.
+        if self.runs:
+            self.detach()
+        else:
+            self.exit()
 
     @property
     def step(self) -> Step:

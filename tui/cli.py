@@ -1,4 +1,5 @@
-"""`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` or `--yes` headless; `demo`.
+"""`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` or `--yes` headless; `demo`, `resume`,
+`attach` (the dashboard of a run), `runs` (a list of them).
 
 Only light modules are imported at start-up; the dry run and `--yes` import transformers when they load the
 tokenizer to check the data; training itself runs in its own process (engine.run).
@@ -57,6 +58,18 @@ def resume(
 
 
 @app.command()
+def attach(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="The run directory, or a directory of runs (default: "
+                                                      "./runs): the newest running run there.")] = None,
+) -> None:
+    """Watch a run again: its dashboard, rebuilt from its events so far (plain lines without a terminal).
+    Leaving it never stops the run."""
+    from tui.attach import attach as attach_run
+
+    raise typer.Exit(_run(lambda: attach_run(run_dir)))
+
+
+@app.command()
 def runs(
     directory: Annotated[Path, typer.Argument(help="Where the runs are (default: ./runs).")] = Path("runs"),
 ) -> None:
@@ -103,6 +116,7 @@ def _wizard(config: Path | None, overrides: list[str]) -> int:
               "Check a config:         llmtune-tui --config configs/sft-chat.yaml --dry-run\n"
               "Train a config:         llmtune-tui --config configs/sft-chat.yaml --yes\n"
               "Continue a stopped run: llmtune-tui resume runs/sft-chat\n"
+              "Follow a running run:   llmtune-tui attach runs/sft-chat\n"
               "See llmtune-tui --help for the options.", file=sys.stderr)
         return EXIT_USER
     from tui.app import WizardApp
@@ -116,13 +130,9 @@ def _wizard(config: Path | None, overrides: list[str]) -> int:
         from engine.config import load_config_lenient
 
         cfg, problems = load_config_lenient(config)
-    result = WizardApp(cfg, problems=problems).run()
-    if result is None:
-        return EXIT_OK
-    if not result.launch:
-        print(f"saved {result.config_path}\ntrain it with: llmtune-tui --config {result.config_path} --yes")
-        return EXIT_OK
-    return _train(result.config_path, [])
+    from tui.attach import after_app
+
+    return after_app(WizardApp(cfg, problems=problems).run())
 
 
 def _resume(run_dir: Path) -> int:

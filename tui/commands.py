@@ -1,4 +1,5 @@
-"""The wizard's commands in the command palette (Ctrl+P): save, save and launch, go to any step.
+"""The wizard's commands in the command palette (Ctrl+P): save, save and launch, go to any step, and the
+dashboards of the runs this session launched or attached to.
 
 Register on the app with `COMMANDS = App.COMMANDS | {WizardCommands}`. This module does not import tui.app
 at run time (tui.app imports it), so it reaches the wizard through the attributes WizardApp has:
@@ -35,8 +36,13 @@ def save(app: Any, *, launch: bool) -> None:
     review.request_save(launch=launch)
 
 
+def reopen_dashboard(app: Any, run_dir: Any) -> None:
+    """Show a run's dashboard again, with the app's handle on its process when it has one."""
+    app.open_dashboard(run_dir, app.handle_of(run_dir))
+
+
 class WizardCommands(Provider):
-    """Save config, Save and launch, Go to step: <name>."""
+    """Save config, Save and launch, Go to step: <name>, Dashboard: <run> (runs this session showed)."""
 
     def commands(self) -> list[tuple[str, Callable[[], None], str]]:
         app = self.app
@@ -49,6 +55,9 @@ class WizardCommands(Provider):
         for index, step in enumerate(app.steps):
             out.append((f"Go to step: {step.title}", partial(go_to_step, app, index),
                         f"step {index + 1} of {len(app.steps)}"))
+        for run_dir in reversed(getattr(app, "runs", [])):
+            out.append((f"Dashboard: {run_dir.name}", partial(reopen_dashboard, app, run_dir),
+                        f"the live dashboard of {run_dir}"))
         return out
 
     async def discover(self) -> Hits:

@@ -23,17 +23,27 @@ def report_user_error(error: UserError) -> int:
     return EXIT_USER
 
 
-def report_internal_error(error: BaseException) -> int:
-    """Write the traceback to a log file and point to it: no traceback on the terminal."""
+def write_error_log(error: BaseException) -> Path | None:
+    """Write the traceback to a new file under log_dir(); None when it cannot be written."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     try:
         directory = log_dir()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"error-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
         path.write_text(text, encoding="utf-8")
-        where = f"the traceback is in {path}"
     except OSError:
-        where = "the traceback could not be written to a log file:\n" + text
+        return None
+    return path
+
+
+def report_internal_error(error: BaseException) -> int:
+    """Write the traceback to a log file and point to it: no traceback on the terminal."""
+    path = write_error_log(error)
+    if path is not None:
+        where = f"the traceback is in {path}"
+    else:
+        where = "the traceback could not be written to a log file:\n" + "".join(
+            traceback.format_exception(type(error), error, error.__traceback__))
     print(f"internal error: {type(error).__name__}: {error}\n{where}\n"
           "This is a bug in llmtune; please report it with that log.", file=sys.stderr)
     return EXIT_INTERNAL

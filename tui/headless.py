@@ -60,16 +60,43 @@ def eta(event: dict) -> float | None:
     return elapsed / step * max(total - step, 0)
 
 
+def _gpu_used(gpu: Any) -> int | float | None:
+    """NVML's reading of the device's used memory, else what torch reserved (NVML missing or unsupported)."""
+    if not isinstance(gpu, dict):
+        return None
+    for key in ("used", "reserved"):
+        if isinstance(gpu.get(key), (int, float)) and not isinstance(gpu.get(key), bool):
+            return gpu[key]
+    return None
+
+
 def memory_text(memory: Any) -> str | None:
-    """The most used GPU's reserved memory out of its total, else the process's RSS."""
+    """The most used GPU's memory out of its total, else the process's RSS."""
     if not isinstance(memory, dict):
         return None
-    gpus = [g for g in memory.get("gpus") or [] if isinstance(g, dict) and g.get("reserved") is not None]
+    gpus = [g for g in memory.get("gpus") or [] if _gpu_used(g) is not None]
     if gpus:
-        gpu = max(gpus, key=lambda g: g["reserved"])
+        gpu = max(gpus, key=_gpu_used)
         total = f"/{_gib(gpu['total'])}" if gpu.get("total") else ""
-        return f"{_gib(gpu['reserved'])}{total}"
+        return f"{_gib(_gpu_used(gpu))}{total}"
     return _gib(memory["rss"]) if memory.get("rss") is not None else None
+
+
+class LoggedMetrics:
+    """Step events between logging steps (progress only) carry loss, lr and grad_norm as null: a display
+    shows the last logged values instead of blanks."""
+
+    NAMES = ("loss", "lr", "grad_norm")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def fill(self, event: dict) -> dict:
+        """The step event with its null metrics replaced by the last logged ones."""
+        for name in self.NAMES:
+            if event.get(name) is not None:
+                self.values[name] = event[name]
+        return {**event, **self.values}
 
 
 def _metric_parts(event: dict) -> list[str]:
@@ -153,10 +180,11 @@ class PlainDisplay:
         self.console = console
         self._printed_at: float | None = None  # run time of the last printed step
         self._pending: dict | None = None
+        self._logged = LoggedMetrics()
 
     def show(self, event: dict) -> None:
         if event.get("type") == "step":
-            self._step(event)
+            self._step(self._logged.fill(event))
             return
         lines = event_lines(event)
         if lines:
@@ -207,6 +235,7 @@ class LiveDisplay:
                                          TextColumn("{task.fields[times]}"), console=console, refresh_per_second=4)
         self.task: TaskID = self.progress.add_task("starting", total=None, count="", times="")
         self._metrics = Text()
+        self._logged = LoggedMetrics()
         self.progress.start()
 
     def show(self, event: dict) -> None:
@@ -217,7 +246,7 @@ class LiveDisplay:
         elif kind == "run_started":
             self.progress.update(self.task, total=event.get("total_steps"), count=f"0/{event.get('total_steps')}")
         elif kind == "step":
-            self._step(event)
+            self._step(self._logged.fill(event))
         elif kind == "run_finished":
             self.progress.update(self.task, description=str(event.get("status")))
             self.progress.detail = self._metrics
@@ -370,8 +399,8 @@ def _elapsed(summary: RunSummary) -> float | None:
     return summary.elapsed
 
 
-def _no_final_event_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
-    """The process died without saying why (OOM killer, segfault, kill -9): its return code and log tail."""
+def end_reason(handle: launch.RunHandle) -> str:
+    """How a run's process ended, as far as we can tell, when it wrote no final event."""
     code = handle.returncode()
     if code is None:
         how = "its exit code is unknown (it was started elsewhere)" if handle.process is None else "it is still running"
@@ -381,7 +410,12 @@ def _no_final_event_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
             how += " (often the system running out of memory)"
     else:
         how = f"exit code {code}"
-    lines = [(f"the run ended without a final event: {how}", STYLES["failed"])]
+    return how
+
+
+def _no_final_event_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
+    """The process died without saying why (OOM killer, segfault, kill -9): its return code and log tail."""
+    lines = [(f"the run ended without a final event: {end_reason(handle)}", STYLES["failed"])]
     log_tail = tail_lines(handle.run_dir / launch.LOG_FILE, LOG_TAIL_LINES)
     if log_tail:
         lines.append((f"last {len(log_tail)} lines of {handle.run_dir / launch.LOG_FILE}:", ""))

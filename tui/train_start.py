@@ -30,11 +30,28 @@ def start_and_follow(cfg: RunConfig) -> int:
         line = f"  {'data ' + fs.split:<14} {fs.rows} rows read, {len(fs.examples)} used, {dropped} dropped"
         reasons = "; ".join(f"{n} {reason}" for reason, n in fs.dropped.most_common(3))
         out.print(Text(line + (f" ({reasons})" if reasons else ""), style="yellow" if dropped else ""))
-    run_dir = prepare(cfg)
-    handle = launch.start(run_dir, env=child_env(cfg))
-    out.print(f"started the training process (pid {handle.pid}) in {run_dir}: it keeps running if this terminal "
-              "closes.", soft_wrap=True)
+    handle = start_run(cfg)
+    out.print(f"started the training process (pid {handle.pid}) in {handle.run_dir}: it keeps running if this "
+              f"terminal closes; watch it from anywhere with: llmtune-tui attach {handle.run_dir}", soft_wrap=True)
     return follow(handle, console=out)
+
+
+def start_run(cfg: RunConfig) -> launch.RunHandle:
+    """Prepare the run directory (refusing one that holds a model, checkpoints or a live run) and start the
+    training process in it, detached."""
+    run_dir = prepare(cfg)
+    return launch.start(run_dir, env=child_env(cfg))
+
+
+def check_and_start(config_path: Path) -> launch.RunHandle:
+    """What `--yes` does before following, without printing: load the saved config with the environment
+    checks, format and tokenize every row (bad data raises a UserError here), then start the run."""
+    from engine.config import load_config
+    from engine.preview import build_preview
+
+    cfg = load_config(config_path, check_env=True)
+    build_preview(cfg, n_samples=0)
+    return start_run(cfg)
 
 
 def resume_and_follow(run_dir: Path) -> int:

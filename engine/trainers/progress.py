@@ -3,8 +3,10 @@ counts from the batches themselves, and the stop / checkpoint requests a UI leav
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from engine import launch
+from engine import gpu_memory, launch
 from engine.events import EventWriter
 
 STEP_EVERY_S = 1.0  # a step event without loss at most this often between logging steps (progress bars)
@@ -113,6 +115,8 @@ class ProgressCallback(TrainerCallback):
     # -- helpers
 
     def _step(self, state: TrainerState, logs: dict[str, float]) -> None:
+        if not self.writer:  # only rank 0 writes: the others need not read memory (NVML, /proc) at all
+            return
         now = time.time()
         t0, tok0, tr0 = self._last
         dt = self._train_time - t0
@@ -143,24 +147,71 @@ class ProgressCallback(TrainerCallback):
 
 
 def memory() -> dict[str, Any]:
+    """The `memory` field of a step event: the process's RAM, and per GPU the driver's and torch's view.
+    Every reading is guarded: a value that cannot be read is left out (rss) or None, never an exception."""
     out: dict[str, Any] = {}
+    if (rss := _rss()) is not None:
+        out["rss"] = rss
+    if (rss_peak := _rss_peak()) is not None:
+        out["rss_peak"] = rss_peak
+    if torch.cuda.is_available():
+        out["gpus"] = _gpus()
+    return out
+
+
+def _rss() -> int | None:
     try:
         with open("/proc/self/statm") as f:
-            out["rss"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        pass
-    if torch.cuda.is_available():
-        gpus = []
-        for i in range(torch.cuda.device_count()):
-            try:
-                free, total = torch.cuda.mem_get_info(i)
-            except RuntimeError:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux
+        return None
+
+
+def _rss_peak() -> int | None:
+    try:
+        import resource  # not on Windows
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB elsewhere
+
+
+@functools.cache
+def _torch_uuids(count: int) -> tuple[str, ...] | None:
+    """torch's devices as UUIDs, which NVML can look up whatever CUDA_VISIBLE_DEVICES says; None if unknown."""
+    try:
+        return tuple(str(torch.cuda.get_device_properties(i).uuid) for i in range(count))
+    except Exception:  # no `uuid` (old or exotic builds), a device that will not answer
+        return None
+
+
+def _gpus() -> list[dict[str, Any]]:
+    count = torch.cuda.device_count()
+    readings: list[Any] | None = None
+    uuids = _torch_uuids(count)
+    if uuids is not None:
+        try:
+            readings = gpu_memory.nvml_readings(uuids)
+        except Exception:  # NVML misbehaving must not stop training
+            readings = None
+    gpus = []
+    for i in range(count):
+        nvml = readings[i] if readings else {}
+        total = nvml.get("total")
+        if total is None:
+            try:  # the properties, not mem_get_info: that would create a CUDA context on every device
+                total = torch.cuda.get_device_properties(i).total_memory
+            except Exception:
                 total = None
-            gpus.append({"index": i, "allocated": torch.cuda.memory_allocated(i),
-                         "reserved": torch.cuda.memory_reserved(i), "peak": torch.cuda.max_memory_allocated(i),
-                         "total": total})
-        out["gpus"] = gpus
-    return out
+        try:
+            allocated, reserved = torch.cuda.memory_allocated(i), torch.cuda.memory_reserved(i)
+            peak = torch.cuda.max_memory_reserved(i)
+        except Exception:
+            allocated = reserved = peak = None
+        gpus.append({"index": i, "name": nvml.get("name"), "used": nvml.get("used"), "total": total,
+                     "allocated": allocated, "reserved": reserved, "peak": peak})
+    return gpus
 
 
 def _round(x: float | None) -> float | None:

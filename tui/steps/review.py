@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -28,6 +29,7 @@ from tui.steps.preview import config_copy
 from tui.widgets.confirm import ConfirmDialog
 
 CHECKING = "checking the config: the data, the model, this machine…"
+STARTING = "saved; reading and tokenizing every row, then starting the run…"
 
 
 def default_path(cfg: RunConfig) -> str:
@@ -66,10 +68,21 @@ class ConfigChecked(Message):
     problems: list[Problem]
 
 
+@dataclass
+class RunStarted(Message):
+    handle: Any  # engine.launch.RunHandle
+
+
+@dataclass
+class RunStartFailed(Message):
+    problems: list[Problem]
+
+
 class ReviewStep(Step):
     """Check the config and save it. Save writes the YAML (AutoTrain's layout; secrets stay ${VAR}
-    references) after checking everything, the data and this machine included. Save and launch then starts
-    training, as `llmtune-tui --config FILE --yes` would. Exit leaves once saved and prints the command that
+    references) after checking everything, the data and this machine included. Save and launch then checks
+    every row as `llmtune-tui --config FILE --yes` does, starts training in its own process and opens its
+    dashboard (leaving the dashboard never stops the run). Exit leaves once saved and prints the command that
     trains the file; Ctrl+Q quits without saving."""
 
     title = "Review"
@@ -184,13 +197,49 @@ class ReviewStep(Step):
             self.call_after_refresh(self.query_one(".problems").scroll_visible)
             return
         self.saved_path, self.saved_text = path, message.text
+        self.app.saved_path = path
         self.app.notify(f"saved {path}")
         if message.launch:
-            self.app.exit(WizardResult(path, launch=True))
+            self._set_checking(True)
+            self._status(STARTING)
+            self._start(path)
             return
         self.query_one("#exit", Button).disabled = False
         self._status(f"saved {path}; press Exit to leave (it prints how to train it), Save and launch to train "
                      "now, or Ctrl+Q to quit")
+
+    @work(thread=True, exclusive=True, group="save")
+    def _start(self, path: Path) -> None:
+        from tui.train_start import check_and_start
+
+        try:
+            handle = check_and_start(path)
+        except UserError as e:
+            self.post_message(RunStartFailed(list(e.problems)))
+            return
+        except Exception as e:  # an internal error: shown, and the traceback kept in a log
+            from tui.errors import write_error_log
+
+            log = write_error_log(e)
+            self.post_message(RunStartFailed([Problem("launch", f"internal error: {type(e).__name__}: {e}",
+                                                      f"the traceback is in {log}; please report it")]))
+            return
+        self.post_message(RunStarted(handle))
+
+    @on(RunStarted)
+    def _run_started(self, message: RunStarted) -> None:
+        message.stop()
+        self._set_checking(False)
+        self._status(f"started {message.handle.run_dir} (pid {message.handle.pid})")
+        self.app.open_dashboard(message.handle.run_dir, message.handle)
+
+    @on(RunStartFailed)
+    def _run_start_failed(self, message: RunStartFailed) -> None:
+        message.stop()
+        self._set_checking(False)
+        self._status("not started: fix this first (the config was saved)")
+        self.show_problems(message.problems)
+        self.call_after_refresh(self.query_one(".problems").scroll_visible)
 
     def _set_checking(self, checking: bool) -> None:
         self.checking = checking
@@ -218,4 +267,4 @@ class ReviewStep(Step):
     @on(Button.Pressed, "#exit")
     def _exit_pressed(self) -> None:
         if self.saved_path is not None:
-            self.app.exit(WizardResult(self.saved_path, launch=False))
+            self.app.exit(WizardResult(self.saved_path, list(getattr(self.app, "runs", []))))
