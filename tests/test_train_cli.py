@@ -116,9 +116,13 @@ def test_ctrl_c_stops_the_run_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 130, output
     assert "stopping: the run saves a checkpoint" in output
-    final = read_events(run_dir / "events.jsonl")[-1]
+    events = read_events(run_dir / "events.jsonl")
+    final = events[-1]
     assert final["status"] == "stopped" and final["exit_code"] == 130
     assert (run_dir / f"checkpoint-{final['step']}" / "model.safetensors").exists()
+    saved = [e["step"] for e in events if e["type"] == "checkpoint"]
+    assert saved[-1] == final["step"] and len(saved) == len(set(saved))  # the epoch's end after a stop
+    # does not save the step the stop saved a second time
     assert not (run_dir / "control" / "stop").exists()  # the request was handled and cleared
 
 

@@ -59,6 +59,7 @@ class ProgressCallback(TrainerCallback):
         self.counter = counter
         self.stop_requested = False
         self.last_eval_step = -1
+        self.last_save_step = -1
         self.final_metrics: dict[str, float] = {}
         self._start = time.time()
         self._train_time = 0.0  # seconds spent in training steps (evaluations and saves excluded)
@@ -108,7 +109,16 @@ class ProgressCallback(TrainerCallback):
         elif "train_runtime" in logs:
             self.final_metrics.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
 
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        # A stop breaks out of the epoch, and transformers then ends the epoch anyway: with save_strategy
+        # "epoch" it would save the checkpoint the stop just saved a second time (minutes for a large model).
+        # This runs after DefaultFlowCallback's on_epoch_end, which asked for that save.
+        if control.should_save and state.global_step == self.last_save_step:
+            control.should_save = False
+
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.last_save_step = state.global_step
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self._emit("checkpoint", step=state.global_step, path=str(path))
 
