@@ -1,8 +1,9 @@
 """The dashboard's loss plot: appending points to a Series, and redrawing the LossPlot, for runs of 1k to 1M steps.
 
 Run: .venv/bin/python benchmarks/dashboard_plot.py
-(target: appends well under 1 us a point; a redraw well under 10 ms at any run length, since the series
-keeps at most 2048 buckets: the dashboard redraws a few times a second and must stay responsive)
+(target: appends about 1 us a point; a redraw well under 25 ms, a tenth of the redraw interval, at any run
+length, since the series keeps at most 2048 buckets: the dashboard redraws a few times a second and must
+stay responsive)
 
 A redraw is what the widget does when the compositor asks for its lines after `update_plot()`: resample
 each series and draw all rows (the compositor's own work is not counted). Each figure is the median of

@@ -175,6 +175,12 @@ async def test_a_finished_run_shows_its_outcome_and_plots(in_tmp: Path) -> None:
         assert outcome.display and "output:" in shown(outcome)
         assert "Loading weights: 100%" in "\n".join(screen.query_one("#run-log").lines)  # \r redraws collapsed
         assert "Loading weights:   0%" not in "\n".join(screen.query_one("#run-log").lines)
+        await pilot.press("e")  # the run's notable events instead of train.log, and back
+        log = screen.query_one("#run-log")
+        assert log.border_title == "events" and any(line.startswith("eval step 120") for line in log.lines)
+        assert "checkpoint step 120: /data/runs/qwen-dpo/checkpoint-120" in log.lines
+        await pilot.press("e")
+        assert log.border_title == "train.log" and "Loading weights: 100%" in "\n".join(log.lines)
         await pilot.press("s")  # nothing to stop: said, not done
         assert not (run_dir / launch.CONTROL_DIR).exists()
 

@@ -54,7 +54,7 @@ def spark_values(series: Series, width: int) -> list[float]:
 
 class DashboardScreen(Screen[None]):
     """s stop (checkpoint, then end) · c checkpoint now · d detach (the run goes on) · o run directory ·
-    w back to the wizard · l log-scale loss."""
+    w back to the wizard · l log-scale loss · e the run's events instead of train.log (and back)."""
 
     BINDINGS = [
         Binding("s", "stop", "Stop"),
@@ -63,6 +63,7 @@ class DashboardScreen(Screen[None]):
         Binding("o", "run_dir", "Run dir"),
         Binding("w", "wizard", "Wizard"),
         Binding("l", "log_scale", "Log y", show=False),
+        Binding("e", "events", "Events/log", show=False),
     ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
@@ -74,6 +75,7 @@ class DashboardScreen(Screen[None]):
         self.state = RunState(self.run_dir)
         self.live = Liveness(alive=handle is not None, reachable=handle is not None)
         self.log_lines: list[str] = []
+        self.show_events = False  # the log panel: train.log, or the run's notable events (e)
         self.polls = 0           # RunUpdated messages handled: tests wait on these, never on time
         self.redraws = 0
         self._dirty = True
@@ -98,6 +100,8 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = shown_path(self.run_dir)
         plot = self.query_one(LossPlot)
+        plot.border_subtitle = "l: log scale"
+        self._title_log()
         plot.set_lines([PlotLine("train", self.state.train_loss, "cyan"),
                         PlotLine("eval", self.state.eval_loss, "magenta", markers=True)])
         self.follower = RunFollower(self.run_dir, self.handle)
@@ -169,11 +173,14 @@ class DashboardScreen(Screen[None]):
         self.query_one(MemoryPanel).show(state, max(side.size.height - 4, 3))
         width = max(side.size.width, 10)
         last = state.last_step or {}
-        for name, series, spec in (("lr", state.lr, ".2e"), ("grad", state.grad_norm, ".3g")):
-            label, key = ("learning rate", "lr") if name == "lr" else ("grad norm", "grad_norm")
+        for name, label, key, series, spec in (("lr", "learning rate", "lr", state.lr, ".2e"),
+                                               ("grad", "grad norm", "grad_norm", state.grad_norm, ".3g")):
             self.query_one(f"#{name}-label", Static).update(f"{label} {number(last.get(key), spec)}")
             self.query_one(f"#{name}-spark", Sparkline).data = spark_values(series, width)
-        self.query_one(LogTail).show(self.log_lines)
+        self.query_one(LogTail).show(self._log_lines())
+
+    def _log_lines(self) -> list[str]:
+        return [text for text, _ in self.state.lines] if self.show_events else self.log_lines
 
     # ------------------------------------------------------------ keys
 
@@ -235,6 +242,16 @@ class DashboardScreen(Screen[None]):
         back = getattr(self.app, "back_to_wizard", None)
         if back is not None:
             back(self)
+
+    def action_events(self) -> None:
+        self.show_events = not self.show_events
+        self._title_log()
+        self.query_one(LogTail).show(self._log_lines(), to_end=True)
+
+    def _title_log(self) -> None:
+        log = self.query_one(LogTail)
+        log.border_title = "events" if self.show_events else "train.log"
+        log.border_subtitle = "e: train.log" if self.show_events else "e: events"
 
     def action_log_scale(self) -> None:
         plot = self.query_one(LossPlot)
