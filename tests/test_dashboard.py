@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,18 @@ async def caught_up(pilot: Pilot, events: int | None = None) -> DashboardScreen:
     await until(pilot, lambda: screen.redraws > drawn or not screen._dirty, "a redraw")
     await pilot.pause()
     return screen
+
+
+@contextmanager
+def held_alive(run_dir: Path) -> Iterator[launch.RunHandle]:
+    """A handle on `run_dir` whose process is a stand-in that only stays alive, so the dashboard shows the
+    recorded run as running and keeps following its files; killed on leaving."""
+    process = subprocess.Popen(["sleep", "120"])
+    try:
+        yield launch.RunHandle(run_dir, process.pid, process)
+    finally:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture
@@ -259,9 +272,8 @@ async def test_only_a_requested_checkpoint_is_announced(in_tmp: Path) -> None:
     run_dir = recorded_run(in_tmp, FIXTURES / "normal.jsonl")
     (run_dir / EVENTS_FILE).write_text("".join(line for line in lines if '"run_finished"' not in line
                                                and '"checkpoint"' not in line))
-    process = subprocess.Popen(["sleep", "120"])  # holds the run "alive" so the dashboard keeps following
-    try:
-        app = WizardApp(attach=(run_dir, launch.RunHandle(run_dir, process.pid, process)))
+    with held_alive(run_dir) as handle:
+        app = WizardApp(attach=(run_dir, handle))
         async with app.run_test(size=SIZE) as pilot:
             screen = await caught_up(pilot)
             toasts = lambda: [n.message for n in app._notifications if "checkpoint saved" in n.message]  # noqa: E731
@@ -276,9 +288,6 @@ async def test_only_a_requested_checkpoint_is_announced(in_tmp: Path) -> None:
                 writer.emit("checkpoint", step=21, path=str(run_dir / "checkpoint-21"))
             await until(pilot, lambda: toasts(), "the requested checkpoint's toast")
             assert toasts() == ["checkpoint saved: runs/run/checkpoint-21"]
-    finally:
-        process.kill()
-        process.wait()
 
 
 async def test_detach_leaves_the_run_going(replayed: Callable[..., launch.RunHandle]) -> None:
@@ -348,10 +357,5 @@ def test_live_long_run_snapshot(in_tmp: Path, snap_compare: Any) -> None:
     path = in_tmp / "live.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events[: cut + 1]))
     run_dir = recorded_run(in_tmp, path)
-    process = subprocess.Popen(["sleep", "120"])
-    try:
-        app = WizardApp(attach=(run_dir, launch.RunHandle(run_dir, process.pid, process)))
-        assert snap_compare(app, terminal_size=SIZE, run_before=settle)
-    finally:
-        process.kill()
-        process.wait()
+    with held_alive(run_dir) as handle:
+        assert snap_compare(WizardApp(attach=(run_dir, handle)), terminal_size=SIZE, run_before=settle)

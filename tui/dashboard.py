@@ -167,8 +167,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(RunStatus).show(state, live)
         self.query_one(RunOutcome).show(state, live)
         plot = self.query_one(LossPlot)
-        plot.set_x_limit(state.summary.total_steps)
-        plot.update_plot()
+        plot.set_x_limit(state.summary.total_steps)  # marks the plot stale too: the series have grown
         side = self.query_one("#dash-side")
         self.query_one(MemoryPanel).show(state, max(side.size.height - 4, 3))
         width = max(side.size.width, 10)
