@@ -3,13 +3,19 @@
 Reading a config never imports torch & co. `load_config` parses, substitutes `${VAR}`, applies `--set`
 overrides, converts types and runs the static rules, reporting every problem at once with the key, the
 value, the rule and a fix (and the file line when known). `check_environment` adds what needs a look at
-this machine (the model and data exist, the hardware runs the asked precision and quantization); it stays
-cheap and only imports torch when the config asks for a precision or a quantization.
+this machine (the model and data exist, the hardware runs the asked precision and quantization, LoRA's
+target modules exist in the model); it stays cheap and only imports torch when the config asks for a
+precision, a quantization or named target modules.
+
+Whatever the input, reading ends in a result or in problems, never in a hang or an exception: the YAML is
+bounded (nesting, alias expansion, integer size) before it is built, numbers must be finite and fit the types
+torch uses, and values are shown in messages cut short without being rendered whole.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import string
@@ -19,8 +25,9 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError, Problem
-from engine.params import PARAM_FIELDS, Params
+from engine.errors import SECRET_KEYS, ConfigError, Problem, show_value
+from engine.params import INT_LIMIT, PARAM_FIELDS, Params
+from engine.target_modules import parse_targets
 
 # Task names as AutoTrain writes them -> the trainer that runs them. `llm` takes params.trainer.
 TASKS: dict[str, str | None] = {
@@ -36,7 +43,21 @@ LOGGERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 BACKENDS_LOCAL = ("local", "local-cli", "local-ui")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
-SECRET_KEYS = ("hub.token",)
+# SECRET_KEYS (imported from engine.errors, where Problem hides their values) is part of this module's API.
+
+# What a config's YAML may hold. A real config is four levels deep with a few dozen values; far beyond these
+# bounds the text is a mistake or an attack, and refusing it before it is built keeps every later step
+# (building, comparing, messages) small. Aliases (*name) are measured rather than refused: a file may reuse
+# a value through an anchor, and only their expansion turns a "billion laughs" text of 2 KB into 10**9 values.
+MAX_NESTING = 32
+MAX_VALUES = 10_000
+MAX_INT_CHARS = 100  # an integer written with more characters than this is no setting (Python refuses > 4300)
+# File name limits (Linux: NAME_MAX and PATH_MAX); static rules do not look at the actual file system.
+NAME_MAX = 255
+PATH_MAX = 4096
+PATH_KEYS = ("project_name", "base_model", "data.path", "data.train_split", "data.valid_split", "params.model_ref")
+# Widths and precisions in a template: a few dozen are useful; {x:>999999999} exhausts memory at format time.
+MAX_FORMAT_NUMBER = 1000
 
 
 @dataclass
@@ -187,31 +208,32 @@ def parse_config_text(text: str, *, source: Path | None = None, overrides: list[
 def _read_yaml(text: str) -> tuple[dict | None, dict[str, int], list[Problem]]:
     """Parse YAML, keeping the line of every key and refusing duplicate keys."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, lines, problems = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         what = getattr(e, "problem", None) or str(e)
         return None, {}, [Problem("yaml", f"not valid YAML: {what}",
                                   "check the indentation and quoting around this line",
                                   line=mark.line + 1 if mark else None)]
+    except YamlRefused as e:
+        return None, {}, e.problems
     if data is None:
         data = {}
     if not isinstance(data, dict):
         return None, {}, [Problem("yaml", "the config must be a mapping of keys (task:, base_model:, ...)",
                                   line=1)]
-    lines: dict[str, int] = {}
-    problems: list[Problem] = []
-    _walk_lines(node, "", lines, problems)
     return data, lines, problems
 
 
 def _walk_lines(node: Any, prefix: str, lines: dict[str, int], problems: list[Problem]) -> None:
+    """Recursive, but over mappings only, whose nesting load_yaml has bounded."""
     if not isinstance(node, yaml.MappingNode):
         return
     seen: set[str] = set()
     for key_node, value_node in node.value:
-        key = f"{prefix}{key_node.value}"
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue  # a list or mapping as a key: construction has refused it already
+        key = f"{prefix}{_key_text(key_node.value, key_node.tag == _STR_TAG)}"
         line = key_node.start_mark.line + 1
         if key in seen:
             problems.append(Problem(key, f"appears twice (first on line {lines[key]}); the later one would "
@@ -219,6 +241,176 @@ def _walk_lines(node: Any, prefix: str, lines: dict[str, int], problems: list[Pr
         seen.add(key)
         lines[key] = line
         _walk_lines(value_node, key + ".", lines, problems)
+
+
+def _key_text(key: Any, is_text: bool = True) -> str:
+    """A key as it appears in dotted keys; one with dots of its own is quoted, so that `"params.lr": 1` at the
+    top level is never mistaken for params.lr (and its line never taken for params.lr's)."""
+    return f'"{key}"' if is_text and isinstance(key, str) and "." in key else str(key)
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
+_INT_TAG = "tag:yaml.org,2002:int"
+_KINDS = {_INT_TAG: "whole number", "tag:yaml.org,2002:float": "number", "tag:yaml.org,2002:bool": "true or false",
+          "tag:yaml.org,2002:timestamp": "date", "tag:yaml.org,2002:binary": "base64 binary value"}
+
+
+class YamlRefused(Exception):
+    """YAML that parses, but that llmtune will not build: too deep, expanding too far, or holding a value
+    that cannot be read. Carries the problems, each with its key."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.render() for p in problems))
+        self.problems = problems
+
+
+def load_yaml(text: str, where: str = "") -> tuple[Any, dict[str, int], list[Problem]]:
+    """Parse and build YAML within the bounds above: (the value, the line of every dotted key, duplicate keys).
+    Raises yaml.YAMLError for text that is not YAML, YamlRefused for YAML nested too deep, expanding too far
+    through aliases, or holding a value that cannot be read. `where` is the dotted key whose value the text is
+    (a --set value); '' for a file. Each step is linear in the text: nothing recursive runs before the nesting
+    is known to be bounded."""
+    _check_nesting(text, where)  # the composer and the constructor recurse once per level
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}, []
+        _check_expansion(node, where)
+        problems = _check_scalars(loader, node, where)
+        if problems:
+            raise YamlRefused(problems)
+        lines: dict[str, int] = {}
+        _walk_lines(node, "", lines, problems)  # before construction, which rewrites merge keys (<<) in place
+        try:
+            return loader.construct_document(node), lines, problems
+        except yaml.YAMLError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a constructor failing on something the checks let through
+            raise YamlRefused([Problem(where or "yaml", f"a value cannot be read ({type(e).__name__})",
+                                       "quote values that are meant as text")])
+    finally:
+        loader.dispose()
+
+
+def _dotted(where: str, path: list[str]) -> str:
+    return ".".join([where] * bool(where) + path) or "yaml"
+
+
+def _check_nesting(text: str, where: str) -> None:
+    """Refuse nesting deeper than MAX_NESTING from the event stream, which PyYAML produces without recursion."""
+    stack: list[list[Any]] = []  # per open collection: [is a mapping, next node is a key, the current key]
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)):
+            if stack and stack[-1][0]:
+                if stack[-1][1]:
+                    stack[-1][2] = _key_text(event.value) if isinstance(event, yaml.ScalarEvent) else "?"
+                stack[-1][1] = not stack[-1][1]
+            if isinstance(event, yaml.CollectionStartEvent):
+                stack.append([isinstance(event, yaml.MappingStartEvent), True, None])
+                if len(stack) > MAX_NESTING:
+                    path = [e[2] for e in stack[:-1] if e[0] and e[2] is not None]
+                    raise YamlRefused([Problem(_dotted(where, path), f"is nested more than {MAX_NESTING} levels "
+                                               "deep; a config is a few levels deep",
+                                               "write a single value here (check the brackets and indentation)",
+                                               line=event.start_mark.line + 1 if not where else None)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            stack.pop()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Refuse a node graph that aliases expand beyond MAX_VALUES values or MAX_NESTING levels, or that refers to
+    itself. Measured once per node (aliases share nodes), iteratively, so the measurement itself is linear."""
+    size: dict[yaml.Node, int] = {}
+    depth: dict[yaml.Node, int] = {}
+    cyclic: set[yaml.Node] = set()
+    entered: set[yaml.Node] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not children_done:
+            if node not in entered:
+                entered.add(node)
+                stack.append((node, True))
+                stack.extend((kid, False) for kid in _children(node))
+            continue
+        total, deepest = 1, 0
+        for kid in _children(node):
+            if kid not in size or kid in cyclic:  # not measured yet at its parent's end: an ancestor
+                cyclic.add(node)
+                total = MAX_VALUES + 1
+            else:
+                total += size[kid]
+                deepest = max(deepest, depth[kid])
+        size[node], depth[node] = min(total, MAX_VALUES + 1), min(deepest + 1, MAX_NESTING + 1)
+
+    def bad(n: yaml.Node) -> bool:
+        return n in cyclic or size[n] > MAX_VALUES or depth[n] > MAX_NESTING
+
+    if not bad(root):
+        return
+    path, node, line = [], root, root.start_mark.line + 1
+    visited: set[yaml.Node] = set()
+    while isinstance(node, yaml.MappingNode):  # down to the key whose value is at fault
+        visited.add(node)
+        entry = next(((k, v) for k, v in node.value if bad(v) or bad(k)), None)
+        if entry is None or entry[1] in visited:  # a mapping holding itself would lead down forever
+            break
+        path.append(_key_text(entry[0].value) if isinstance(entry[0], yaml.ScalarNode) else "?")
+        line, node = entry[0].start_mark.line + 1, entry[1]
+    fix = "write the value out instead of using anchors (&name) and aliases (*name)"
+    if node in cyclic:
+        message = "refers to itself through a YAML alias (*name), so it never ends"
+    elif size[node] > MAX_VALUES:
+        message = (f"expands through YAML aliases (*name) to more than {MAX_VALUES} values; a config holds a "
+                   "few dozen")
+    else:
+        message = f"is nested more than {MAX_NESTING} levels deep through YAML aliases (*name)"
+    raise YamlRefused([Problem(_dotted(where, path), message, fix, line=line if not where else None)])
+
+
+def _check_scalars(loader: yaml.SafeLoader, root: yaml.Node, where: str) -> list[Problem]:
+    """Build every scalar on its own, so that one that cannot be read (an integer of thousands of digits, a
+    date like 2024-13-45, `!!int abc`) is reported with its key instead of failing the whole file."""
+    problems: list[Problem] = []
+    seen: set[yaml.Node] = set()
+    stack: list[tuple[yaml.Node, list[str]]] = [(root, [])]  # the expansion is bounded: walking it is cheap
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            for k, v in reversed(node.value):
+                key = _key_text(k.value) if isinstance(k, yaml.ScalarNode) else "?"
+                stack += [(v, path + [key]), (k, path)]
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            stack += [(item, path) for item in reversed(node.value)]
+            continue
+        if node in seen or node.tag in _MERGE_TAGS:
+            continue  # `<<` and `=` keys are read by the mapping that holds them, not on their own
+        seen.add(node)
+        key, line = _dotted(where, path), None if where else node.start_mark.line + 1
+        kind = _KINDS.get(node.tag, node.tag)
+        if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+            problems.append(Problem(key, f"is a whole number of {len(node.value)} characters: far larger than any "
+                                    "setting can be", "write a realistic number", line=line))
+            continue
+        try:
+            loader.construct_object(node)  # kept by the loader: the document reuses it
+        except yaml.YAMLError:
+            raise  # an unknown tag and the like: reported as invalid YAML, with the place
+        except Exception:  # noqa: BLE001 - ValueError, OverflowError, AttributeError from PyYAML's constructors
+            problems.append(Problem(key, f"is not a valid {kind}", "correct it, or quote it to make it text",
+                                    line=line))
+    return problems
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> list[Problem]:
@@ -231,14 +423,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> list[Problem]:
             problems.append(Problem(f"--set {item}", "expected KEY=VALUE", "e.g. --set params.lr=1e-4"))
             continue
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
+            parsed = load_yaml(value, key)[0] if value.strip() else None
         except yaml.YAMLError:
-            parsed = value
+            parsed = value  # not YAML: the text itself
+        except YamlRefused as e:
+            problems += [Problem(p.key, f"(in --set) {p.message}", p.fix) for p in e.problems]
+            continue
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
+            # a copy: a section reached through a YAML alias is shared, and must not change elsewhere too
+            node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
             node = node[part]
         node[parts[-1]] = parsed
     return problems
@@ -263,12 +458,16 @@ def build_config(raw: dict, *, lines: dict[str, int] | None = None, source: Path
 
 
 def _flatten(raw: dict, cfg: RunConfig, problems: list[Problem]) -> dict[str, Any]:
-    """Raw nested mapping -> {dotted key: value}, with unknown and misplaced keys reported."""
+    """Raw nested mapping -> {dotted key: value}, with unknown, misplaced and dotted keys reported."""
     flat: dict[str, Any] = {}
+    relocated: list[tuple[str, str, Any]] = []  # (the key as written, where it belongs, its value)
 
     def visit(mapping: dict, prefix: str) -> None:
         for key, value in mapping.items():
-            dotted = f"{prefix}{key}"
+            dotted = f"{prefix}{_key_text(key)}"
+            if isinstance(key, str) and "." in key:
+                problems.append(_dotted_key(cfg, prefix, key, dotted))
+                continue
             if dotted in ("data", "params", "hub", "data.column_mapping"):
                 if value is None:
                     continue
@@ -282,21 +481,40 @@ def _flatten(raw: dict, cfg: RunConfig, problems: list[Problem]) -> dict[str, An
                 problems.append(_unknown_key(cfg, dotted, value))
                 continue
             if target != dotted:
-                if target in flat and flat[target] != value:
-                    problems.append(cfg.problem(dotted, f"conflicts with {target} = {flat[target]!r}",
-                                                f"keep only {target}", value))
-                    continue
-                cfg.lines.setdefault(target, cfg.lines.get(dotted, 0) or None)  # type: ignore[arg-type]
-                if target in flat:
-                    continue
+                relocated.append((dotted, target, value))
+                continue
             flat[target] = value
 
     visit(raw, "")
+    # AutoTrain's spellings are placed once the whole file is read, so where they stand against the proper key
+    # does not matter: alone, they set it; equal to it, they are redundant; different, they conflict.
+    for dotted, target, value in relocated:
+        if target in flat:
+            if flat[target] != value:
+                shown = "" if target in SECRET_KEYS else f" = {show_value(flat[target])}"
+                problems.append(cfg.problem(dotted, f"conflicts with {target}{shown}", f"keep only {target}",
+                                            value))
+            continue
+        flat[target] = value
+        if dotted in cfg.lines:
+            cfg.lines.setdefault(target, cfg.lines[dotted])
     return flat
 
 
+def _dotted_key(cfg: RunConfig, prefix: str, key: str, dotted: str) -> Problem:
+    """A key with dots in its name would shadow the nested key it looks like (or be shadowed by it)."""
+    parts = [p for p in prefix.split(".") if p] + key.split(".")
+    nested = "".join(f"\n      {'  ' * i}{_cut(part, 40)}:" for i, part in enumerate(parts[:MAX_NESTING])) + " ..."
+    return cfg.problem(dotted, "is one key with dots in its name; keys are not split at dots, so it does not set "
+                       f"{_cut('.'.join(parts), 60)}", f"write it nested:{nested}", show_value=False)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _unknown_key(cfg: RunConfig, key: str, value: Any) -> Problem:
-    last = key.rsplit(".", 1)[-1]
+    last = key.rsplit(".", 1)[-1][:100]  # a name longer than any key is no typo of one: keep difflib quick
     same_name = [k for k in VALID_KEYS if k.rsplit(".", 1)[-1] == last]
     if same_name:
         hint = f"did you mean {same_name[0]}? (it belongs under {same_name[0].rsplit('.', 1)[0]}:)"
@@ -341,13 +559,18 @@ def _substitute_env(flat: dict[str, Any], env: Any, cfg: RunConfig) -> dict[str,
     return out
 
 
-def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> None:
-    """Convert each value to its field's type and set it; keys absent keep their defaults."""
+def _targets(cfg: RunConfig) -> list[tuple[str, Any, Any]]:
+    """(dotted key, the object holding it, its dataclass field or None for the top level) of every key."""
     targets: list[tuple[str, Any, Any]] = [(k, cfg, None) for k in TOP_KEYS if k not in ("data", "params", "hub")]
     for prefix, obj in (("data", cfg.data), ("data.column_mapping", cfg.data.column_mapping),
                         ("hub", cfg.hub), ("params", cfg.params)):
         targets += [(f"{prefix}.{f.name}", obj, f) for f in fields(obj) if f.name != "column_mapping"]
-    for key, obj, f in targets:
+    return targets
+
+
+def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> None:
+    """Convert each value to its field's type and set it; keys absent keep their defaults."""
+    for key, obj, f in _targets(cfg):
         name = key.rsplit(".", 1)[-1]
         if key not in flat:
             cfg.defaulted.add(key)
@@ -400,29 +623,28 @@ def coerce(value: Any, annotation: str, key: str, choices: tuple | None = None
             else:
                 raise ValueError
         elif base == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            if isinstance(value, str):
-                value = value.strip()
-                number = float(value)
-                if not number.is_integer():
-                    raise ValueError
-                out = int(number)
-            else:
-                out = int(value)
+            out = _whole_number(value)
+            if abs(out) > INT_LIMIT:
+                return None, (f"is too large: a whole number here must lie within ±{INT_LIMIT} (64 bits)",
+                              f"write a realistic number, e.g. {key.rsplit('.', 1)[-1]}: 16")
         elif base == "float":
             if isinstance(value, bool):
                 raise ValueError
-            out = float(value.strip()) if isinstance(value, str) else float(value)
+            try:
+                out = float(value.strip()) if isinstance(value, str) else float(value)
+            except OverflowError:  # float(10**400)
+                out = math.inf
+            if not math.isfinite(out):  # NaN passes every range check (nan < 0 is False): refuse it here
+                name = key.rsplit(".", 1)[-1]
+                example = PARAM_FIELDS[name].default if key == f"params.{name}" and name in PARAM_FIELDS else 3e-5
+                return None, ("must be a finite number, not NaN or infinity", f"write it as e.g. {name}: {example}")
         elif base == "str":
-            if isinstance(value, (dict, list)):
+            if isinstance(value, (dict, list, set, tuple, bytes)):  # a YAML list, mapping, !!set or !!binary
                 raise ValueError
             out = str(value)
         else:  # pragma: no cover - every field has one of the types above
             out = value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         kind = {"bool": "true or false", "int": "a whole number", "float": "a number",
                 "str": "a single value (text)"}.get(base, base)
         example = {"bool": "true", "int": "16", "float": "3e-5"}.get(base)
@@ -436,11 +658,35 @@ def coerce(value: Any, annotation: str, key: str, choices: tuple | None = None
             return lowered[out.lower()], None
         if isinstance(out, str) and out.lower() in ("no", "none") and optional:
             return None, None
-        close = difflib.get_close_matches(str(out), [str(c) for c in choices], n=1)
+        close = difflib.get_close_matches(str(out)[:100], [str(c) for c in choices], n=1)
         allowed = ", ".join(str(c) for c in choices) + (", or empty" if optional else "")
         hint = f"did you mean {close[0]}? " if close else ""
         return None, ("is not one of the allowed values", f"{hint}allowed: {allowed}")
     return out, None
+
+
+_DIGITS = re.compile(r"[+-]?[0-9][0-9_]*")
+
+
+def _whole_number(value: Any) -> int:
+    """An int from an int, an integral float or a text; TypeError or ValueError otherwise. Digits are read as an
+    int, never through float (which rounds beyond 2**53 and overflows beyond 10**308)."""
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():  # also NaN and infinity
+            raise ValueError
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _DIGITS.fullmatch(text):
+            if len(text) > MAX_INT_CHARS:  # int() would refuse beyond 4300 digits with a message about Python
+                return INT_LIMIT + 1 if not text.startswith("-") else -INT_LIMIT - 1
+            return int(text)
+        return _whole_number(float(text))
+    raise TypeError
 
 
 # ---------------------------------------------------------------- rules
@@ -475,6 +721,7 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
         warn(cfg, cfg.problem("backend", "llmtune trains on this machine; the backend is ignored",
                                         None, cfg.backend))
 
+    problems += text_problems(cfg)
     problems += _range_problems(cfg)
     problems += length_problems(cfg, p.block_size)
     problems += _column_problems(cfg)
@@ -484,6 +731,9 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
         add(cfg.problem("params.quantization", "quantization needs LoRA (peft): a quantized model's weights "
                         "cannot be trained directly", "set params.peft: true, or remove params.quantization",
                         p.quantization))
+    if p.peft and parse_targets(p.target_modules) == []:
+        add(cfg.problem("params.target_modules", "names no module", "write module names separated by commas, "
+                        "e.g. q_proj,v_proj, or all-linear", p.target_modules))
     if p.unsloth:
         add(cfg.problem("params.unsloth", "unsloth is not supported by llmtune", "remove params.unsloth", True))
     if p.model_ref and cfg.trainer == "dpo" and p.peft:
@@ -504,12 +754,55 @@ def warn(cfg: RunConfig, problem: Problem) -> None:
         cfg.warnings.append(problem)
 
 
+def text_problems(cfg: RunConfig) -> list[Problem]:
+    """Text that no file name, model id, column or tokenizer can take (NUL bytes, lone surrogates such as a
+    "\\ud800" escape), and names longer than file systems allow. Said here, before anything opens a file."""
+    out = []
+    for key, obj, _ in _targets(cfg):
+        value = getattr(obj, key.rsplit(".", 1)[-1])
+        if not isinstance(value, str):
+            continue
+        if "\0" in value:
+            out.append(cfg.problem(key, "contains a NUL byte (\\0), which no name or text setting can hold",
+                                   "remove it", value))
+            continue
+        try:
+            encoded = value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            out.append(cfg.problem(key, f"contains a lone surrogate (U+{ord(value[e.start]):04X}), which is not a "
+                                   "character and cannot be written to a file or tokenized",
+                                   "remove it, or write the character it was meant to be", value))
+            continue
+        if key in PATH_KEYS:
+            out += _path_length_problems(cfg, key, value, encoded)
+    return out
+
+
+def _path_length_problems(cfg: RunConfig, key: str, value: str, encoded: bytes) -> list[Problem]:
+    longest = max(encoded.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        part = longest.decode("utf-8", "replace")
+        return [cfg.problem(key, f"has a name of {len(longest)} bytes ({_cut(part, 30)!r}); file systems allow "
+                            f"at most {NAME_MAX} per name", "use a shorter name", value)]
+    # A relative path is read from the current directory and the config's directory: the longer must fit.
+    bases = [os.getcwd()] + ([str(cfg.base_dir)] if cfg.base_dir else [])
+    full = max(len(os.fsencode(os.path.join(os.path.abspath(b), value))) for b in bases)
+    if full >= PATH_MAX:
+        return [cfg.problem(key, f"makes a path of {full} bytes; the system allows at most {PATH_MAX - 1}",
+                            "use a shorter path", value)]
+    return []
+
+
 def _range_problems(cfg: RunConfig) -> list[Problem]:
     out = []
     for name, f in PARAM_FIELDS.items():
         value = getattr(cfg.params, name)
         meta = f.metadata
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):  # set in code, not read (coerce refuses it)
+            out.append(cfg.problem(f"params.{name}", "must be a finite number, not NaN or infinity",
+                                   f"default: {f.default}", value))
             continue
         if value in meta["special"]:
             continue
@@ -578,15 +871,42 @@ def _column_problems(cfg: RunConfig) -> list[Problem]:
 
 
 def template_fields(template: str) -> list[str]:
-    """The column names a prompt/completion template uses; raises ValueError on bad syntax."""
+    """The column names a prompt/completion template uses; raises ValueError on bad syntax, and on a format spec
+    that could blow up when filled: a huge width or precision ({text:>999999999} asks for a gigabyte per row),
+    or nested braces ({text:{width}}) that take the spec from the data, or a spec that text or numbers refuse
+    (it would fail in the middle of the data). A plain {column} is what templates are for; aligning and
+    padding ({title:>20}) stays allowed."""
     names = []
-    for _, name, _, _ in string.Formatter().parse(template):
+    for _, name, spec, conversion in string.Formatter().parse(template):
         if name is None:
             continue
+        field = _cut("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}", 60)
         if not name or not re.match(r"^[^\[\].!:]+$", name):
-            raise ValueError(f"{{{name}}} is not a column name")
+            raise ValueError(f"{_cut('{' + name + '}', 60)} is not a column name")
+        if conversion not in (None, "r", "s", "a"):
+            raise ValueError(f"{field} has an unknown conversion: use !r, !s or !a, or none")
+        if spec:
+            if "{" in spec or "}" in spec:
+                raise ValueError(f"{field} takes its format from the data (braces inside the braces)")
+            for digits in re.findall(r"[0-9]+", spec):
+                if len(digits.lstrip("0")) > 4 or int(digits) > MAX_FORMAT_NUMBER:
+                    raise ValueError(f"{field} asks for a width or precision of {_cut(digits, 20)}; at most "
+                                     f"{MAX_FORMAT_NUMBER} is allowed")
+            # A column holds text, or numbers: a spec that one of them refuses ({n:d} on text, {x:.3} on an int)
+            # would fail in the middle of the data, when the row is filled
+            if not all(_formats(sample, spec) for sample in ("", 0, 0.0)[:1 if conversion else 3]):  # !s: text
+                raise ValueError(f"{field} has a format spec that not every value takes (text and numbers); "
+                                 f"write {{{_cut(name, 40)}}}, or only align and pad, e.g. {{{_cut(name, 40)}:>20}}")
         names.append(name)
     return names
+
+
+def _formats(sample: Any, spec: str) -> bool:
+    try:
+        format(sample, spec)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _template_problems(cfg: RunConfig) -> list[Problem]:
@@ -639,17 +959,29 @@ def _env_problems(cfg: RunConfig) -> list[Problem]:
 
 
 def check_environment(cfg: RunConfig) -> list[Problem]:
-    """Rules that look at this machine: model and data exist, the hardware runs the precision asked for."""
-    return model_problems(cfg) + data_problems(cfg) + machine_problems(cfg)
+    """Rules that look at this machine: model and data exist, the hardware runs the precision asked for, LoRA's
+    target modules are modules of the model. Keys whose text no file can have are left to text_problems."""
+    unusable = {p.key for p in text_problems(cfg)}
+    model = [] if "base_model" in unusable else model_problems(cfg)
+    out = list(model)
+    if not unusable & {"data.path", "data.train_split", "data.valid_split"}:
+        out += data_problems(cfg)
+    out += machine_problems(cfg)
+    if "base_model" not in unusable and not model:
+        out += target_module_problems(cfg)
+    return out
 
 
 def resolve_local(path: str, base_dir: Path | None) -> Path | None:
     """A relative path is tried against the current directory, then the config file's directory."""
-    p = Path(path).expanduser()
-    if p.exists():
-        return p
-    if base_dir is not None and not p.is_absolute() and (base_dir / p).exists():
-        return base_dir / p
+    try:
+        p = Path(path).expanduser()
+        if p.exists():
+            return p
+        if base_dir is not None and not p.is_absolute() and (base_dir / p).exists():
+            return base_dir / p
+    except (OSError, ValueError):  # a name too long, a NUL byte, a lone surrogate: no such file either
+        return None
     return None
 
 
@@ -672,6 +1004,29 @@ def model_problems(cfg: RunConfig) -> list[Problem]:
         return []
     wrong = model_id_problem(name)
     return [cfg.problem("base_model", *wrong, name)] if wrong else []
+
+
+def target_module_problems(cfg: RunConfig) -> list[Problem]:
+    """LoRA target_modules that name no module of the model (peft would fail in the training process)."""
+    targets = parse_targets(cfg.params.target_modules)
+    if not cfg.params.peft or not targets or not cfg.base_model:
+        return []
+    from engine.target_modules import model_modules, unknown_targets
+    from engine.tinymodel import resolve_model
+
+    name = resolve_model(cfg.base_model)
+    local = resolve_local(name, cfg.base_dir)
+    found = model_modules(str(local) if local is not None else name, reward=cfg.trainer == "reward")
+    if found is None:
+        return []  # its config cannot be read: the model's own checks say why
+    modules, linear = found
+    unknown = unknown_targets(targets, modules)
+    if not unknown:
+        return []
+    return [cfg.problem("params.target_modules", f"names no module of {_cut(cfg.base_model, 60)}: "
+                        f"{_cut(', '.join(unknown), 200)}", "use its linear layers, e.g. "
+                        f"{_cut(','.join(linear), 200) or 'all-linear'} (or all-linear for all of them)",
+                        cfg.params.target_modules)]
 
 
 def model_id_problem(name: str) -> tuple[str, str] | None:

@@ -11,6 +11,12 @@ from typing import Any
 
 _UNSET: Any = object()
 
+# Config keys whose values are secrets: a Problem about one never shows its value, whoever builds it (the
+# validator, the wizard, a message about a conflict). `params.token` is AutoTrain's spelling of hub.token.
+SECRET_KEYS: tuple[str, ...] = ("hub.token", "params.token")
+SHOW_LIMIT = 80  # characters of a value shown in a message
+_KEY_LIMIT = 120  # characters of a key (a user's typo can be a whole paragraph)
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -29,6 +35,10 @@ class Problem:
     value: Any = _UNSET
     line: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.value is not _UNSET and self.key in SECRET_KEYS:
+            object.__setattr__(self, "value", _UNSET)  # frozen: set once, here, before anyone can render it
+
     def __deepcopy__(self, memo: dict) -> Problem:
         return self  # immutable; a copy would also lose the identity of the _UNSET marker
 
@@ -36,9 +46,9 @@ class Problem:
         return self
 
     def render(self, source: str | None = None) -> str:
-        where = self.key
+        where = self.key if len(self.key) <= _KEY_LIMIT else self.key[:_KEY_LIMIT - 3] + "..."
         if self.value is not _UNSET:
-            where = f"{self.key} = {_show(self.value)}"
+            where = f"{where} = {show_value(self.value)}"
         if source and self.line:
             where = f"{source}:{self.line}: {where}"
         text = f"{where}: {self.message}"
@@ -47,9 +57,77 @@ class Problem:
         return text
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def show_value(value: Any, limit: int = SHOW_LIMIT) -> str:
+    """`value` as repr would write it, cut to `limit` characters. Built piece by piece and stopped once the
+    limit is reached, so a huge string, a number of thousands of digits (whose str() Python refuses) or a huge
+    or deeply nested structure is never rendered whole."""
+    out = _Writer(limit + 1)
+    try:
+        _write(value, out, depth=0, path=set())
+    except _Full:
+        pass
+    text = "".join(out.parts)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _Full(Exception):
+    """The text reached its limit: stop rendering."""
+
+
+class _Writer:
+    def __init__(self, budget: int) -> None:
+        self.parts: list[str] = []
+        self.left = budget
+
+    def write(self, text: str) -> None:
+        self.parts.append(text[:self.left])
+        self.left -= len(text)
+        if self.left <= 0:
+            raise _Full
+
+
+_MAX_DEPTH = 8  # deeper containers are shown as [...] / {...}
+_DIGITS_PER_BIT = 0.30103
+
+
+def _write(value: Any, out: _Writer, *, depth: int, path: set[int]) -> None:
+    if isinstance(value, (str, bytes, bytearray)):
+        out.write(repr(value[:out.left + 1]))  # only the part that can be shown is ever repr'd
+    elif isinstance(value, bool) or value is None or isinstance(value, float):
+        out.write(repr(value))
+    elif isinstance(value, int):
+        bits = abs(value).bit_length()
+        if bits * _DIGITS_PER_BIT > SHOW_LIMIT:
+            sign = "-" if value < 0 else ""
+            out.write(f"<{sign}a whole number of about {int(bits * _DIGITS_PER_BIT) + 1} digits>")
+        else:
+            out.write(repr(value))
+    elif isinstance(value, (list, tuple, set, frozenset, dict)):
+        opening, closing = ("{", "}") if isinstance(value, (dict, set, frozenset)) else \
+            ("(", ")") if isinstance(value, tuple) else ("[", "]")
+        if id(value) in path or depth >= _MAX_DEPTH:
+            out.write(f"{opening}...{closing}")  # refers to itself, or too deep to be worth showing
+            return
+        path.add(id(value))
+        out.write(opening)
+        items = value.items() if isinstance(value, dict) else ((item, _UNSET) for item in value)
+        for i, (item, mapped) in enumerate(items):
+            if i:
+                out.write(", ")
+            _write(item, out, depth=depth + 1, path=path)
+            if mapped is not _UNSET:
+                out.write(": ")
+                _write(mapped, out, depth=depth + 1, path=path)
+        if isinstance(value, tuple) and len(value) == 1:
+            out.write(",")
+        out.write(closing)
+        path.discard(id(value))
+    else:  # dates, paths and other small scalars
+        try:
+            text = str(value)
+        except Exception:  # noqa: BLE001 - a value that cannot describe itself is still named by its type
+            text = f"<{type(value).__name__}>"
+        out.write(text)
 
 
 @dataclass

@@ -27,6 +27,12 @@ SCHEDULERS = (
     "warmup_stable_decay",
 )
 TRAINERS = ("default", "sft", "reward", "dpo", "orpo")
+# Whole numbers: every one must fit in 64 bits (torch's and numpy's integers; Python's would grow without
+# bound and break later, e.g. float(10**400)). Counts and lengths must fit in 32 bits, the C int that
+# tokenizers, CUDA and many kernels take: beyond that a value is a typo, not a setting.
+INT_LIMIT = 2**63 - 1
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1  # numpy's and transformers' set_seed accept 0 .. 2**32 - 1
 
 
 def _p(default: Any, help: str, *, group: str = "advanced", choices: tuple | None = None,
@@ -44,27 +50,29 @@ class Params:
     # Lengths
     block_size: int = _p(-1, "Tokens per training sequence; longer samples are truncated. -1 picks "
                          "min(model_max_length, the tokenizer's limit, 1024).", group="basic", minimum=1,
-                         special=(-1,))
-    model_max_length: int = _p(2048, "The longest input the model is given; caps block_size.", minimum=1)
+                         maximum=INT32_MAX, special=(-1,))
+    model_max_length: int = _p(2048, "The longest input the model is given; caps block_size.", minimum=1,
+                               maximum=INT32_MAX)
     max_prompt_length: int = _p(128, "DPO/ORPO: prompts are cut to this many tokens (the start is kept).",
-                                minimum=1)
+                                minimum=1, maximum=INT32_MAX)
     max_completion_length: int | None = _p(None, "DPO/ORPO: chosen/rejected completions are cut to this many "
-                                           "tokens; empty = whatever fits in block_size.", minimum=1)
+                                           "tokens; empty = whatever fits in block_size.", minimum=1,
+                                           maximum=INT32_MAX)
     add_eos_token: bool = _p(True, "Generic trainer: end every text with the EOS token before joining them.")
     padding: str | None = _p("right", "Side on which batches are padded.", choices=("left", "right"))
     # Training
     trainer: str = _p("default", "Trainer for task `llm` (the other tasks set it themselves).", choices=TRAINERS)
-    epochs: int = _p(1, "Passes over the training data.", group="basic", minimum=1)
-    batch_size: int = _p(2, "Samples per device per step.", group="basic", minimum=1)
+    epochs: int = _p(1, "Passes over the training data.", group="basic", minimum=1, maximum=INT32_MAX)
+    batch_size: int = _p(2, "Samples per device per step.", group="basic", minimum=1, maximum=INT32_MAX)
     gradient_accumulation: int = _p(4, "Steps whose gradients are summed before each optimizer update.",
-                                    group="basic", minimum=1)
+                                    group="basic", minimum=1, maximum=INT32_MAX)
     lr: float = _p(3e-5, "Peak learning rate.", group="basic", minimum=0, exclusive_min=True)
     warmup_ratio: float = _p(0.1, "Fraction of the steps spent warming the learning rate up.", minimum=0, maximum=1)
     optimizer: str = _p("adamw_torch", "Optimizer (any transformers `optim` name).", choices=OPTIMIZERS)
     scheduler: str = _p("linear", "Learning rate schedule.", choices=SCHEDULERS)
     weight_decay: float = _p(0.0, "Weight decay.", minimum=0)
     max_grad_norm: float = _p(1.0, "Gradients are clipped to this norm.", minimum=0)
-    seed: int = _p(42, "Random seed.")
+    seed: int = _p(42, "Random seed.", minimum=0, maximum=SEED_MAX)
     mixed_precision: str | None = _p(None, "fp16 or bf16 mixed precision; empty = full precision.",
                                      group="basic", choices=("fp16", "bf16"))
     disable_gradient_checkpointing: bool = _p(False, "Turn off gradient checkpointing (faster, more memory).")
@@ -75,8 +83,8 @@ class Params:
     quantization: str | None = _p("int4", "Load the base model in int4 or int8 (QLoRA; needs peft). When the "
                                   "key is absent it is int4 with peft and none without, as in AutoTrain.",
                                   group="basic", choices=("int4", "int8"))
-    lora_r: int = _p(16, "LoRA rank.", minimum=1)
-    lora_alpha: int = _p(32, "LoRA alpha (scaling = alpha / r).", minimum=1)
+    lora_r: int = _p(16, "LoRA rank.", minimum=1, maximum=INT32_MAX)
+    lora_alpha: int = _p(32, "LoRA alpha (scaling = alpha / r).", minimum=1, maximum=INT32_MAX)
     lora_dropout: float = _p(0.05, "Dropout on the LoRA layers.", minimum=0, maximum=1)
     target_modules: str | None = _p("all-linear", "Modules that get LoRA layers: all-linear, or a comma list "
                                     "such as q_proj,v_proj.")
@@ -87,9 +95,9 @@ class Params:
                          minimum=0, exclusive_min=True)
     # Logging, evaluation, checkpoints
     logging_steps: int = _p(-1, "Log every N steps; -1 picks a value from the data size.", minimum=1,
-                            special=(-1,))
+                            maximum=INT32_MAX, special=(-1,))
     eval_strategy: str = _p("epoch", "When to evaluate on valid_split.", choices=("no", "steps", "epoch"))
-    save_total_limit: int = _p(1, "Checkpoints to keep.", minimum=1)
+    save_total_limit: int = _p(1, "Checkpoints to keep.", minimum=1, maximum=INT32_MAX)
     unsloth: bool = _p(False, "Use unsloth (not supported by llmtune).")
     distributed_backend: str | None = _p(None, "ddp or deepspeed for multi-GPU runs.",
                                          choices=("ddp", "deepspeed"))
@@ -97,11 +105,11 @@ class Params:
     train_on_all_tokens: bool = _p(False, "SFT: compute the loss on every token, not just the assistant "
                                    "turns / the completion.", group="basic", extra=True)
     max_steps: int = _p(-1, "Stop after this many optimizer steps (-1 = run all epochs).", minimum=1,
-                        special=(-1,), extra=True)
+                        maximum=INT32_MAX, special=(-1,), extra=True)
     save_steps: int | None = _p(None, "Save a checkpoint every N steps (empty = at the end of each epoch).",
-                                minimum=1, extra=True)
+                                minimum=1, maximum=INT32_MAX, extra=True)
     eval_steps: int | None = _p(None, "With eval_strategy: steps, evaluate every N steps (empty = logging_steps).",
-                                minimum=1, extra=True)
+                                minimum=1, maximum=INT32_MAX, extra=True)
 
 
 PARAM_FIELDS = {f.name: f for f in fields(Params)}

@@ -9,7 +9,6 @@ quantization, values kept across Back and Next.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +246,20 @@ async def test_a_negative_learning_rate_shows_the_engines_rule_and_blocks_next()
         await pilot.pause()
         assert app.index == PARAMS
         assert "fix: default: 3e-05" in row_problem(app, "row-param-lr")
+
+
+@pytest.mark.parametrize("typed", ["nan", "inf", "-inf"])
+async def test_a_non_finite_number_is_refused_and_blocks_next(typed: str) -> None:
+    app = WizardApp(config("llm-sft"))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_step(pilot, PARAMS)
+        app.query_one("#param-lr", Input).value = typed
+        await until(pilot, lambda: row_problem(app, "row-param-lr"), "the inline problem")
+        assert f"params.lr = '{typed}': must be a finite number" in row_problem(app, "row-param-lr")
+        assert app.cfg.params.lr == 3e-5  # not assigned
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.index == PARAMS
 
 
 async def test_text_that_is_no_number_keeps_the_value_and_blocks_next() -> None:
