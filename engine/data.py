@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -145,6 +146,16 @@ def find_splits(path: str, *, base_dir: Path | None = None) -> list[str]:
 
 
 def _resolve(path: str, split: str, *, key: str, split_key: str, base_dir: Path | None) -> DataSource | Problem:
+    try:
+        return _resolve_path(path, split, key=key, split_key=split_key, base_dir=base_dir)
+    except (OSError, ValueError, RuntimeError) as e:  # a name the file system refuses, ~nobody: not a path
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:100])
+        return Problem(key, f"cannot be used as a path ({reason})",
+                       "point it at an existing data file or directory, or a datasets id (org/name)", value=path)
+
+
+def _resolve_path(path: str, split: str, *, key: str, split_key: str, base_dir: Path | None
+                  ) -> DataSource | Problem:
     if not path or not path.strip():
         return Problem(key, "is empty", fix="set it to a data directory, a data file, or a datasets id (org/name)")
     if not split or not split.strip():
@@ -153,6 +164,9 @@ def _resolve(path: str, split: str, *, key: str, split_key: str, base_dir: Path 
     if found is not None and found.is_dir():
         return _split_in_dir(found, split, key=key, split_key=split_key, path=path)
     if found is not None:
+        special = _special_file(found)
+        if special:
+            return Problem(key, f"{_display(found)} is {special}", fix=_SPECIAL_FIX, value=path)
         return _split_for_file(found, split, key=key, base_dir=base_dir, path=path)
     if _looks_local(path):
         return _missing_path(path, split, key=key, base_dir=base_dir)
@@ -174,9 +188,30 @@ def _candidates(path: str, base_dir: Path | None) -> list[Path]:
 
 def _find_local(path: str, base_dir: Path | None) -> Path | None:
     for candidate in _candidates(path, base_dir):
-        if candidate.exists():
-            return candidate.absolute()
+        try:
+            if candidate.exists():
+                return candidate.absolute()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+            continue
     return None
+
+
+_SPECIAL_FIX = "point data.path at a regular data file or a directory of them; to use a stream, save it to a file first"
+
+
+def _special_file(path: Path) -> str | None:
+    """What `path` is when it is neither a regular file nor a directory: a FIFO blocks until a writer comes,
+    a device like /dev/zero never ends, so reading either would hang instead of failing."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # missing or unreadable: reported where it is opened
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = [(stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"{kind}, not a regular file: reading it could wait forever or never end"
 
 
 def _looks_local(path: str) -> bool:
@@ -219,6 +254,10 @@ def _split_in_dir(directory: Path, split: str, *, key: str, split_key: str, path
         return DataSource("file", matches[0], EXTENSIONS[matches[0].suffix.lower()], None, None, split)
     if len(matches) > 1:
         return _duplicate_split(matches, split, key=key, value=path)
+    for candidate in [exact, *(directory / f"{split}{ext}" for ext in EXTENSIONS)]:
+        special = _special_file(candidate) if candidate.exists() else None
+        if special:  # list_data_files skips it: say why it is not used rather than "no data file"
+            return Problem(split_key, f"{_display(candidate)} is {special}", fix=_SPECIAL_FIX, value=split)
     wanted = ", ".join(f"{split}{ext}" for ext in _SPLIT_EXTENSIONS)
     message = f"no data file for split {split!r} in {_display(directory)}/ (looked for {wanted})"
     files = list_data_files(directory)
@@ -332,6 +371,9 @@ def read_table(source: DataSource, *, token: str | None = None, limit: int | Non
     if source.path is None or source.format not in FORMATS:
         raise ValueError(f"not a readable file source: {source!r}")
     where = source.location()
+    special = _special_file(source.path)
+    if special:
+        raise data_error(where, f"is {special}", fix=_SPECIAL_FIX)
     try:
         _sniff(source.path, source.format, where)
         if source.format == "parquet":
@@ -421,23 +463,32 @@ def _union(columns: dict[str, None], row: dict[str, Any]) -> None:
 # --- JSONL
 
 
+class _LineEndsEarly(DataError):
+    """A JSONL line that ends inside its object. On the first line, the file may hold pretty-printed objects."""
+
+    first_line = False
+
+
 def _read_jsonl(path: Path, where: str, limit: int | None) -> _Read:
     try:
         with closing(_lines(path, where)) as lines:  # closing: a limit may stop before the end of the file
             return _parse_jsonl(lines, where, limit)
-    except DataError:
+    except DataError as error:
         # A JSON document (a list, or pretty-printed) saved as .jsonl: read it as JSON rather than fail on line 1.
         document = _try_json_document(path)
-        if not isinstance(document, (list, dict)):
-            raise
-        return _json_rows(document, where, limit)
+        if isinstance(document, (list, dict)):
+            return _json_rows(document, where, limit)
+        if isinstance(error, _LineEndsEarly) and error.first_line:
+            # Objects pretty-printed one after another (`jq .` output): read them, or say where one is broken.
+            return _parse_json_stream(_decode(path.read_bytes(), where, path.name), where, limit)
+        raise
 
 
 def _try_json_document(path: Path) -> Any:
     try:
         data = path.read_bytes()
         return json.loads(data[len(_BOM) :] if data.startswith(_BOM) else data)
-    except (ValueError, OSError):
+    except (ValueError, OSError, RecursionError):
         return None
 
 
@@ -453,11 +504,10 @@ def _parse_jsonl(lines: Iterable[tuple[int, str]], where: str, limit: int | None
         try:
             row = json.loads(text)
         except json.JSONDecodeError as e:
-            raise data_error(
-                location,
-                f"not valid JSON ({e.msg} at column {e.colno})",
-                fix='each line must hold one complete JSON object, e.g. {"text": "..."}',
-            ) from None
+            raise _jsonl_error(location, number, text, e, first_line=first) from None
+        except RecursionError:
+            depth, at, _ = _deepest(text)
+            raise _too_deep(location, depth, f"column {at + 1}") from None
         if not isinstance(row, dict):
             kind = _json_kind(row)
             hint = " (a JSON array saved as .jsonl? name the file .json)" if first and kind == "array" else ""
@@ -477,9 +527,111 @@ def _parse_jsonl(lines: Iterable[tuple[int, str]], where: str, limit: int | None
     return rows, list(columns), locations
 
 
+def _jsonl_error(location: str, number: int, text: str, error: json.JSONDecodeError, *, first_line: bool
+                 ) -> DataError:
+    """The message for a line that is not JSON. The decoder counts columns on its own line, so an error at the
+    end of the line (the object goes on, or the line was cut) would read as "column 1" of the next one."""
+    content = text.rstrip("\r\n")
+    if error.pos < len(content.rstrip()):
+        msg = error.msg.removesuffix(" at")  # "Invalid control character at" + our " at column N"
+        return data_error(location, f"not valid JSON ({msg} at column {error.colno})",
+                          fix='each line must hold one complete JSON object, e.g. {"text": "..."}')
+    ends = _LineEndsEarly([Problem(
+        location,
+        f"not valid JSON: line {number} ends before its JSON object is complete (column {len(content) + 1}, the "
+        "end of the line, with a string, list or object still open)",
+        'each line must hold one complete JSON object, e.g. {"text": "..."}; join an object spread over '
+        "several lines, or complete a line that was cut off",
+    )], title="cannot use the data")
+    ends.first_line = first_line
+    return ends
+
+
+def _parse_json_stream(text: str, where: str, limit: int | None) -> _Read:
+    """JSON objects one after another, each on one line or spread over several; locations name the line where
+    each object starts."""
+    decoder = json.JSONDecoder()
+    rows: list[dict[str, Any]] = []
+    locations: list[str] = []
+    columns: dict[str, None] = {}
+    pos, line = 0, 1
+    while limit is None or len(rows) < limit:
+        space = _JSON_SPACE.match(text, pos)
+        start = space.end() if space else pos
+        if start >= len(text):
+            break
+        line += text.count("\n", pos, start)
+        try:
+            row, pos = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as e:
+            raise data_error(
+                f"{where}:{e.lineno}",
+                f"not valid JSON ({e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno})",
+                fix='write one JSON object per line, e.g. {"text": "..."}, or a .json file holding a list of them',
+            ) from None
+        except RecursionError:
+            depth, at, _ = _deepest(text, start)
+            at_line = text.count("\n", 0, at) + 1
+            raise _too_deep(f"{where}:{at_line}", depth, f"line {at_line}, column {_column(text, at)}") from None
+        if not isinstance(row, dict):
+            raise data_error(f"{where}:{line}", f"line {line} starts a JSON {_json_kind(row)}, not an object",
+                             fix='the file must hold JSON objects, e.g. {"text": "..."}, one after another')
+        _union(columns, row)
+        rows.append(row)
+        locations.append(f"{where}:{line}")
+        line += text.count("\n", start, pos)
+    if not rows:
+        raise _empty(where)
+    return rows, list(columns), locations
+
+
 def _json_kind(value: Any) -> str:
     names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+# Strings (skipped: brackets inside them do not nest) and brackets, for measuring how deep a value nests.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]+|\\.)*"|[\[\]{}]')
+
+
+def _deepest(text: str, start: int = 0) -> tuple[int, int, int | None]:
+    """How deep the JSON value at `start` nests: (depth, offset of its deepest point, and for a top-level list
+    the 1-based item holding that point, else None). Only called once the decoder has given up."""
+    depth = best = at = items = 0
+    item: int | None = None
+    top_list = False
+    for m in _JSON_NESTING.finditer(text, start):
+        c = text[m.start()]
+        if c == '"':
+            continue
+        if c in "[{":
+            depth += 1
+            if depth == 1:
+                top_list = c == "["
+            elif depth == 2 and top_list:
+                items += 1
+            if depth > best:
+                best, at, item = depth, m.start(), items
+        else:
+            depth -= 1
+            if depth == 0:
+                break
+    return best, at, (item if top_list and item else None)
+
+
+def _too_deep(location: str, depth: int, where: str) -> DataError:
+    return data_error(
+        location,
+        f"a value is nested {depth} levels deep (lists or objects inside each other, deepest at {where}), "
+        "too deep to read",
+        fix="flatten it: a data row holds text, or a list of messages; deep nesting like this is usually "
+        "generated by mistake",
+    )
+
+
+def _column(text: str, offset: int) -> int:
+    return offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
 # --- JSON
@@ -495,11 +647,19 @@ def _read_json(path: Path, where: str, limit: int | None) -> _Read:
         if e.msg == "Extra data" and _first_record_is_object(text):
             # One object per line in a .json file: it is JSONL.
             return _parse_jsonl(enumerate(text.split("\n"), 1), where, limit)
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):
+            # Pretty-printed objects one after another (`jq .` output).
+            return _parse_json_stream(text, where, limit)
         raise data_error(
             f"{where}:{e.lineno}",
-            f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+            f"not valid JSON ({e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno})",
             fix="fix the JSON; a .json data file holds a list of objects, e.g. [{\"text\": \"...\"}, ...]",
         ) from None
+    except RecursionError:
+        depth, at, item = _deepest(text, len(text) - len(text.lstrip()))
+        line = text.count("\n", 0, at) + 1
+        row = f" (in row {item})" if item else ""
+        raise _too_deep(f"{where}:{line}", depth, f"line {line}, column {_column(text, at)}{row}") from None
     return _json_rows(document, where, limit)
 
 
@@ -508,7 +668,7 @@ def _first_record_is_object(text: str) -> bool:
         if line.strip():
             try:
                 return isinstance(json.loads(line), dict)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return False
     return False
 
@@ -573,28 +733,48 @@ def _columns_to_rows(document: dict[str, Any], where: str) -> list[dict[str, Any
 
 # --- CSV
 
+# A record is suspected of a stray quote when it spans at least this many lines, more than this many times the
+# lines of any other record, and this share of the lines inside its quoted cell would each be a row of their own.
+_RUNAWAY_LINES = 8
+_RUNAWAY_FACTOR = 4
+_ROW_LIKE_SHARE = 0.9
+_ROW_LIKE_SAMPLE = 200  # lines of a suspect cell checked, at most
+
 
 def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Read:
     csv.field_size_limit(2**31 - 1)  # long documents in one cell are normal for training data
     lines = _lines(path, where)
-    reader = csv.reader((text for _, text in lines), delimiter=delimiter)
+    tape = _Tape(lines)
+    reader = csv.reader(iter(tape), delimiter=delimiter)
     kind = "TSV" if delimiter == "\t" else "CSV"
     try:
         header = _csv_header(reader, where, kind)
+        head = tape.take()  # the header's lines, and any blank ones before it
+        _check_quotes(head, reader.line_num - len(head) + 1, where, delimiter)
         rows: list[dict[str, Any]] = []
         locations: list[str] = []
+        longest = _LongestRecord(len(header), delimiter)
+        raw: list[str] = []
+        last = 0  # the first line of the last record read
         while limit is None or len(rows) < limit:
             start = reader.line_num + 1
             record = next(reader, None)
             if record is None:
                 break
+            raw, last = tape.take(), start
             if not record or (len(record) == 1 < len(header) and not record[0].strip()):
                 continue  # a blank line
             location = f"{where}:row {len(rows) + 1} (line {start})"
             if len(record) != len(header):
-                raise _ragged(location, start, len(record), len(header), kind)
+                cell = _check_quotes(raw, start, where, delimiter) if len(raw) > 1 else None
+                raise _ragged(location, start, len(record), len(header), kind,
+                              cell.describe(start, len(raw)) if cell else "")
+            longest.add(len(rows) + 1, start, raw, where)
             rows.append(dict(zip(header, record)))
             locations.append(location)
+        # Only the last record can end inside quotes: any other would have gone on to the next line.
+        _check_quotes(raw, last, where, delimiter)
+        longest.check(where)
     except csv.Error as e:
         raise data_error(
             f"{where}:{reader.line_num}",
@@ -606,6 +786,150 @@ def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Rea
     if not rows:
         raise data_error(where, "has a header but no rows", fix="add the rows under the header line")
     return rows, header, locations
+
+
+class _Tape:
+    """Feeds the lines to the csv reader and keeps those of the record being read: Python's csv module (not
+    strict) reads an unclosed quote to the end of the file as one cell without a word, so the records that can
+    hide one (the last, a ragged one, one far longer than the rest) are scanned again. Only the current
+    record's lines are held."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self.lines = lines
+        self.record: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for _, text in self.lines:
+            self.record.append(text)
+            yield text
+
+    def take(self) -> list[str]:
+        """The lines read since the last call: exactly one record's, as the reader returns whole records."""
+        record, self.record = self.record, []
+        return record
+
+
+@dataclass
+class _QuotedCell:
+    """The quoted cell that makes a CSV record span lines: where it opens and closes (offsets in the record)."""
+
+    text: str  # the record's raw text
+    opened: int
+    closed: int | None  # None: never closed, the file ended inside it
+
+    def line_of(self, offset: int, start: int) -> int:
+        return start + self.text.count("\n", 0, offset)
+
+    def describe(self, start: int, span: int) -> str:
+        """Why a (closed) cell makes the record span lines, for the message about the record."""
+        closed = self.line_of(self.closed if self.closed is not None else len(self.text), start)
+        return (f"the row runs from line {start} to line {start + span - 1} because the quoted cell opened on "
+                f"line {self.line_of(self.opened, start)} (column {_column(self.text, self.opened)}) closes only "
+                f"on line {closed}")
+
+
+_FIELD_ENDS: dict[str, re.Pattern[str]] = {}
+
+
+def _quoted_cell(text: str, delimiter: str) -> _QuotedCell | None:
+    """Scan one record's raw text as the csv module does (not strict): a quote opens a quoted cell only at the
+    start of a cell, "" inside it is a quote, and after its closing quote the cell runs to the next delimiter.
+    Returns a quoted cell still open at the end, else the one spanning the most line breaks, else None."""
+    ends = _FIELD_ENDS.setdefault(delimiter, re.compile(f"[{re.escape(delimiter)}\r\n]"))
+    pos, size = 0, len(text)
+    widest: _QuotedCell | None = None
+    breaks = 0
+    while pos < size:
+        if text[pos] == '"':
+            opened, pos = pos, pos + 1
+            while True:
+                close = text.find('"', pos)
+                if close < 0:
+                    return _QuotedCell(text, opened, None)
+                if not text.startswith('"', close + 1):
+                    break
+                pos = close + 2  # "" is a quote inside the cell
+            inside = text.count("\n", opened, close)
+            if inside > breaks:
+                widest, breaks = _QuotedCell(text, opened, close), inside
+            pos = close + 1
+        end = ends.search(text, pos)
+        if end is None or end.group() != delimiter:
+            break  # the end of the record
+        pos = end.end()
+    return widest
+
+
+def _check_quotes(raw: list[str], start: int, where: str, delimiter: str) -> _QuotedCell | None:
+    """The quoted cell that makes this record span lines; a DataError when one is never closed."""
+    if len(raw) < 2 and not any('"' in line for line in raw):
+        return None
+    cell = _quoted_cell(raw[0] if len(raw) == 1 else "".join(raw), delimiter)
+    if cell is not None and cell.closed is None:
+        line, last = cell.line_of(cell.opened, start), start + len(raw) - 1
+        rest = f"lines {line}-{last}" if last > line else f"line {line}"
+        raise data_error(
+            f"{where}:{line}",
+            f"a quoted cell opens on line {line} (column {_column(cell.text, cell.opened)}) and is never closed, "
+            f"so {rest} (the rest of the file) would be read as that one cell",
+            fix='close the quote, or double a quote that is part of the text (""); a cell holding the delimiter, '
+            'quotes or line breaks must be written in "double quotes"',
+        )
+    return cell
+
+
+@dataclass
+class _Suspect:
+    row: int
+    start: int
+    span: int
+    cell: _QuotedCell
+    row_like: int  # lines inside the cell that would each be a whole row
+    checked: int  # lines inside the cell looked at
+
+
+class _LongestRecord:
+    """Tracks the record spanning the most lines: a quote opened by mistake and closed by a stray quote much
+    later makes one record of many rows, which the csv module accepts."""
+
+    def __init__(self, width: int, delimiter: str) -> None:
+        self.width, self.delimiter = width, delimiter
+        self.longest = self.second = 1  # lines of the longest record and of the longest other one
+        self.suspect: _Suspect | None = None
+
+    def add(self, row: int, start: int, raw: list[str], where: str) -> None:
+        span = len(raw)
+        if span <= self.longest:
+            self.second = max(self.second, span)
+            return
+        self.second, self.longest, self.suspect = self.longest, span, None
+        # Only a record far longer than all before it can end up far longer than all others: only it is scanned.
+        if span < _RUNAWAY_LINES or span <= _RUNAWAY_FACTOR * self.second or self.width < 2:
+            return
+        cell = _check_quotes(raw, start, where, self.delimiter)
+        if cell is not None and cell.closed is not None:
+            first = cell.text.count("\n", 0, cell.opened) + 1
+            inside = raw[first:cell.text.count("\n", 0, cell.closed)][:_ROW_LIKE_SAMPLE]
+            row_like = sum(1 for line in inside
+                           if len(next(csv.reader([line], delimiter=self.delimiter), [])) == self.width)
+            self.suspect = _Suspect(row, start, span, cell, row_like, len(inside))
+
+    def check(self, where: str) -> None:
+        s = self.suspect
+        if (s is None or s.span <= _RUNAWAY_FACTOR * self.second or not s.checked
+                or s.row_like < _ROW_LIKE_SHARE * s.checked):
+            return
+        assert s.cell.closed is not None
+        line = s.cell.line_of(s.cell.opened, s.start)
+        raise data_error(
+            f"{where}:{line}",
+            f"row {s.row} runs from line {s.start} to line {s.start + s.span - 1} ({s.span} lines; no other row has "
+            f"more than {self.second}): the quoted cell opened on line {line} (column "
+            f"{_column(s.cell.text, s.cell.opened)}) closes only on line {s.cell.line_of(s.cell.closed, s.start)}, "
+            f"and {s.row_like} of the {s.checked} lines in between look like rows of their own",
+            fix=f'a quote near line {line} is probably missing or stray: close it, or double it ("") if it is '
+            "part of the text; if that cell really holds these lines, save the data as JSONL instead",
+        )
 
 
 def _csv_header(reader: Any, where: str, kind: str) -> list[str]:
@@ -630,11 +954,11 @@ def _csv_header(reader: Any, where: str, kind: str) -> list[str]:
     return header
 
 
-def _ragged(location: str, line: int, got: int, want: int, kind: str) -> DataError:
+def _ragged(location: str, line: int, got: int, want: int, kind: str, why: str = "") -> DataError:
     more = "more" if got > want else "fewer"
     return data_error(
         location,
-        f"line {line} has {got} fields, {more} than the {want} columns of the header",
+        f"line {line} has {got} fields, {more} than the {want} columns of the header" + (f"; {why}" if why else ""),
         fix=f'quote cells that contain the delimiter or newlines ("a, b"), or fix the row; every {kind} row '
         "needs one field per column",
     )

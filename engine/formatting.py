@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ ROLE_ALIASES = {
     "human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatbot": "assistant",
 }
 MAX_ROW_PROBLEMS = 8  # report this many bad rows, then count the rest
+# Conversations with at least this many assistant turns locate their turns in one render (verified) instead of
+# rendering every prefix, which grows with the square of the turns; shorter ones render every prefix.
+LOCATE_TURNS_FROM = 8
 
 Span = tuple[int, int]
 Messages = list[dict[str, str]]
@@ -116,13 +121,20 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
         try:
             if trainer in ("dpo", "orpo", "reward"):
                 example, shape = fmt.pair(row, location)
+                for part, text in (("prompt", example.prompt), ("chosen", example.chosen),
+                                   ("rejected", example.rejected)):
+                    _valid_text(text, f"the formatted {part}")
             else:
                 example, shape = fmt.text(row, location)
+                _valid_text(example.text, "the formatted text")  # what the cells checked cannot show
         except Dropped as why:
             out.dropped[str(why)] += 1
             continue
         except RowError as e:
             problems.add(location, e.message, e.fix)
+            continue
+        except RecursionError:  # str() of a value nested thousands deep
+            problems.add(location, *_too_deep(row, needed))
             continue
         shapes[shape] += 1
         out.examples.append(example)
@@ -200,7 +212,8 @@ class Formatter:
                 messages = self.messages(prompt, cm.prompt_text_column) + [{"role": "assistant",
                                                                              "content": completion}]
                 return self._chat_text(location, messages), "prompt messages/completion"
-            return self._pair_text(location, str(prompt), completion), "prompt/completion"
+            prompt_text = _valid_text(str(prompt), f"column {cm.prompt_text_column!r}")
+            return self._pair_text(location, prompt_text, completion), "prompt/completion"
         value = _required(row, cm.text_column)
         if isinstance(value, list) or _looks_like_messages(value):
             return self._chat_text(location, self.messages(value, cm.text_column)), "messages"
@@ -213,6 +226,7 @@ class Formatter:
                            "([{\"role\": \"user\", \"content\": ...}, ...])")
         if not value.strip():
             raise Dropped("empty text")
+        _valid_text(value, f"column {cm.text_column!r}")
         text = value + self.eos if (self.trainer == "sft" or self.cfg.params.add_eos_token) else value
         return TextExample(location, text, [(0, len(text))]), "text"
 
@@ -234,13 +248,61 @@ class Formatter:
         text = self._render(messages)
         if not self.responses_only:
             return TextExample(location, text, [(0, len(text))])
-        spans = []
-        for i, message in enumerate(messages):
-            if message["role"] == "assistant":
-                spans.append(self._turn_span(messages, i, text))
-        if not spans:
+        turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+        if not turns:
             raise Dropped("no assistant turn to learn from")
+        spans = self._located_spans(messages, turns, text) if len(turns) >= LOCATE_TURNS_FROM else None
+        if spans is None:
+            spans = self._prefix_spans(messages, turns, text)
         return TextExample(location, text, spans)
+
+    def _prefix_spans(self, messages: Messages, turns: list[int], full: str) -> list[Span]:
+        """The spans by definition: each turn's prefixes rendered (two renders per turn, each as long as the
+        conversation so far)."""
+        return [self._turn_span(messages, i, full) for i in turns]
+
+    def _located_spans(self, messages: Messages, turns: list[int], full: str) -> list[Span] | None:
+        """The spans of `_prefix_spans` from the one full render, or None when that cannot be shown to be safe.
+
+        Each message's content is found in `full`, in order; the text between two messages must then be the
+        same wherever their roles are the same (a template that numbers turns, moves the system prompt or
+        rewrites earlier turns fails this or the content search). A few turns, one per kind of neighbourhood
+        plus the first, middle and last, are measured by definition (`_turn_span`, which also raises its
+        RowError for templates that render a prefix differently); every other turn with the same neighbours
+        lies at the same distance from its content."""
+        n, roles = len(messages), [m["role"] for m in messages]
+        starts, cursor = [], 0
+        for message in messages:
+            at = full.find(message["content"], cursor)
+            if at < 0:  # the template changes the content (strips it, say): measure every turn
+                return None
+            starts.append(at)
+            cursor = at + len(message["content"])
+        ends = [at + len(m["content"]) for at, m in zip(starts, messages)]
+        gaps: dict[tuple[str, str], str] = {}
+        for k in range(1, n):
+            gap = full[ends[k - 1]:starts[k]]
+            if gaps.setdefault((roles[k - 1], roles[k]), gap) != gap:
+                return None
+
+        def around(i: int) -> tuple[str | None, str | None]:
+            return (roles[i - 1] if i else None, roles[i + 1] if i + 1 < n else None)
+
+        measured = {around(i): i for i in reversed(turns)}  # the first turn of each kind
+        offsets: dict[tuple[str | None, str | None], tuple[int, int]] = {}
+        for i in sorted({*measured.values(), turns[0], turns[len(turns) // 2], turns[-1]}):
+            before, upto = self._turn_span(messages, i, full)
+            offset = (starts[i] - before, upto - ends[i])
+            if offsets.setdefault(around(i), offset) != offset:
+                return None
+        spans = []
+        for i in turns:
+            lead, trail = offsets[around(i)]
+            span = (starts[i] - lead, ends[i] + trail)
+            if span[0] < (ends[i - 1] if i else 0) or span[1] > (starts[i + 1] if i + 1 < n else len(full)):
+                return None  # it would reach into a neighbouring message: not the shape measured
+            spans.append(span)
+        return spans
 
     def _turn_span(self, messages: Messages, i: int, full: str) -> Span:
         """Where assistant turn i lies in the rendered text: what the template adds after the generation prompt."""
@@ -269,7 +331,11 @@ class Formatter:
                            "other is not", "give both as message lists or both as text")
         if lists[0]:
             return self._pair_messages(location, prompt, chosen, rejected), "preference (messages)"
-        return self._pair_strings(location, prompt, str(chosen), str(rejected)), "preference (text)"
+        if isinstance(prompt, str) and not d.prompt_template:  # a template's fields are checked as it is filled
+            _valid_text(prompt, f"column {cm.prompt_text_column!r}")
+        chosen_text = _valid_text(str(chosen), f"column {cm.text_column!r}")
+        rejected_text = _valid_text(str(rejected), f"column {cm.rejected_text_column!r}")
+        return self._pair_strings(location, prompt, chosen_text, rejected_text), "preference (text)"
 
     def _pair_messages(self, location: str, prompt: Any, chosen: Any, rejected: Any) -> PairExample:
         cm = self.cfg.data.column_mapping
@@ -353,7 +419,8 @@ class Formatter:
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             if content is None:
                 raise RowError(f"message {n} in column {column!r} has no content (null)")
-            out.append({"role": mapped, "content": str(content)})
+            out.append({"role": mapped,
+                        "content": _valid_text(str(content), f"message {n} in column {column!r}", " of its content")})
         return out
 
     def _as_messages(self, prompt: Any, column: str) -> Messages:
@@ -361,7 +428,7 @@ class Formatter:
             return self.messages(prompt, column)
         if not str(prompt).strip():
             raise Dropped("empty prompt")
-        return [{"role": "user", "content": str(prompt)}]
+        return [{"role": "user", "content": _valid_text(str(prompt), f"column {column!r}")}]
 
     def _render(self, messages: Messages, add_generation_prompt: bool = False) -> str:
         assert self.render is not None
@@ -387,7 +454,47 @@ def _text(row: dict, column: str) -> str:
     value = _required(row, column)
     if isinstance(value, (list, dict)):
         raise RowError(f"column {column!r} holds {type(value).__name__}, but text is expected here")
-    return str(value)
+    return _valid_text(str(value), f"column {column!r}")
+
+
+# A lone UTF-16 surrogate: JSON can spell one ("\ud800", half of an emoji's pair), but it is not a character
+# and no tokenizer can encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text: str, what: str, within: str = "") -> str:
+    """`text`, or a RowError saying where it holds a character that cannot be tokenized."""
+    if text.isascii():
+        return text
+    bad = _SURROGATE.search(text)
+    if bad is None:
+        return text
+    raise RowError(f"{what} holds an invalid character at position {bad.start() + 1}{within}: a lone UTF-16 "
+                   f"surrogate ({ascii(bad.group())[1:-1]}), which is not text and cannot be tokenized",
+                   "remove or replace it (it usually comes from text cut in the middle of an emoji, or from a "
+                   "broken \\u escape in JSON)")
+
+
+def _too_deep(row: dict, columns: list[str]) -> tuple[str, str]:
+    """The message and fix for a row whose used cell nests too deep to become text."""
+    depths = {c: _depth(row.get(c)) for c in columns}
+    column = max(depths, key=lambda c: depths[c]) if depths else "?"
+    message = (f"column {column!r} holds a value nested {depths.get(column, 0)} levels deep (lists or objects "
+               "inside each other), too deep to use as text")
+    return message, "flatten it: a cell holds text, or a list of messages"
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and dicts nest in `value`, without recursing (the point is that recursion fails)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 class _Blanks(dict):
@@ -395,9 +502,24 @@ class _Blanks(dict):
         return ""  # a JSONL row without the key: as empty as a null
 
 
+@functools.lru_cache(maxsize=16)
+def _template_fields(template: str) -> tuple[str, ...]:
+    """The columns a template fills, parsed once per template rather than once per row."""
+    from engine.config import template_fields
+
+    return tuple(template_fields(template))
+
+
 def _fill(template: str, row: dict) -> str:
+    for name in _template_fields(template):
+        if isinstance(row.get(name), str):
+            _valid_text(row[name], f"column {name!r}")
     values = _Blanks({k: ("" if v is None else v) for k, v in row.items()})  # a null or absent field reads as empty
-    return template.format_map(values)
+    try:
+        return template.format_map(values)
+    except (ValueError, TypeError) as e:  # a format spec the cell's type refuses: {messages:>3} on a list
+        raise RowError(f"the template {template!r} cannot format this row ({e})",
+                       "use plain {column} fields for columns that hold lists or objects") from None
 
 
 def _looks_like_messages(value: Any) -> bool:

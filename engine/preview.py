@@ -15,17 +15,21 @@ from engine.chat_templates import TemplateSetup, renderer, setup_tokenizer
 from engine.config import RunConfig, length_problems
 from engine.data import Table, load_split
 from engine.encoding import Encoded, EncodedPair, encode_split, pack_blocks
-from engine.errors import ConfigError, Problem
+from engine.errors import ConfigError, DataError, Problem
 from engine.formatting import FormattedSplit, format_split
 
 AUTO_BLOCK_CAP = 1024  # what block_size -1 picks at most, as AutoTrain does
 NO_LIMIT = 100_000_000  # tokenizers without a limit report a huge sentinel
+# A sample part carries at most this much text, its first and last halves: ten times what the dry run and the
+# wizard show (they keep the start and the end too), so a 10 MB cell does not make 10 MB of segments.
+PREVIEW_PART_CHARS = 20_000
 
 
 @dataclass
 class Segment:
     text: str
     kind: str  # "trained", "masked" or "cut" (beyond a length limit: the model never sees it)
+    omitted: int = 0  # characters of the part left out right after this text (the middle of a long part)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class SplitReport:
     total_tokens: int
     no_trained: int  # examples left with no trained token (e.g. the answer was cut off)
     notes: list[str] = field(default_factory=list)
+    skipped: int = 0  # examples the training process leaves out for it (engine.trainers.rows): SFT, DPO, ORPO
 
 
 @dataclass
@@ -204,6 +209,8 @@ def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], blo
         report.lengths[0].over = 0  # nothing is truncated: long texts continue in the next block
         report.total_tokens = report.trained_tokens = total
         report.no_trained = 0
+    # SFT leaves out examples with no trained label within block_size; the generic trainer keeps every block.
+    report.skipped = report.no_trained if cfg.trainer == "sft" else 0
     return report
 
 
@@ -222,7 +229,33 @@ def _pair_report(cfg: RunConfig, tokenizer: Any, fs: FormattedSplit, pairs: list
     if cfg.trainer == "reward":  # whole texts are scored: every token kept counts, as the samples show
         trained = total
     empty = sum(1 for x in pairs if not x.chosen_ids or not x.rejected_ids)
-    return SplitReport(fs, lengths, trained, total, empty)
+    # DPO and ORPO leave such pairs out; reward scores whole texts and keeps every pair.
+    return SplitReport(fs, lengths, trained, total, empty, skipped=0 if cfg.trainer == "reward" else empty)
+
+
+def training_problems(preview: Preview) -> list[Problem]:
+    """Why training would stop before its first step, found before it starts: the training process (engine.train)
+    refuses a train split in which every example is left out for having no trained token within the limits."""
+    train = next((r for r in preview.splits if r.formatted.split == "train"), None)
+    if train is None or not train.formatted.examples or train.skipped < len(train.formatted.examples):
+        return []
+    cfg, n = preview.cfg, len(train.formatted.examples)
+    pairs = cfg.trainer in ("dpo", "orpo")
+    why = ("an empty chosen or rejected answer once the prompt is cut to its limits" if pairs else
+           "no trained token left after truncation")
+    fix = ("raise params.block_size, or lower params.max_prompt_length" if pairs else "raise params.block_size")
+    return [cfg.problem("params.block_size", f"no training example has a trained token within block_size "
+                        f"{preview.block_size}: all {n} example(s) of the train split have {why}",
+                        f"{fix}; the dry run (--dry-run) shows where each sample is cut", cfg.params.block_size)]
+
+
+def check_trainable(preview: Preview) -> None:
+    """Raise DataError (exit 2) when training_problems finds nothing to train: the dry run, `--yes` and the
+    wizard's launch stop here rather than start a run that would fail at once."""
+    problems = training_problems(preview)
+    if problems:
+        raise DataError(problems, source=str(preview.cfg.source) if preview.cfg.source else None,
+                        title="nothing to train")
 
 
 def _stats(name: str, lengths: list[int], limit: int | None) -> LengthStats:
@@ -238,9 +271,10 @@ def _stats(name: str, lengths: list[int], limit: int | None) -> LengthStats:
 
 
 def _part(title: str, tokenizer: Any, text: str, enc: Encoded, lo: int, hi: int, keep_to: int,
-          keep_from: int = 0) -> Part:
-    """Segments of tokens lo..hi of `enc`; tokens before keep_from or from keep_to on are cut."""
-    segments: list[Segment] = []
+          keep_from: int = 0, max_chars: int | None = PREVIEW_PART_CHARS) -> Part:
+    """Segments of tokens lo..hi of `enc`; tokens before keep_from or from keep_to on are cut. The counts are
+    exact; the text is kept to max_chars (its start and end; None keeps all)."""
+    runs: list[tuple[str, list[str]]] = []  # (kind, pieces): joined once, as repeated += grows quadratically
     prev_end = enc.offsets[lo][0] if lo < hi and lo > 0 else 0
     trained = cut = 0
     for i in range(lo, hi):
@@ -255,13 +289,35 @@ def _part(title: str, tokenizer: Any, text: str, enc: Encoded, lo: int, hi: int,
             kind = "masked"
         piece = text[prev_end:e] if e > s else tokenizer.convert_ids_to_tokens(enc.ids[i])  # added BOS etc.
         prev_end = max(prev_end, e)
-        if segments and segments[-1].kind == kind:
-            segments[-1].text += piece
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(piece)
         else:
-            segments.append(Segment(piece, kind))
-    if hi == len(enc) and prev_end < len(text) and segments:
-        segments[-1].text += text[prev_end:]
-    return Part(title, segments, hi - lo, trained, cut)
+            runs.append((kind, [piece]))
+    if hi == len(enc) and prev_end < len(text) and runs:
+        runs[-1][1].append(text[prev_end:])
+    segments = [Segment("".join(pieces), kind) for kind, pieces in runs]
+    return Part(title, _keep_ends(segments, max_chars), hi - lo, trained, cut)
+
+
+def _keep_ends(segments: list[Segment], max_chars: int | None) -> list[Segment]:
+    """The first and last max_chars/2 characters of the segments; the last segment before the gap records how
+    many characters were left out, so a display can still say exactly how much it does not show."""
+    total = sum(len(seg.text) for seg in segments)
+    if max_chars is None or total <= max_chars:
+        return segments
+    head, tail_start = max_chars // 2, total - (max_chars - max_chars // 2)
+    out: list[Segment] = []
+    pos = 0
+    for seg in segments:
+        end = pos + len(seg.text)
+        if pos < head:
+            out.append(Segment(seg.text[:head - pos], seg.kind))
+            if end >= head:
+                out[-1].omitted = tail_start - head
+        if end > tail_start:
+            out.append(Segment(seg.text[max(0, tail_start - pos):], seg.kind))
+        pos = end
+    return out
 
 
 def _pair_sample(tokenizer: Any, location: str, chosen_text: str, rejected_text: str, pair: EncodedPair,

@@ -22,21 +22,13 @@ from engine.data import (
     resolve_split,
 )
 from engine.errors import DataError
+from support import write
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
 
 pytestmark = pytest.mark.usefixtures("in_tmp")  # each test in its own directory (conftest)
-
-
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -519,3 +519,11 @@ def test_snapshot_data_step(workdir: Path, snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(WizardApp(config("tiny")), terminal_size=SIZE, run_before=run_before)
+
+
+def test_cells_nested_too_deep_or_holding_a_surrogate_still_show() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert str(cell_text(deep)).startswith("[[[")
+    assert "\ud800" not in str(cell_text("bad \ud800 char"))

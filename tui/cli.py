@@ -95,10 +95,11 @@ def _dry_run(config: Path, overrides: list[str], samples: int) -> int:
 
     cfg = load_config(config, overrides, check_env=True)
     print_validated(cfg)
-    from engine.preview import build_preview
+    from engine.preview import build_preview, check_trainable
 
     preview = build_preview(cfg, n_samples=samples)
     print_preview(preview)
+    check_trainable(preview)  # after the preview, which shows where each sample is cut
     return EXIT_OK
 
 

@@ -22,7 +22,7 @@ def console() -> Console:
 
 def print_validated(cfg: RunConfig, what: str = "llmtune dry run") -> None:
     out = console()
-    out.print(f"[bold]{what}[/bold]: {cfg.source}  (config valid)")
+    out.print(Text.assemble((what, "bold"), f": {cfg.source}  (config valid)"))  # a path is not markup
     for w in cfg.warnings:
         out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
 
@@ -82,8 +82,9 @@ def print_split(out: Console, report: SplitReport) -> None:
     if fs.roles_mapped:
         mapped = ", ".join(f"{k} ({n})" for k, n in fs.roles_mapped.most_common())
         out.print(Text(f"  mapped: {mapped}"))
-    out.print(Text(f"  columns used: {', '.join(fs.columns_used) or '-'}"
-                   + (f"; dropped before training: {', '.join(fs.columns_dropped)}" if fs.columns_dropped else "")))
+    used, dropped_columns = ", ".join(map(_printable, fs.columns_used)), ", ".join(map(_printable, fs.columns_dropped))
+    out.print(Text(f"  columns used: {used or '-'}"
+                   + (f"; dropped before training: {dropped_columns}" if dropped_columns else "")))
     for s in report.lengths:
         line = (f"  tokens ({s.name}): min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
         if s.limit:
@@ -95,8 +96,15 @@ def print_split(out: Console, report: SplitReport) -> None:
         share = 100 * report.trained_tokens / report.total_tokens
         out.print(Text(f"  trained tokens: {report.trained_tokens} of {report.total_tokens} ({share:.0f}%)"))
     if report.no_trained:
-        out.print(Text(f"  {report.no_trained} sample(s) have no trained token left after truncation",
+        left_out = "; training leaves them out" if report.skipped else ""
+        out.print(Text(f"  {report.no_trained} sample(s) have no trained token left after truncation{left_out}",
                        style="bold red"))
+
+
+def _printable(name: str) -> str:
+    """A column name as it can be written: JSON keys may hold lone surrogates ("\\ud800"), which stdout refuses
+    to encode; they are shown escaped. (Cells holding them are refused by the formatter.)"""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def print_samples(out: Console, samples: list[Sample], *, plain: bool) -> None:
@@ -133,21 +141,33 @@ def render_part(segments: list[Segment], *, plain: bool) -> Text:
 def shorten(segments: list[Segment], budget: int) -> list[tuple[str, str | None]]:
     """(text, kind) pieces keeping the first and last budget/2 characters; kind None marks the gap.
 
-    The middle goes rather than the end: a chat's answer and whatever the block size cuts are at the end."""
-    total = sum(len(s.text) for s in segments)
-    if total <= budget:
+    The middle goes rather than the end: a chat's answer and whatever the block size cuts are at the end.
+    Characters the preview already left out (Segment.omitted, in the middle of very long parts) count as not
+    shown, so the gap says exactly how much is missing."""
+    total = sum(len(s.text) + s.omitted for s in segments)
+    if total <= budget and not any(s.omitted for s in segments):
         return [(s.text, s.kind) for s in segments]
-    head, tail_start = budget // 2, total - (budget - budget // 2)
+    hide_from, hide_to = (budget // 2, total - (budget - budget // 2)) if total > budget else (0, 0)
     out: list[tuple[str, str | None]] = []
-    pos = 0
+    pos = gap = 0  # pos counts the characters of the whole part; gap those not shown since the last piece
+
+    def show(piece: str, kind: str) -> None:
+        nonlocal gap
+        if gap:
+            out.append((f" … ({gap} characters not shown) … ", None))
+            gap = 0
+        out.append((piece, kind))
+
     for seg in segments:
         end = pos + len(seg.text)
-        if pos < head:
-            out.append((seg.text[: head - pos], seg.kind))
-            if end >= head:
-                out.append((f" … ({tail_start - head} characters not shown) … ", None))
-        if end > tail_start:
-            out.append((seg.text[max(0, tail_start - pos):], seg.kind))
-        pos = end
+        if pos < hide_from:
+            show(seg.text[:hide_from - pos], seg.kind)
+        gap += max(0, min(end, hide_to) - max(pos, hide_from))
+        if end > hide_to:
+            show(seg.text[max(0, hide_to - pos):], seg.kind)
+        gap += seg.omitted
+        pos = end + seg.omitted
+    if gap:
+        out.append((f" … ({gap} characters not shown) … ", None))
     return out
 

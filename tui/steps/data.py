@@ -180,7 +180,13 @@ def _count_csv(path: Path) -> int:
 
 def cell_text(value: Any, width: int = CELL_WIDTH) -> Text:
     """One line of at most `width` characters; Text, so "[INST]" is shown, not read as markup."""
-    raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):  # nested ~1000 deep: shown cut short, without recursing that far
+        from engine.errors import show_value
+
+        raw = show_value(value, width * 2)
+    raw = raw[: width * 4].encode("utf-8", "replace").decode("utf-8")  # a lone surrogate cannot be drawn
     flat = " ".join(raw.split())
     return Text(flat if len(flat) <= width else flat[: width - 1] + "…")
 
