@@ -65,7 +65,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 # Closed vocabularies: a value outside these is a writer bug.
 FIELD_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("log", "level"): ("info", "warning", "error"),
-    ("error", "kind"): ("user", "internal", "oom"),
+    ("error", "kind"): ("user", "internal", "oom", "diverged", "disk_full"),
     ("run_finished", "status"): ("completed", "stopped", "failed", "killed"),
 }
 
@@ -110,41 +110,73 @@ def _restore(value: Any) -> Any:
     return value
 
 
+_TIME_RANGE = (0.0, 1e11)  # unix seconds: 1970 to the year 5138; anything else is not a time
+
+
 def decode_event(line: bytes | str) -> dict | None:
-    """One line -> an event, or None when it is not a JSON object (a corrupt or foreign line)."""
+    """One line -> an event, or None when it is not one: not a JSON object, a `time` that is no plausible
+    unix time, or a known field of the wrong type (a corrupt or foreign line that would trip every reader)."""
     try:
         event = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+        if not isinstance(event, dict):
+            return None
+        event = {k: v if k in _TEXT_FIELDS else _restore(v) for k, v in event.items()}
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    if not isinstance(event, dict):
+    when = event.get("time")
+    if (isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when)
+            or not _TIME_RANGE[0] <= when < _TIME_RANGE[1]):
         return None
-    return {k: v if k in _TEXT_FIELDS else _restore(v) for k, v in event.items()}
+    for name, value in event.items():
+        types = FIELD_TYPES.get(name)
+        if types is not None and value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return None
+    return event
 
 
 class EventWriter:
     """Appends events to a file, one flushed line each, so a reader never waits on a buffer.
 
-    Thread-safe: the trainer's callback and a background sampler may both emit.
+    Thread-safe: the trainer's callback and a background sampler may both emit. A file deleted while the
+    run goes on is created again at the next event (readers follow the new file), and a line that a full
+    disk cut short is ended before the next one, so that line is lost and not the next.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._fd = self._open()
         self._lock = threading.Lock()
+        self._cut = False  # the last write failed part way: the file may end in a partial line
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def emit(self, type: str, **fields: Any) -> dict:
         """Write one event (adds `v` and `time`) and return it as written."""
         event = _sanitize({"v": SCHEMA_VERSION, "type": type, "time": time.time(), **fields})
         line = json.dumps(event, ensure_ascii=False, allow_nan=False) + "\n"
         with self._lock:
-            self._file.write(line)
-            self._file.flush()  # each line reaches the file now; readers hold back a partial last line
+            if os.fstat(self._fd).st_nlink == 0:  # deleted under us: writing on would reach no reader
+                os.close(self._fd)
+                self._fd, self._cut = self._open(), False
+            try:
+                encoded = line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in some text: ASCII JSON escapes carry it
+                encoded = (json.dumps(event, allow_nan=False) + "\n").encode("ascii")
+            data = (b"\n" if self._cut else b"") + encoded
+            self._cut = True
+            while data:  # one write() for a line in practice; a short write on a full disk raises next time
+                written = os.write(self._fd, data)
+                data = data[written:]
+            self._cut = False
         return event
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> EventWriter:
         return self
@@ -161,40 +193,91 @@ def _complete_lines(data: bytes) -> tuple[list[bytes], bytes]:
     return head.split(b"\n"), rest
 
 
-def _decode_lines(lines: list[bytes]) -> list[dict]:
-    events = (decode_event(line) for line in lines if line.strip())
-    return [e for e in events if e is not None]
+def _decode_lines(lines: list[bytes]) -> tuple[list[dict], int]:
+    """The events among the lines, and how many non-blank lines were not events."""
+    events, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        event = decode_event(line)
+        if event is None:
+            bad += 1
+        else:
+            events.append(event)
+    return events, bad
 
 
 def read_events(path: Path) -> list[dict]:
     """Every complete event in the file; a partial last line is left for later, corrupt lines skipped."""
+    return read_events_counted(path)[0]
+
+
+def read_events_counted(path: Path) -> tuple[list[dict], int]:
+    """read_events, and how many lines were skipped as corrupt (readers say so rather than fail)."""
     lines, _ = _complete_lines(Path(path).read_bytes())
     return _decode_lines(lines)
 
 
 class EventTail:
-    """Follows a growing events file without blocking. The file need not exist yet."""
+    """Follows a growing events file without blocking. The file need not exist yet. `skipped` counts the
+    lines that were not events; `vanished` says the file was there and is gone (deleted under the run).
+
+    The file is kept open between polls: a file deleted and written again (EventWriter does that) then gets
+    another inode than the one held, so the new file is always told apart and read from its start."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._file: Any = None
         self._offset = 0
         self._partial = b""
-        self._inode: int | None = None
+        self.skipped = 0
+        self.vanished = False
 
     def poll(self) -> list[dict]:
         """The complete events written since the last poll."""
+        data = self._read_held()
         try:
-            with open(self.path, "rb") as f:
-                stat = os.fstat(f.fileno())
-                if stat.st_ino != self._inode or stat.st_size < self._offset:  # replaced or truncated
-                    self._inode, self._offset, self._partial = stat.st_ino, 0, b""
-                f.seek(self._offset)
-                data = f.read()
+            current = os.stat(self.path)
         except FileNotFoundError:
-            return []
+            self.vanished = self._file is not None
+            return self._decode(data)
+        self.vanished = False
+        held = os.fstat(self._file.fileno()) if self._file is not None else None
+        if held is None or (held.st_ino, held.st_dev) != (current.st_ino, current.st_dev):
+            events = self._decode(data)  # the end of the old file first
+            self._open()
+            return events + self._decode(self._read_held())
+        return self._decode(data)
+
+    def _open(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        try:
+            self._file = open(self.path, "rb")
+        except FileNotFoundError:
+            self._file = None
+        self._offset, self._partial = 0, b""
+
+    def _read_held(self) -> bytes:
+        if self._file is None:
+            return b""
+        if os.fstat(self._file.fileno()).st_size < self._offset:  # truncated: read it again from the start
+            self._offset, self._partial = 0, b""
+        self._file.seek(self._offset)
+        data = self._file.read()
         self._offset += len(data)
+        return data
+
+    def _decode(self, data: bytes) -> list[dict]:
         lines, self._partial = _complete_lines(self._partial + data)
-        return _decode_lines(lines)
+        events, bad = _decode_lines(lines)
+        self.skipped += bad
+        return events
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -301,7 +384,7 @@ class RunSummary:
                 setattr(self, name, e[name])
 
     def _on_step(self, e: dict) -> None:
-        self.step = e.get("step", self.step)
+        self.step = e["step"] if isinstance(e.get("step"), int) else self.step
         self.total_steps = e.get("total_steps") or self.total_steps
         self.epoch = _number(e.get("epoch")) if e.get("epoch") is not None else self.epoch
         for name in ("loss", "lr", "tokens_per_s", "elapsed"):
@@ -325,7 +408,7 @@ class RunSummary:
     def _on_run_finished(self, e: dict) -> None:
         self.status = e.get("status") or "failed"
         self.exit_code = e.get("exit_code")
-        self.step = e.get("step", self.step)
+        self.step = e["step"] if isinstance(e.get("step"), int) else self.step
         self.metrics = dict(e.get("metrics") or {})
         self.output, self.merged = e.get("output"), e.get("merged")
         self.ended = _number(e.get("time"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.config import RunConfig
 
-LOCAL_ONLY = ["checkpoint-*", "checkpoint-*/**", "events.jsonl", "train.log", "run.pid", "control/**",
+LOCAL_ONLY = ["checkpoint-*", "checkpoint-*/**", "events.jsonl", "train.log", "run.pid", "control/**", ".llmtune*",
               "training_args.bin", "runs/**"]
 
 

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.manifest import CONTROL_DIR, REQUESTS, Manifest
+
 RUN_MODULE = "engine.run"
 PID_FILE = "run.pid"
 LOG_FILE = "train.log"
-CONTROL_DIR = "control"
-REQUESTS = ("stop", "checkpoint")
 RUN_DIR_ENV = "LLMTUNE_RUN_DIR"  # set in the child, so that a pid can be told apart from a reused one
 
 
@@ -82,6 +82,7 @@ def start(run_dir: Path, *, command: list[str] | None = None, env: dict[str, str
     absolute = str(run_dir.resolve())
     command = command or [sys.executable, "-m", RUN_MODULE, absolute, *(["--resume"] if resume else [])]
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_DIR_ENV: absolute, **(env or {})}
+    Manifest(run_dir).add(LOG_FILE, PID_FILE)  # before the child starts: it is the only writer from then on
     with open(run_dir / LOG_FILE, "ab") as log:
         # The log is appended to across resumes: mark where each start begins.
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())

@@ -17,7 +17,10 @@ def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dic
     lines = [f"# {run_dir.name}", "",
              f"Fine-tuned from `{cfg.base_model}` with llmtune: {TRAINER_NAMES[cfg.trainer]}"
              f"{' with a LoRA adapter' if cfg.params.peft else ''}.", ""]
-    if status != "completed":
+    if status == "running":  # rewritten at each checkpoint: a run killed in the middle keeps this
+        lines += ["**This run has not finished**: it was training when this was written, or it was killed. Its "
+                  "last complete `checkpoint-*` holds the state it reached (`llmtune-tui resume` continues it).", ""]
+    elif status != "completed":
         lines += [f"**This run did not complete ({status}).** The files hold the state it reached.", ""]
     lines += ["## Data", "", f"- path: `{cfg.data.path}` (train split `{cfg.data.train_split}`"
               + (f", validation split `{cfg.data.valid_split}`)" if cfg.data.valid_split else ")"),

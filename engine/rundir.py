@@ -3,27 +3,30 @@
 Before: `config.yaml`, the resolved config, loadable as is to reproduce the run (local paths made absolute,
 secrets kept as `${VAR}` or left out). After: the model or adapter with its tokenizer and chat template,
 `training_params.json` (AutoTrain's flat layout), `events.jsonl`, `train.log`, checkpoints, `README.md`.
-Light: no torch.
+What llmtune wrote is listed in `.llmtune.json` (engine.manifest): only those files are ever replaced or
+deleted; anything else in the directory makes it "not free". Light: no torch.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import shutil
+import os
+import time
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig, resolve_local, to_dict, to_yaml
+from engine import checkpoints
+from engine.config import ENV_REF, RunConfig, resolve_local, to_dict, to_yaml
 from engine.errors import ConfigError, Problem
 from engine.events import EVENTS_FILE, read_events, summarize
-from engine.launch import CONTROL_DIR, LOG_FILE, PID_FILE, attach
+from engine.launch import attach
+from engine.manifest import Manifest, token_fingerprint
 
 CONFIG_FILE = "config.yaml"
 PARAMS_FILE = "training_params.json"
 MERGED_DIR = "merged"
-# Files a run writes: a new run may replace these when the previous one never got to train.
-RUN_FILES = (CONFIG_FILE, PARAMS_FILE, EVENTS_FILE, LOG_FILE, PID_FILE, CONTROL_DIR)
+_SHOWN = 5  # foreign files named in a message before "and N more"
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
@@ -45,48 +48,75 @@ def resolved(cfg: RunConfig) -> RunConfig:
 
 
 def check_free(cfg: RunConfig) -> list[Problem]:
-    """A run directory that holds a trained model or checkpoints is never overwritten."""
+    """A run directory that holds a trained model, checkpoints, a live run, the config file being run, or
+    anything llmtune did not write is never written into."""
     run_dir = run_dir_of(cfg)
     if not run_dir.exists():
         return []
     if not run_dir.is_dir():
         return [cfg.problem("project_name", f"{run_dir} exists and is not a directory",
                             "choose another project_name", cfg.project_name)]
+    manifest = Manifest(run_dir)
     events = run_dir / EVENTS_FILE
-    summary = summarize(read_events(events)) if events.exists() else None
+    summary = summarize(read_events(events)) if events.is_file() else None
     trained = any(run_dir.glob("checkpoint-*")) or any((run_dir / n).exists() for n in
                                                          ("adapter_config.json", "model.safetensors", MERGED_DIR))
+    fix = f"choose another project_name (e.g. --set project_name={cfg.project_name}-2)"
     if summary is not None and summary.status is None and attach(run_dir) is not None:
         why = f"a run is still going on in it (its progress: {run_dir / EVENTS_FILE})"
     elif trained or (summary is not None and summary.status == "completed"):
         why = "it already holds a trained model or checkpoints from an earlier run"
-    elif any(p.name not in RUN_FILES for p in run_dir.iterdir()):
-        why = "it holds files that are not from an llmtune run"
+        fix += ", or delete the directory"
+    elif _is_config_of(cfg, run_dir / CONFIG_FILE):
+        why = (f"the config file you are running, {cfg.source}, is its {CONFIG_FILE}, which a run replaces with "
+               "its resolved config")
+        fix += f"; or copy {cfg.source} elsewhere and run the copy"
+    elif not manifest.readable:
+        why = f"its {manifest.path.name} cannot be read, so llmtune cannot tell which files it wrote there"
+        fix += ", or delete the directory"
+    elif foreign := manifest.foreign():
+        shown = ", ".join(foreign[:_SHOWN]) + (f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else "")
+        why = f"it holds files llmtune did not write, which it would not touch: {shown}"
+        fix += ", or move those files out of it"
     else:
         return []
-    fix = f"choose another project_name (e.g. --set project_name={cfg.project_name}-2), or delete the directory"
     if not check_resumable(run_dir):
         fix = f"continue that run with: llmtune-tui resume {run_dir}; or {fix}"
     return [cfg.problem("project_name", f"the run directory {run_dir} is not free: {why}", fix, cfg.project_name)]
 
 
+def _is_config_of(cfg: RunConfig, path: Path) -> bool:
+    try:
+        return cfg.source is not None and path.exists() and os.path.samefile(cfg.source, path)
+    except OSError:
+        return False
+
+
 def prepare(cfg: RunConfig) -> Path:
-    """Create the run directory with the resolved config; refuse one holding an earlier run's results."""
+    """Create the run directory with the resolved config; refuse one holding an earlier run's results or
+    files llmtune did not write. What an earlier run that never trained left there is replaced."""
     problems = check_free(cfg)
     if problems:
         raise ConfigError(problems, source=str(cfg.source) if cfg.source else None)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:  # leftovers of a run that failed before training
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    manifest = Manifest(run_dir)
+    manifest.remove_owned()  # leftovers of a run that failed before training: all ours (check_free said so)
+    manifest.hub_token = _token_record(cfg)
+    manifest.add(CONFIG_FILE)  # listed before it is written: a half-written one is ours too
     (run_dir / CONFIG_FILE).write_text(
         "# The resolved config of this run: llmtune-tui --config THIS_FILE --yes reproduces it\n"
         "# (set another project_name to keep this run's results).\n" + to_yaml(resolved(cfg)), encoding="utf-8")
     return run_dir
+
+
+def _token_record(cfg: RunConfig) -> dict[str, str] | None:
+    """Where the hub token came from, and its fingerprint: `resume` checks it pushes with the same one."""
+    if not cfg.hub.push_to_hub or not cfg.hub.token:
+        return None
+    ref = cfg.env_refs.get("hub.token")
+    where = f"env {ref}" if ref else f"file {Path(cfg.source).absolute()}" if cfg.source else "config"
+    return {"from": where, "fingerprint": token_fingerprint(cfg.hub.token)}
 
 
 def child_env(cfg: RunConfig) -> dict[str, str]:
@@ -96,22 +126,78 @@ def child_env(cfg: RunConfig) -> dict[str, str]:
     return {}
 
 
-def check_resumable(run_dir: Path) -> list[Problem]:
-    """A run can be resumed when it has a checkpoint, is not running and did not complete."""
+def check_resumable(run_dir: Path, *, wait: float = 0.0) -> list[Problem]:
+    """A run can be resumed when it has a complete checkpoint, is not running and did not complete. A run
+    that has written its final event may still be ending (saving, freeing memory): wait up to `wait` s."""
     def problem(message: str, fix: str) -> list[Problem]:
         return [Problem("RUN_DIR", message, fix, str(run_dir))]
 
     if not (run_dir / CONFIG_FILE).exists():
         return problem("is not an llmtune run directory (no config.yaml)", "give the project_name of a run")
-    if not any(run_dir.glob("checkpoint-*")):
-        return problem("holds no checkpoint to resume from", "start it anew: llmtune-tui --config "
+    if checkpoints.last_complete(run_dir) is None:
+        partial = checkpoints.incomplete_checkpoints(run_dir)
+        why = (f" ({', '.join(p.name for p in partial)} was not saved completely)" if partial else "")
+        return problem(f"holds no complete checkpoint to resume from{why}", "start it anew: llmtune-tui --config "
                        f"{run_dir / CONFIG_FILE} --yes --set project_name=NEW")
-    if attach(run_dir) is not None:
-        return problem("is still running", f"its progress is in {run_dir / EVENTS_FILE}")
     events = run_dir / EVENTS_FILE
-    if events.exists() and summarize(read_events(events)).status == "completed":
+    summary = summarize(read_events(events)) if events.is_file() else None
+    deadline = time.monotonic() + (wait if summary is not None and summary.finished else 0.0)
+    while attach(run_dir) is not None:
+        if time.monotonic() >= deadline:
+            return problem("is still running", f"its progress is in {run_dir / EVENTS_FILE}; stop it first "
+                           f"(touch {run_dir / 'control' / 'stop'}) or watch it: llmtune-tui attach {run_dir}")
+        time.sleep(0.1)
+    if summary is not None and summary.status == "completed":
         return problem("completed already", "to train further, start a new run from its config with more epochs")
     return []
+
+
+def resume_token(run_dir: Path, environ: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """Before a resume that pushes to the hub: the token it would push with must be the one the run started
+    with. Returns what to add to the environment (the token of the config file the run was started from, when
+    it was written there literally) and a sentence saying which token is used; raises ConfigError otherwise."""
+    record = Manifest(run_dir).hub_token
+    if record is None:
+        return {}, None
+    origin = record.get("from", "")
+    ref = ENV_REF.search(origin) if origin.startswith("env ") else None
+    var = ref.group(1) if ref else "HF_TOKEN"  # resolved() writes a literal token as ${HF_TOKEN}
+    token, add, where = environ.get(var) or None, {}, f"the token in ${var}"
+    if token is None and origin.startswith("file "):
+        token, where = _token_in(Path(origin[5:])), f"the token written in {origin[5:]}"
+        add = {var: token} if token else {}
+    started = _origin_text(origin)
+    if token is None:
+        problem = Problem("hub.token", f"this run pushes to the hub and started with {started}; no token is "
+                          "available now", f"export {var}=... (the token the run started with) and resume again")
+    elif token_fingerprint(token) != record.get("fingerprint"):
+        fix = f"export the token the run started with as {var}"
+        if origin.startswith("file "):
+            fix += f", or unset {var} to use the one in {origin[5:]}"
+        problem = Problem("hub.token", f"{where} is not the token this run started with ({started}): the result "
+                          "would be pushed with another token", fix)
+    else:
+        return add, f"hub token: {where}, the one the run started with"
+    raise ConfigError([problem], title="cannot resume")
+
+
+def _origin_text(origin: str) -> str:
+    if origin.startswith("file "):
+        return f"the token written in {origin[5:]}"
+    if origin.startswith("env "):
+        return f"the token in {origin[4:]}"
+    return "a token"
+
+
+def _token_in(config_file: Path) -> str | None:
+    """The literal hub.token of a config file, read leniently (other problems in it do not matter here)."""
+    from engine.config import load_config_lenient
+
+    try:
+        cfg, _ = load_config_lenient(config_file)
+    except (ConfigError, OSError):
+        return None
+    return cfg.hub.token or None
 
 
 def write_training_params(cfg: RunConfig, run_dir: Path) -> None:

@@ -3,25 +3,36 @@ every stage reported to events.jsonl. `engine.run` calls `train(run_dir)` and ex
 
 Exit codes (also in the final event): 0 completed, 2 a problem with the config or the data, 1 failed,
 130 stopped on request (a checkpoint was saved).
+
+A full disk must not silence the run: a reserve file is kept in the run directory and given up when the disk
+fills, so the failure can still be written to events.jsonl and train.log, saying what was being saved and
+how much room it needs. A run whose numbers turn non-finite fails (engine.trainers.nonfinite) and never
+saves NaN weights as its result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import math
 import os
 import platform
+import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from engine import launch
+from engine import checkpoints, launch
+from engine.checkpoints import mb
 from engine.config import RunConfig, load_config
 from engine.errors import DataError, UserError
 from engine.events import EVENTS_FILE, EventWriter
 from engine.launch import LOG_FILE
+from engine.manifest import Manifest
 from engine.rundir import CONFIG_FILE, MERGED_DIR, write_training_params
+from engine.trainers.nonfinite import TrainingDiverged
 
 log = logging.getLogger("llmtune")
 EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
@@ -32,30 +43,81 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+RESERVE_FILE = ".llmtune-reserve"
+RESERVE_BYTES = 8 * 2**20  # room to write the failure (events, log, model card) once the disk is full
+
+
+class DiskReserve:
+    """A file of RESERVE_BYTES in the run directory, deleted when the disk is full (and at the end)."""
+
+    def __init__(self, run_dir: Path, manifest: Manifest) -> None:
+        self.path = run_dir / RESERVE_FILE
+        try:
+            manifest.add(RESERVE_FILE)
+            with open(self.path, "wb") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+                except (AttributeError, OSError):  # no fallocate here (macOS, some filesystems): write it
+                    f.write(bytes(RESERVE_BYTES))
+        except OSError:  # no room even for this: the run will say so when it cannot write
+            self.release()
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def train(run_dir: Path, *, resume: bool = False) -> int:
     """Train the config in RUN_DIR/config.yaml; with `resume`, continue from the last checkpoint."""
+    manifest = Manifest(run_dir) if rank() == 0 else None
+    reserve = DiskReserve(run_dir, manifest) if manifest is not None else None
+    if manifest is not None:
+        with contextlib.suppress(OSError):  # a full disk: said below, once the reserve is given up
+            manifest.add(EVENTS_FILE)
     writer = EventWriter(run_dir / EVENTS_FILE) if rank() == 0 else None
-    run = Run(run_dir, writer, resume)
+    run = Run(run_dir, writer, resume, manifest)
     try:
         return run.execute()
     except UserError as e:
         return run.finish_failed("user", e.render(), EXIT_USER)
+    except TrainingDiverged as e:
+        return run.finish_failed("diverged", str(e), EXIT_FAILED)
     except Exception as e:  # noqa: BLE001 - every failure must end the event stream with a reason
-        traceback.print_exc()  # stderr is train.log
-        kind, message = _describe(e)
+        free = checkpoints.free_bytes(run_dir)
+        full = checkpoints.is_disk_full(e, free)
+        if reserve is not None and full:
+            reserve.release()  # now the reason can be written
+        _print_traceback()  # stderr is train.log
+        kind, message = ("disk_full", run.disk_full_message(free)) if full else _describe(e)
         return run.finish_failed(kind, message, EXIT_FAILED)
     finally:
+        if reserve is not None:
+            reserve.release()
         if writer:
             writer.close()
 
 
+def _print_traceback() -> None:
+    try:
+        traceback.print_exc()
+        sys.stderr.flush()
+    except OSError:  # the log's disk is full too
+        pass
+
+
 class Run:
-    def __init__(self, run_dir: Path, writer: EventWriter | None, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, writer: EventWriter | None, resume: bool = False,
+                 manifest: Manifest | None = None) -> None:
         self.run_dir = run_dir
         self.writer = writer
         self.resume = resume
+        self.manifest = manifest  # None on ranks other than 0
         self.trainer: Any = None  # while training: failures report the step it reached
         self.final_step = 0
+        self.progress: Any = None
+        self.saving: str | None = None  # what the run is writing besides checkpoints ("the adapter", ...)
+        self.checkpoint_bytes: int | None = None  # about how much one checkpoint takes on disk
+        self.result_bytes: int | None = None
+        self.card: Any = None  # writes the model card, once the model is loaded
 
     @property
     def step(self) -> int:
@@ -66,6 +128,10 @@ class Run:
             self.writer.emit(type, **fields)
         if type in ("status", "log"):
             log.info(fields.get("message", ""))
+
+    def recording(self) -> Any:
+        """Books what a stage writes into the run directory as llmtune's (rank 0 keeps the books)."""
+        return self.manifest.recording() if self.manifest is not None else contextlib.nullcontext()
 
     def execute(self) -> int:
         from engine.preview import checked_block_size, load_and_format, prepare_tokenizer
@@ -83,23 +149,31 @@ class Run:
         if not train_rows.rows:
             raise DataError([cfg.problem("params.block_size", "no training example has a trained token within "
                                          f"block_size {block_size}", "raise block_size, or check the data with "
-                                         "--dry-run")])
+                                         "--dry-run", cfg.params.block_size)])
         write_training_params(cfg, self.run_dir)
         return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows)
 
     def _train(self, cfg: RunConfig, tokenizer: Any, setup: Any, block_size: int, note: str, train_rows: Any,
                valid_rows: Any) -> int:
+        from engine.model_card import write_model_card
         from engine.trainers import builder
         from engine.trainers.common import Job, total_steps
+        from engine.trainers.nonfinite import NonFiniteGuard, nonfinite_parameters
         from engine.trainers.progress import ProgressCallback, TokenCounter
 
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
                   world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        checkpoint = self._checkpoint_to_resume(cfg)
+        resumed = checkpoints.read_marker(checkpoint) if checkpoint else None
+        counter = TokenCounter(*(_count(resumed, k) for k in ("tokens", "trained_tokens")))
+        guard = NonFiniteGuard()
+        progress = ProgressCallback(self.writer, self.run_dir, counter, guard, self.manifest)
         self.emit("status", phase="loading model", message=f"loading {cfg.base_model}")
-        counter = TokenCounter()
-        progress = ProgressCallback(self.writer, self.run_dir, counter)
-        trainer, loaded = builder(cfg.trainer)(job, [progress])
+        with self.recording():  # TensorBoard's runs/ appears here
+            trainer, loaded = builder(cfg.trainer)(job, [progress])
         counter.attach(trainer)
+        guard.attach(trainer)
+        trainer.create_model_card = lambda *args, **kwargs: None  # TRL's card ("a fine-tuned version of [None]"); ours below
         for n in loaded.notes + setup.notes:
             self.emit("log", level="info", message=n)
         for w in loaded.warnings:
@@ -107,39 +181,61 @@ class Run:
         data = {"train": train_rows.stats.as_dict()}
         if valid_rows is not None:
             data["valid"] = valid_rows.stats.as_dict()
+        resized = loaded.resized_to
+
+        def card(status: str, metrics: dict[str, Any] | None = None, merged: Path | None = None) -> None:
+            if self.manifest is not None:  # rank 0 only
+                with self.recording():
+                    write_model_card(cfg, self.run_dir, status=status, metrics=metrics or {}, data=data,
+                                     resized_to=resized, merged=merged)
+
+        self.card = card
+        progress.on_saved = lambda: card("running")  # after TRL's own card, which each checkpoint rewrites
         self.emit("run_started", run_dir=str(self.run_dir), pid=os.getpid(), trainer=cfg.trainer, task=cfg.task,
                   base_model=cfg.base_model, config=_config_dict(cfg), versions=versions(), device=device_info(),
                   data=data, total_steps=total_steps(job), epochs=float(cfg.params.epochs),
                   batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                   output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
                   trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))
+        card("running")
+        self._check_room(cfg, trainer.model, total_steps(job), checkpoint)
         if "stop" in launch.pending(self.run_dir):  # asked to stop while the data and model were loading
             launch.clear(self.run_dir, "stop")
             self.emit("run_finished", status="stopped", exit_code=EXIT_STOPPED, step=0, metrics={}, output=None,
                       merged=None)
             return EXIT_STOPPED
-        checkpoint = self._checkpoint_to_resume(cfg)
-        self.trainer = trainer
-        trainer.train(resume_from_checkpoint=checkpoint)
+        self.trainer, self.progress = trainer, progress
+        with self.recording():  # checkpoints
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if guard.tripped is not None:
+            d = guard.tripped
+            raise TrainingDiverged(f"the {d.what} at step {d.first_step}, and the numbers stayed non-finite for "
+                                   f"{guard.limit} steps: training stopped at step {d.step}. "
+                                   + self._not_saved_advice(cfg))
         if (valid_rows is not None and valid_rows.rows and cfg.params.eval_strategy != "no"
                 and progress.last_eval_step != self.step):
             trainer.evaluate()  # the run ended between evaluations (max_steps, a stop request)
+        broken = nonfinite_parameters(trainer.model)
+        if broken:
+            raise TrainingDiverged(f"after {self.step} steps the weights hold NaN or infinite values "
+                                   f"({', '.join(broken)}). " + self._not_saved_advice(cfg))
         metrics = _final_metrics(trainer, progress.final_metrics)
         stopped = progress.stop_requested
         status = "stopped" if stopped else "completed"
-        self.emit("status", phase="saving", message=f"saving the {'adapter' if cfg.params.peft else 'model'} "
-                  f"to {self.run_dir}")
-        trainer.save_model(str(self.run_dir))
-        tokenizer.save_pretrained(str(self.run_dir))
-        resized = loaded.resized_to
+        self.saving = "the adapter" if cfg.params.peft else "the model"
+        self.emit("status", phase="saving", message=f"saving {self.saving} to {self.run_dir}")
+        with self.recording():
+            trainer.save_model(str(self.run_dir))
+            tokenizer.save_pretrained(str(self.run_dir))
+        self.saving = None
         self.final_step, self.trainer = trainer.state.global_step, None
         del trainer, loaded  # free the training model before the merge loads the base again
         gc.collect()
-        merged = self._merge(cfg, tokenizer) if cfg.params.peft and cfg.params.merge_adapter and not stopped else None
-        from engine.model_card import write_model_card
-
-        write_model_card(cfg, self.run_dir, status=status, metrics=metrics, data=data, resized_to=resized,
-                         merged=merged)
+        merged = None
+        if cfg.params.peft and cfg.params.merge_adapter and not stopped:
+            with self.recording():
+                merged = self._merge(cfg, tokenizer)
+        card(status, metrics, merged)
         if cfg.hub.push_to_hub and not stopped:
             self._push(cfg)
         if stopped:
@@ -149,15 +245,65 @@ class Run:
                   output=str(self.run_dir), merged=str(merged) if merged else None)
         return code
 
-    def _checkpoint_to_resume(self, cfg: RunConfig) -> str | None:
+    def _not_saved_advice(self, cfg: RunConfig) -> str:
+        last = checkpoints.last_complete(self.run_dir)
+        kept = (f"The last good checkpoint is {last}" if last is not None else "No checkpoint was saved before it")
+        return (f"Nothing was saved as the result. {kept}. Start a new run with a lower params.lr (it is "
+                f"{cfg.params.lr:g}){', or bf16 instead of fp16' if cfg.params.mixed_precision == 'fp16' else ''}; "
+                "resuming would continue with the same settings")
+
+    def _check_room(self, cfg: RunConfig, model: Any, steps: int, resumed: Path | None) -> None:
+        """Estimate what a checkpoint and the result take (for the disk-full message), and warn before training
+        when the disk cannot hold them."""
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        weights = sum(p.numel() * p.element_size() for p in model.parameters()
+                      if p.requires_grad or not cfg.params.peft)
+        existing = checkpoints.last_complete(self.run_dir)
+        estimate = weights + 8 * trainable + 2**20  # weights, Adam's two moments in fp32, the rest
+        self.checkpoint_bytes = checkpoints.size_on_disk(existing) if existing else estimate
+        self.result_bytes = weights
+        p = cfg.params
+        saves = math.ceil(steps / p.save_steps) if p.save_steps else p.epochs
+        kept = 1 if resumed else min(p.save_total_limit + 1, max(saves, 1))  # one more while the next is saved
+        need = kept * self.checkpoint_bytes + self.result_bytes
+        free = checkpoints.free_bytes(self.run_dir)
+        if free is not None and free < need:
+            self.emit("log", level="warning", message=f"the disk holding {self.run_dir} has {mb(free)} free; this run "
+                      f"needs about {mb(need)} ({kept} checkpoint(s) of about {mb(self.checkpoint_bytes)} and the "
+                      f"result of about {mb(self.result_bytes)}): it may fail when saving. Free some space, lower "
+                      "params.save_total_limit, or choose a project_name on a larger disk")
+
+    def disk_full_message(self, free: int | None) -> str:
+        what = (self.progress.saving if self.progress is not None else None) or self.saving
+        text = f"disk full while {'saving ' + what if what else 'writing'} under {self.run_dir}: {mb(free)} free"
+        partial = self.run_dir / what if what and what.startswith("checkpoint-") else None
+        need = self.checkpoint_bytes if partial else self.result_bytes if what else None
+        if need:
+            text += f", {'the checkpoint' if partial else 'it'} needs about {mb(need)}"
+        if partial is not None and partial.exists() and not checkpoints.is_complete(partial):
+            text += (f". The incomplete {what} ({mb(checkpoints.size_on_disk(partial))}) is never resumed from; "
+                     "resume deletes it")
+        last = checkpoints.last_complete(self.run_dir)
+        if last is not None:
+            return text + f". Free some space, then continue from {last.name}: llmtune-tui resume {self.run_dir}"
+        return text + ". Free some space (or choose a project_name on a larger disk) and start the run again"
+
+    def _checkpoint_to_resume(self, cfg: RunConfig) -> Path | None:
         if not self.resume:
             return None
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(str(self.run_dir))
+        checkpoint = checkpoints.last_complete(self.run_dir)
         if checkpoint is None:
-            raise DataError([cfg.problem("project_name", f"{self.run_dir} holds no checkpoint-* folder to resume from",
-                                         "start the run anew with --yes (and a free project_name)")])
+            raise DataError([cfg.problem("project_name", f"{self.run_dir} holds no complete checkpoint-* folder to "
+                                         "resume from", "start the run anew with --yes (and a free project_name)")])
+        for partial in checkpoints.incomplete_checkpoints(self.run_dir):
+            if (checkpoints.step_of(partial) or 0) < (checkpoints.step_of(checkpoint) or 0):
+                continue
+            owned = self.manifest is not None and self.manifest.owns(partial.name)
+            if owned:
+                self.manifest.remove_owned(under=partial.name)
+            self.emit("log", level="warning", message=f"{partial.name} was not saved completely (a full disk, or "
+                      "the run was killed while saving): " + ("deleted it" if owned else "left it alone, it is not "
+                      "llmtune's") + f"; resuming from {checkpoint.name}")
         self.emit("status", phase="resuming", message=f"resuming from {checkpoint}")
         return checkpoint
 
@@ -189,10 +335,23 @@ class Run:
 
     def finish_failed(self, kind: str, message: str, code: int) -> int:
         log.error(message)
-        self.emit("error", kind=kind, message=message, log=str(self.run_dir / LOG_FILE))
-        self.emit("run_finished", status="failed", exit_code=code, step=self.step, metrics={}, output=None,
-                  merged=None)
+        try:
+            if self.card is not None:
+                self.card("failed")  # our card, marked as not completed, instead of TRL's
+        except Exception:  # noqa: BLE001 - the failure itself must still be reported
+            _print_traceback()
+        try:
+            self.emit("error", kind=kind, message=message, log=str(self.run_dir / LOG_FILE))
+            self.emit("run_finished", status="failed", exit_code=code, step=self.step, metrics={}, output=None,
+                      merged=None)
+        except OSError:  # nowhere to write it: the exit code still says it
+            _print_traceback()
         return code
+
+
+def _count(marker: dict[str, Any] | None, key: str) -> int:
+    value = (marker or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _final_metrics(trainer: Any, summary: dict[str, float]) -> dict[str, float]:

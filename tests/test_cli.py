@@ -111,6 +111,20 @@ def test_internal_errors_exit_1_and_point_to_a_log(tmp_path: Path, monkeypatch: 
     assert len(logs) == 1 and "Traceback" in logs[0].read_text()
 
 
+def test_an_internal_error_with_no_writable_log_still_shows_no_traceback(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    from tui.cli import _run
+
+    blocked = tmp_path / "home"
+    blocked.write_text("a file where the log directory would go")
+    monkeypatch.setenv("LLMTUNE_HOME", str(blocked))
+    assert _run(lambda: 1 / 0) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError" in err and "could not be written" in err
+    assert "Traceback" not in err and "test_cli.py:" in err  # where it failed, in one line
+
+
 def test_terminal_output_uses_colour_not_markers(tmp_path: Path) -> None:
     from rich.console import Console
 
@@ -125,3 +139,13 @@ def test_terminal_output_uses_colour_not_markers(tmp_path: Path) -> None:
     console = Console(force_terminal=True, color_system="standard", width=80, record=True)
     console.print(coloured)
     assert "\x1b[" in console.export_text(styles=True)
+
+
+def test_a_config_path_that_looks_like_markup_is_printed_as_is(tmp_path: Path, tiny_model: Path) -> None:
+    odd = tmp_path / "a[" / "x]"  # "a[/x]/run.yaml": a closing tag to Rich's markup
+    odd.mkdir(parents=True)
+    (odd / "train.jsonl").write_text('{"text": "Hello there."}\n')
+    config = write_config(odd, tiny_model, "task: llm-generic\ndata:\n  path: .\n")
+    out = run_cli("--config", str(config), "--dry-run", cwd=odd)
+    assert out.returncode == 0, out.stderr
+    assert f"{config}  (config valid)" in out.stdout

@@ -19,7 +19,7 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 
-from engine import launch
+from engine import checkpoints, launch
 from engine.events import EVENTS_FILE, EventWriter, read_events
 from fixtures.events.long_run import long_run_events, write_long_run
 from support import until as until_all
@@ -213,12 +213,28 @@ async def test_a_run_whose_process_vanished_says_so(in_tmp: Path) -> None:
     run_dir.mkdir(parents=True)
     lines = (FIXTURES / "normal.jsonl").read_text().splitlines(keepends=True)
     (run_dir / EVENTS_FILE).write_text("".join(lines[: len(lines) // 2]))  # no run_finished
+    (run_dir / "checkpoint-40").mkdir()
+    checkpoints.write_marker(run_dir / "checkpoint-40", tokens=1, trained_tokens=1)
+    (run_dir / "checkpoint-80").mkdir()  # cut short by the kill: not resumable
     app = WizardApp(attach=(run_dir, None))
     async with app.run_test(size=SIZE) as pilot:
         screen = await caught_up(pilot)
         assert screen.live.ended_without_event
         outcome = shown(screen.query_one("#run-outcome"))
         assert "ended without a final event" in outcome and "llmtune-tui resume runs/gone" in outcome
+
+
+async def test_a_vanished_run_without_a_complete_checkpoint_offers_no_resume(in_tmp: Path) -> None:
+    run_dir = in_tmp / "runs" / "gone"
+    run_dir.mkdir(parents=True)
+    lines = (FIXTURES / "normal.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / EVENTS_FILE).write_text("".join(lines[: len(lines) // 2]))
+    (run_dir / "checkpoint-80").mkdir()  # half-written
+    app = WizardApp(attach=(run_dir, None))
+    async with app.run_test(size=SIZE) as pilot:
+        await caught_up(pilot)
+        outcome = shown(pilot.app.screen.query_one("#run-outcome"))
+        assert "no complete checkpoint" in outcome and "llmtune-tui resume" not in outcome
 
 
 async def test_a_long_run_is_downsampled_and_redrawn_quickly(in_tmp: Path) -> None:

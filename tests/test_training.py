@@ -18,49 +18,11 @@ import torch
 
 from engine.config import RunConfig, load_config
 from engine.errors import ConfigError
-from engine.events import read_events, validate_event
+from engine.events import validate_event
 from engine.rundir import CONFIG_FILE, MERGED_DIR, PARAMS_FILE, prepare
-from engine.train import train
-from support import tiny_config
+from support import CHATS, PAIRS, SETUPS, make_config, run
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
-
-CHATS = [{"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
-                       {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
-         for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4)]]
-TEXTS = "text\n" + "".join(f"\"The fox number {i} jumps over the lazy dog and runs into the forest.\"\n"
-                           for i in range(12))
-PAIRS = [{"prompt": f"What is {a} plus {b}?", "chosen": f"It is {a + b}.", "rejected": f"It is {a + b + 1}."}
-         for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4)]]
-PAIR_COLUMNS = {"prompt_text_column": "prompt", "text_column": "chosen", "rejected_text_column": "rejected"}
-
-# trainer -> (task, data files, data section)
-SETUPS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "default": ("llm-generic", {"train.csv": TEXTS}, {"column_mapping": {"text_column": "text"}}),
-    "sft": ("llm-sft", {"train.jsonl": CHATS}, {"chat_template": "chatml",
-                                                "column_mapping": {"text_column": "messages"}}),
-    "reward": ("llm-reward", {"train.jsonl": PAIRS}, {"chat_template": "tokenizer", "column_mapping": PAIR_COLUMNS}),
-    "dpo": ("llm-dpo", {"train.jsonl": PAIRS}, {"chat_template": "zephyr", "column_mapping": PAIR_COLUMNS}),
-    "orpo": ("llm-orpo", {"train.jsonl": PAIRS}, {"chat_template": "tokenizer", "column_mapping": PAIR_COLUMNS}),
-}
-QUICK = {"max_steps": 2, "batch_size": 2, "gradient_accumulation": 1, "block_size": 64, "max_prompt_length": 32, "lr": 1e-3,
-         "logging_steps": 1, "disable_gradient_checkpointing": True}
-
-
-def make_config(directory: Path, tiny_model: Path, trainer: str, *, params: dict[str, Any] | None = None,
-                files: dict[str, Any] | None = None, **data: Any) -> RunConfig:
-    task, default_files, default_data = SETUPS[trainer]
-    cfg = tiny_config(directory, tiny_model, files or default_files, task=task,
-                      params={**QUICK, **(params or {})}, **{**default_data, **data})
-    cfg.project_name = str(directory / "run")
-    return cfg
-
-
-def run(cfg: RunConfig) -> tuple[int, Path, list[dict]]:
-    run_dir = prepare(cfg)
-    code = train(run_dir)
-    return code, run_dir, read_events(run_dir / "events.jsonl")
-
 
 def check_events(events: list[dict]) -> dict:
     for e in events:

@@ -41,9 +41,10 @@ def report_internal_error(error: BaseException) -> int:
     path = write_error_log(error)
     if path is not None:
         where = f"the traceback is in {path}"
-    else:
-        where = "the traceback could not be written to a log file:\n" + "".join(
-            traceback.format_exception(type(error), error, error.__traceback__))
+    else:  # still no traceback on the terminal: where it failed is enough to report it
+        frame = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+        at = f" (at {Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
+        where = f"the traceback could not be written to {log_dir()}{at}"
     print(f"internal error: {type(error).__name__}: {error}\n{where}\n"
           "This is a bug in llmtune; please report it with that log.", file=sys.stderr)
     return EXIT_INTERNAL

@@ -321,9 +321,12 @@ def follow(handle: launch.RunHandle, *, console: Console | None = None, poll_int
             killed = _follow_events(handle, tail, summary, display, interrupts, poll_interval)
         finally:
             display.close()
-    for text, style in summary_lines(summary, handle, killed=killed):
+    for text, style in summary_lines(summary, handle, killed=killed, events_lost=tail.vanished):
         console.print(Text(text, style=style), soft_wrap=True)
-    return exit_code(summary, killed=killed)
+    if tail.skipped:
+        console.print(Text(f"{tail.skipped} line(s) of {tail.path} were not readable events and were skipped",
+                           style=STYLES["warning"]), soft_wrap=True)
+    return exit_code(summary, killed=killed, process_code=handle.returncode() if tail.vanished else None)
 
 
 def _follow_events(handle: launch.RunHandle, tail: EventTail, summary: RunSummary, display: Display,
@@ -357,9 +360,13 @@ def _read(tail: EventTail, summary: RunSummary, display: Display) -> None:
         display.show(event)
 
 
-def exit_code(summary: RunSummary, *, killed: bool = False) -> int:
+def exit_code(summary: RunSummary, *, killed: bool = False, process_code: int | None = None) -> int:
+    """The run's own exit code from its final event; `process_code` is the process's exit status, used when
+    that event was lost (events.jsonl deleted under the run): the training process exits with the same code."""
     if summary.finished and isinstance(summary.exit_code, int) and not isinstance(summary.exit_code, bool):
         return summary.exit_code
+    if not summary.finished and process_code in (EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED):
+        return process_code
     if killed or summary.status in ("stopped", "killed"):
         return EXIT_INTERRUPTED
     if summary.status == "completed":
@@ -367,8 +374,9 @@ def exit_code(summary: RunSummary, *, killed: bool = False) -> int:
     return EXIT_USER_ERROR if summary.error_kind == "user" else EXIT_FAILED
 
 
-def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool = False) -> list[tuple[str, str]]:
-    """The closing summary as (text, style) pairs."""
+def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool = False,
+                  events_lost: bool = False) -> list[tuple[str, str]]:
+    """The closing summary as (text, style) pairs. `events_lost`: events.jsonl was deleted while followed."""
     status = summary.status or ("killed" if killed else None)
     steps = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
     facts = [f"{steps} steps"]
@@ -384,8 +392,28 @@ def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool
               if path]
     if status in (None, "failed"):
         lines.append((f"log: {summary.log or handle.run_dir / launch.LOG_FILE}", ""))
-    if status is None:
+    if status is None and events_lost:
+        lines += _events_lost_lines(handle)
+    elif status is None:
         lines += _no_final_event_lines(handle)
+    return lines
+
+
+_OUTCOMES = {EXIT_OK: "completed", EXIT_FAILED: "failed", EXIT_USER_ERROR: "failed on a config or data problem",
+             EXIT_INTERRUPTED: "stopped"}
+
+
+def _events_lost_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
+    """events.jsonl went away under the run: its end is unknown to the events, not to the process."""
+    code = handle.returncode()
+    lines = [(f"{handle.run_dir / EVENTS_FILE} was deleted while the run was going on, so its last events (the "
+              "final one too) could not be read", STYLES["warning"])]
+    if code is not None and code >= 0:
+        lines.append((f"the training process ended with exit code {code}"
+                      + (f" ({_OUTCOMES[code]})" if code in _OUTCOMES else "") + f"; see {handle.run_dir / launch.LOG_FILE}",
+                      STYLES.get(_OUTCOMES.get(code, "failed"), "")))
+    else:
+        lines.append((f"the training process {end_reason(handle)}; see {handle.run_dir / launch.LOG_FILE}", ""))
     return lines
 
 

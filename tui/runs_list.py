@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import launch
-from engine.events import EVENTS_FILE, RunSummary, read_events, summarize
+from engine.events import EVENTS_FILE, RunSummary, read_events_counted, summarize
 from tui.headless import number
 
 
@@ -38,8 +38,16 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("run", "status", "trainer", "step", "loss", "eval loss", "last event"):
         table.add_column(name, no_wrap=name != "run")
+    skipped: list[str] = []
     for run_dir in runs:
-        events = read_events(run_dir / EVENTS_FILE)
+        try:
+            events, bad = read_events_counted(run_dir / EVENTS_FILE)
+        except OSError as e:  # gone or unreadable since it was listed: say so, list the others
+            events, bad = [], 0
+            skipped.append(f"{_shown(run_dir, directory)}: cannot read {EVENTS_FILE} ({e.strerror or e})")
+        if bad:
+            skipped.append(f"{_shown(run_dir, directory)}: {bad} line(s) of {EVENTS_FILE} are not readable events "
+                           "and were skipped")
         summary = summarize(events)
         steps = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
         when = events[-1].get("time") if events else None
@@ -47,6 +55,8 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
         table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-", steps,
                       number(summary.loss, ".4f"), number(summary.eval_loss, ".4f"), last)
     console.print(table)
+    for line in skipped:
+        console.print(f"note: {line}", style="yellow", soft_wrap=True)
     return 0
 
 

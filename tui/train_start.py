@@ -17,11 +17,12 @@ from tui.headless import follow
 
 
 def start_and_follow(cfg: RunConfig) -> int:
-    from engine.preview import build_preview
+    from engine.preview import build_preview, check_trainable
 
     out = console()
     print_validated(cfg, "llmtune")
     preview = build_preview(cfg, n_samples=0)  # reads and formats every row: bad data fails here, not later
+    check_trainable(preview)  # what the training process sees: no example left with a trained token
     for key, value in summary_rows(cfg, preview):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
@@ -47,26 +48,34 @@ def check_and_start(config_path: Path) -> launch.RunHandle:
     """What `--yes` does before following, without printing: load the saved config with the environment
     checks, format and tokenize every row (bad data raises a UserError here), then start the run."""
     from engine.config import load_config
-    from engine.preview import build_preview
+    from engine.preview import build_preview, check_trainable
 
     cfg = load_config(config_path, check_env=True)
-    build_preview(cfg, n_samples=0)
+    check_trainable(build_preview(cfg, n_samples=0))
     return start_run(cfg)
 
 
+RESUME_WAIT_S = 60.0  # a run that wrote its final event may take this long to end its process
+
+
 def resume_and_follow(run_dir: Path) -> int:
+    import os
+
     from engine.config import load_config
     from engine.errors import ConfigError
-    from engine.rundir import CONFIG_FILE, check_resumable
+    from engine.rundir import CONFIG_FILE, check_resumable, resume_token
 
-    problems = check_resumable(run_dir)
+    problems = check_resumable(run_dir, wait=RESUME_WAIT_S)
     if problems:
         raise ConfigError(problems, title="cannot resume")
-    cfg = load_config(run_dir / CONFIG_FILE, check_env=True)
+    token_env, token_note = resume_token(run_dir, dict(os.environ))
+    cfg = load_config(run_dir / CONFIG_FILE, environ={**os.environ, **token_env}, check_env=True)
     launch.clear(run_dir, "stop")  # the request that stopped it last time
-    handle = launch.start(run_dir, env=child_env(cfg), resume=True)
+    handle = launch.start(run_dir, env={**child_env(cfg), **token_env}, resume=True)
     out = console()
-    out.print(f"resuming {run_dir} from its last checkpoint (pid {handle.pid})", soft_wrap=True)
+    out.print(f"resuming {run_dir} from its last complete checkpoint (pid {handle.pid})", soft_wrap=True)
+    if token_note:
+        out.print(token_note, soft_wrap=True)
     return follow(handle, console=out, skip_existing=True)
 
 

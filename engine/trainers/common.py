@@ -79,6 +79,7 @@ def training_args(job: Job, config_class: type, **extra: Any) -> Any:
         logging_strategy="steps",
         logging_steps=logging_steps(job),
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (transformers would hide it); see nonfinite.py
         eval_strategy=eval_strategy,
         eval_steps=(p.eval_steps or logging_steps(job)) if eval_strategy == "steps" else None,
         save_strategy=save_strategy,

@@ -1,5 +1,9 @@
 """The training loop's side of the event stream: step metrics, evaluations and checkpoints as events, token
-counts from the batches themselves, and the stop / checkpoint requests a UI leaves in the run directory."""
+counts from the batches themselves, and the stop / checkpoint requests a UI leaves in the run directory.
+
+It also keeps the run directory's books: a checkpoint about to be saved is listed in the manifest first (a
+save cut short by a full disk or a kill is still known to be ours), a saved one gets its completion marker
+with the token counts a resume continues from, and non-finite steps get no checkpoint at all."""
 
 from __future__ import annotations
 
@@ -9,13 +13,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from engine import gpu_memory, launch
+from engine import checkpoints, gpu_memory, launch
 from engine.events import EventWriter
+from engine.manifest import Manifest
+from engine.trainers.nonfinite import NonFiniteGuard
 
 STEP_EVERY_S = 1.0  # a step event without loss at most this often between logging steps (progress bars)
 
@@ -25,9 +32,9 @@ class TokenCounter:
     It wraps `trainer.training_step`, not the collator: the data loader collates a batch ahead, and eval
     batches share the collator."""
 
-    def __init__(self) -> None:
-        self.tokens = 0
-        self.trained = 0
+    def __init__(self, tokens: int = 0, trained: int = 0) -> None:
+        self.tokens = tokens  # a resumed run starts from the counts of its checkpoint
+        self.trained = trained
 
     def attach(self, trainer: Any) -> None:
         step = trainer.training_step
@@ -53,18 +60,24 @@ class TokenCounter:
 
 
 class ProgressCallback(TrainerCallback):
-    def __init__(self, writer: EventWriter | None, run_dir: Path, counter: TokenCounter) -> None:
+    def __init__(self, writer: EventWriter | None, run_dir: Path, counter: TokenCounter,
+                 guard: NonFiniteGuard | None = None, manifest: Manifest | None = None,
+                 on_saved: Callable[[], None] | None = None) -> None:
         self.writer = writer  # None on ranks other than 0
         self.run_dir = run_dir
         self.counter = counter
+        self.guard = guard or NonFiniteGuard()
+        self.manifest = manifest  # None on ranks other than 0: one process keeps the books
+        self.on_saved = on_saved  # after each checkpoint (rank 0): e.g. rewrite the model card
         self.stop_requested = False
         self.last_eval_step = -1
         self.last_save_step = -1
+        self.saving: str | None = None  # the checkpoint being saved, until it is complete
         self.final_metrics: dict[str, float] = {}
         self._start = time.time()
         self._train_time = 0.0  # seconds spent in training steps (evaluations and saves excluded)
         self._step_began = 0.0
-        self._last = (0.0, 0, 0)  # train time, tokens, trained tokens at the last step event
+        self._last = (0.0, counter.tokens, counter.trained)  # train time, tokens, trained tokens at the last step event
         self._last_emit = 0.0
 
     # -- the loop
@@ -90,6 +103,8 @@ class ProgressCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
             self.stop_requested = True
+        self.guard.check(state.global_step, control)  # last: it vetoes the checkpoints asked for above
+        self._before_save(state, control)
         logging_step = bool(args.logging_steps) and (state.global_step % args.logging_steps == 0 or
                                                      (state.global_step == 1 and args.logging_first_step))
         if not logging_step and time.time() - self._last_emit >= STEP_EVERY_S:
@@ -116,10 +131,23 @@ class ProgressCallback(TrainerCallback):
         # This runs after DefaultFlowCallback's on_epoch_end, which asked for that save.
         if control.should_save and state.global_step == self.last_save_step:
             control.should_save = False
+        self.guard.veto(control)
+        self._before_save(state, control)
+
+    def _before_save(self, state: TrainerState, control: TrainerControl) -> None:
+        if control.should_save:
+            self.saving = f"checkpoint-{state.global_step}"
+            if self.manifest is not None:
+                self.manifest.add(self.saving)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.last_save_step = state.global_step
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.writer:
+            checkpoints.write_marker(path, tokens=self.counter.tokens, trained_tokens=self.counter.trained)
+            if self.on_saved is not None:
+                self.on_saved()
+        self.saving = None
         self._emit("checkpoint", step=state.global_step, path=str(path))
 
     # -- helpers

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from engine import launch
+from engine import checkpoints, launch
 from tui.headless import duration, eta, number
 from tui.run_state import RunState, shown_path
 
@@ -110,9 +110,12 @@ def outcome(state: RunState, live: Liveness, width: int = 78, lines: int = 4) ->
     if s.status == "completed":
         paths = [f"{name}: {shown_path(path)}" for name, path in (("output", s.output), ("merged", s.merged)) if path]
         return Text("   ".join(paths) or "completed", style="green")
+    # Only a complete checkpoint can be resumed from (a full disk or a kill can leave a half-written one).
+    resume = (f"continue it: llmtune-tui resume {run}" if checkpoints.last_complete(state.run_dir) is not None
+              else "no complete checkpoint to continue from")
     if s.status in ("stopped", "killed"):
         saved = f"checkpoint: {shown_path(s.checkpoint)}   " if s.checkpoint and s.status == "stopped" else ""
-        return Text.assemble(saved, (f"continue it: llmtune-tui resume {run}", "dim"))
+        return Text.assemble(saved, (resume, "dim"))
     if s.status == "failed" or (s.error and not live.alive):
         kind = f" ({s.error_kind})" if s.error_kind else ""
         head = f"failed{kind}: "
@@ -120,7 +123,7 @@ def outcome(state: RunState, live: Liveness, width: int = 78, lines: int = 4) ->
         return Group(Text.assemble((head, "bold red"), message), Text(f"log: {log}", style="dim"))
     if live.ended_without_event:
         return Group(Text.assemble(("the run ended without a final event: ", "bold red"), live.ended_without_event),
-                     Text(f"log: {log}  ·  continue it: llmtune-tui resume {run}", style="dim"))
+                     Text(f"log: {log}  ·  {resume}", style="dim"))
     return None
 
 
