@@ -80,13 +80,15 @@ class Manifest:
         tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)
 
-    def add(self, *paths: str | Path) -> None:
-        """Record paths (relative to the run directory, or absolute under it) and save."""
+    def add(self, *paths: str | Path, tree: bool = False) -> None:
+        """Record paths (relative to the run directory, or absolute under it) and save. `tree`: each is a
+        directory llmtune creates whole (a checkpoint), so whatever ends up inside it is ours too, even when
+        the run is killed before it could list the files."""
         for p in paths:
             p = Path(p)
-            rel = p.relative_to(self.run_dir) if p.is_absolute() else p
-            self.entries.add(rel.as_posix())
-            self.entries.update(parent.as_posix() for parent in rel.parents if parent != Path("."))
+            rel = (p.relative_to(self.run_dir) if p.is_absolute() else p).as_posix()
+            self.entries.add(rel + "/" if tree else rel)
+            self.entries.update(parent.as_posix() for parent in Path(rel).parents if parent != Path("."))
         self.save()
 
     @contextlib.contextmanager
@@ -106,7 +108,9 @@ class Manifest:
 
     def owns(self, rel: str) -> bool:
         """Whether llmtune wrote this path (a protocol request file counts: it only ever holds a request)."""
-        return rel in self.entries or rel in PROTOCOL_FILES or rel == MANIFEST_FILE
+        if rel in self.entries or rel in PROTOCOL_FILES or rel == MANIFEST_FILE or rel + "/" in self.entries:
+            return True
+        return any(parent.as_posix() + "/" in self.entries for parent in Path(rel).parents if parent != Path("."))
 
     def foreign(self) -> list[str]:
         """Files in the run directory llmtune cannot prove it wrote. Directories are not listed: an empty one
@@ -141,5 +145,5 @@ class Manifest:
         if under and self.owns(under) and top.is_dir() and not top.is_symlink():
             with contextlib.suppress(OSError):
                 top.rmdir()
-        self.entries = {rel for rel in self.entries if (self.run_dir / rel).exists()}
+        self.entries = {rel for rel in self.entries if (self.run_dir / rel.rstrip("/")).exists()}
         self.save()

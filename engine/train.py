@@ -31,7 +31,7 @@ from engine.errors import DataError, UserError
 from engine.events import EVENTS_FILE, EventWriter
 from engine.launch import LOG_FILE
 from engine.manifest import Manifest
-from engine.rundir import CONFIG_FILE, MERGED_DIR, write_training_params
+from engine.rundir import CONFIG_FILE, MERGED_DIR, PARAMS_FILE, write_training_params
 from engine.trainers.nonfinite import TrainingDiverged
 
 log = logging.getLogger("llmtune")
@@ -150,6 +150,8 @@ class Run:
             raise DataError([cfg.problem("params.block_size", "no training example has a trained token within "
                                          f"block_size {block_size}", "raise block_size, or check the data with "
                                          "--dry-run", cfg.params.block_size)])
+        if self.manifest is not None:
+            self.manifest.add(PARAMS_FILE)
         write_training_params(cfg, self.run_dir)
         return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows)
 
@@ -298,12 +300,12 @@ class Run:
         for partial in checkpoints.incomplete_checkpoints(self.run_dir):
             if (checkpoints.step_of(partial) or 0) < (checkpoints.step_of(checkpoint) or 0):
                 continue
-            owned = self.manifest is not None and self.manifest.owns(partial.name)
-            if owned:
+            if self.manifest is not None and self.manifest.owns(partial.name):
                 self.manifest.remove_owned(under=partial.name)
+            done = ("deleted it" if not partial.exists() else
+                    "left it, as it holds files llmtune did not write; it is never resumed from")
             self.emit("log", level="warning", message=f"{partial.name} was not saved completely (a full disk, or "
-                      "the run was killed while saving): " + ("deleted it" if owned else "left it alone, it is not "
-                      "llmtune's") + f"; resuming from {checkpoint.name}")
+                      f"the run was killed while saving): {done}; resuming from {checkpoint.name}")
         self.emit("status", phase="resuming", message=f"resuming from {checkpoint}")
         return checkpoint
 

@@ -138,7 +138,7 @@ class ProgressCallback(TrainerCallback):
         if control.should_save:
             self.saving = f"checkpoint-{state.global_step}"
             if self.manifest is not None:
-                self.manifest.add(self.saving)
+                self.manifest.add(self.saving, tree=True)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.last_save_step = state.global_step
