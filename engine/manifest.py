@@ -99,12 +99,13 @@ class Manifest:
         try:
             yield
         finally:
-            new = listing(self.run_dir) - before
-            if new:
-                try:
-                    self.add(*sorted(new))
-                except OSError:  # a full disk: the failure itself is what must be reported
-                    pass
+            after = listing(self.run_dir)
+            # what is gone (checkpoints rotated away, a save that never began) is dropped from the books
+            self.entries = {e for e in self.entries if e.rstrip("/") in after}
+            try:
+                self.add(*sorted(after - before))
+            except OSError:  # a full disk: the failure itself is what must be reported
+                pass
 
     def owns(self, rel: str) -> bool:
         """Whether llmtune wrote this path (a protocol request file counts: it only ever holds a request)."""
