@@ -19,7 +19,8 @@ import math
 import os
 import re
 import string
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class DataConfig:
     path: str = "data"
     train_split: str = "train"
     valid_split: str | None = None
-    chat_template: str = "none"
+    chat_template: str = field(default="none", metadata={"choices": CHAT_TEMPLATES})
     column_mapping: ColumnMapping = field(default_factory=ColumnMapping)
     # llmtune's additions: format strings over column names that build prompt/completion pairs.
     prompt_template: str | None = None
@@ -104,6 +105,8 @@ class RunConfig:
     unset_env: dict[str, list[str]] = field(default_factory=dict, compare=False)
     # dotted key -> line in the config file.
     lines: dict[str, int] = field(default_factory=dict, compare=False)
+    # dotted keys given by `--set KEY=VALUE` (a problem with one is the option's, not the file's) -> the KEY.
+    overrides: dict[str, str] = field(default_factory=dict, compare=False)
     # keys that were absent from the file (their defaults were used).
     defaulted: set[str] = field(default_factory=set, compare=False)
     warnings: list[Problem] = field(default_factory=list, compare=False)
@@ -118,10 +121,28 @@ class RunConfig:
 
     def problem(self, key: str, message: str, fix: str | None = None, value: Any = None,
                 show_value: bool = True) -> Problem:
-        """A Problem about `key`, with its line in the file when known."""
+        """A Problem about `key`, with its line in the file when known, or saying it came from --set."""
         if show_value:
-            return Problem(key, message, fix, value, line=self.lines.get(key))
-        return Problem(key, message, fix, line=self.lines.get(key))
+            return self.located(Problem(key, message, fix, value))
+        return self.located(Problem(key, message, fix))
+
+    def set_by(self, key: str) -> str | None:
+        """The KEY of the `--set KEY=VALUE` that gave `key` its value (it, or a section holding it)."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            item = self.overrides.get(".".join(parts[:n]))
+            if item is not None:
+                return item
+        return None
+
+    def located(self, p: Problem) -> Problem:
+        """`p` placed: a value from `--set` is said to come from it (the file's line for that key would blame a
+        line that does not hold the value); otherwise the key's line in the file, when known."""
+        given = self.set_by(p.key)
+        if given is not None:  # the value is not repeated here: Problem shows it, or hides it for a secret
+            where = "--set" if given == p.key else f"--set {_cut(given, 60)}=..."
+            return replace(p, message=f"(from {where}) {p.message}", line=None)
+        return p if p.line is not None else replace(p, line=self.lines.get(p.key))
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "data.column_mapping": ColumnMapping, "hub": HubConfig,
@@ -144,6 +165,154 @@ RELOCATED = {
     "params.token": "hub.token",
     "params.push_to_hub": "hub.push_to_hub",
     "params.evaluation_strategy": "params.eval_strategy",
+}
+
+
+def _true(value: Any) -> bool:
+    """How a YAML switch reads (checked without rendering the value: it may be anything)."""
+    return value is True or value == 1 or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "on"))
+
+
+_DEFAULT = "is llmtune's default: remove the line"
+
+
+def _switch(on: str, off: str) -> Callable[[str, Any], str]:
+    """For another tool's true/false key: what its true (`on`) and its false (`off`) are written as here, e.g.
+    "mixed_precision: bf16", or a clause starting with "is" where nothing needs writing."""
+    def convert(name: str, value: Any) -> str:
+        ours = on if _true(value) else off
+        return f"{name}: {'true' if _true(value) else 'false'} {ours if ours.startswith('is') else 'is ' + ours}"
+    return convert
+
+
+def _modules(name: str, value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value[:20]):
+        value = ",".join(v[:60] for v in value[:20])  # cut before joining: a value may be huge
+    shown = _cut(value, 60) if isinstance(value, str) else "q_proj,v_proj"
+    return f"a list is one comma-separated text here: target_modules: {shown} (or all-linear)"
+
+
+def _number(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return show_value(value, 20) if ok else None
+
+
+def _warmup(name: str, value: Any) -> str:
+    steps = _number(value) or "N"
+    return (f"{name} counts steps; warmup_ratio is a fraction of the run's steps: warmup_ratio: {steps} / the total "
+            "steps (the dry run shows them), e.g. warmup_ratio: 0.1")
+
+
+def _holdout(name: str, value: Any) -> str:
+    if isinstance(value, float) and 0 < value < 1:
+        return f"{name}: {_number(value)} is valid_fraction: {_number(value)}"
+    return "valid_fraction is a fraction of the train rows (e.g. 0.05 holds out 5%), not a count"
+
+
+def _adapter(name: str, value: Any) -> str:
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text == "qlora":
+        return f"{name}: qlora is peft: true (quantization int4 is then the default)"
+    if text == "lora":
+        return f"{name}: lora is peft: true with quantization: none (with peft, int4 is the default)"
+    if text == "full":
+        return f"{name}: full is peft: false, {_DEFAULT}"
+    return "LoRA is peft: true; full fine-tuning is peft: false (the default)"
+
+
+def _bits(name: str, value: Any) -> str:
+    bits = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if bits in (4, 8):
+        return f"{name}: {bits} is quantization: int{bits} (with peft: true)"
+    return "quantization: int4 or int8 (with peft: true)"
+
+
+def _attention(name: str, value: Any) -> str:
+    if isinstance(value, str) and "flash" in value.lower():
+        return "flash attention is use_flash_attention_2: true"
+    return f"the default attention {_DEFAULT}; flash-attention 2 is use_flash_attention_2: true"
+
+
+def _say(text: str) -> Callable[[str, Any], str]:
+    return lambda name, value: text
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """Another tool's name for one of our keys: what an unknown key most likely meant."""
+
+    target: str  # our dotted key
+    tools: str  # whose name it is
+    # (the name, the value) -> how it is written here, where the meaning differs; None: the same meaning
+    convert: Callable[[str, Any], str] | None = None
+
+
+_T, _TRL, _AX, _LF = "transformers", "TRL", "axolotl", "LLaMA-Factory"
+# The one table of other tools' spellings (transformers TrainingArguments, TRL, axolotl, LLaMA-Factory, AutoTrain's
+# CLI flags), by the key's own name wherever it stands: `learning_rate` at the top level or under params: is
+# params.lr. They are refused with "did you mean", not taken: where the meaning differs a silent rename would
+# run something else than what was written (warmup_steps is a count, warmup_ratio a fraction).
+FOREIGN_KEYS: dict[str, ForeignKey] = {
+    "learning_rate": ForeignKey("params.lr", f"{_T}, {_TRL}, {_AX} and {_LF}"),
+    "num_epochs": ForeignKey("params.epochs", _AX),
+    "num_train_epochs": ForeignKey("params.epochs", f"{_T}, {_TRL} and {_LF}"),
+    "micro_batch_size": ForeignKey("params.batch_size", _AX),
+    "per_device_train_batch_size": ForeignKey("params.batch_size", f"{_T}, {_TRL} and {_LF}"),
+    "train_batch_size": ForeignKey("params.batch_size", "AutoTrain's CLI"),
+    "per_device_eval_batch_size": ForeignKey("params.batch_size", _T, _say("batch_size is the evaluation "
+                                             "batch size too: remove the line")),
+    "gradient_accumulation_steps": ForeignKey("params.gradient_accumulation", f"{_T}, {_TRL}, {_AX} and {_LF}"),
+    "max_seq_length": ForeignKey("params.block_size", _TRL),
+    "max_length": ForeignKey("params.block_size", _TRL),
+    "max_seq_len": ForeignKey("params.block_size", "several tools"),
+    "sequence_len": ForeignKey("params.block_size", _AX),
+    "cutoff_len": ForeignKey("params.block_size", _LF),
+    "lora_rank": ForeignKey("params.lora_r", _LF),
+    "lora_target": ForeignKey("params.target_modules", _LF, _modules),
+    "lora_target_modules": ForeignKey("params.target_modules", _AX, _modules),
+    "warmup_steps": ForeignKey("params.warmup_ratio", f"{_T}, {_AX} and {_LF}", _warmup),
+    "lr_scheduler_type": ForeignKey("params.scheduler", f"{_T} and {_LF}"),
+    "lr_scheduler": ForeignKey("params.scheduler", _AX),
+    "optim": ForeignKey("params.optimizer", f"{_T} and {_LF}"),
+    "bf16": ForeignKey("params.mixed_precision", f"{_T}, {_AX} and {_LF}",
+                       _switch("mixed_precision: bf16", f"full precision, which {_DEFAULT}")),
+    "fp16": ForeignKey("params.mixed_precision", f"{_T}, {_AX} and {_LF}",
+                       _switch("mixed_precision: fp16", f"full precision, which {_DEFAULT}")),
+    "load_in_4bit": ForeignKey("params.quantization", f"{_T} and {_AX}",
+                               _switch("quantization: int4 (with peft: true)", "quantization: none")),
+    "load_in_8bit": ForeignKey("params.quantization", f"{_T} and {_AX}",
+                               _switch("quantization: int8 (with peft: true)", "quantization: none")),
+    "quantization_bit": ForeignKey("params.quantization", _LF, _bits),
+    "gradient_checkpointing": ForeignKey("params.disable_gradient_checkpointing", f"{_T}, {_AX} and {_LF}",
+                                         _switch(f"is on, which {_DEFAULT}", "disable_gradient_checkpointing: true")),
+    "use_peft": ForeignKey("params.peft", _TRL),
+    "adapter": ForeignKey("params.peft", _AX, _adapter),
+    "finetuning_type": ForeignKey("params.peft", _LF, _adapter),
+    "train_on_inputs": ForeignKey("params.train_on_all_tokens", _AX),
+    "beta": ForeignKey("params.dpo_beta", _TRL),
+    "pref_beta": ForeignKey("params.dpo_beta", _LF),
+    "flash_attention": ForeignKey("params.use_flash_attention_2", _AX),
+    "attn_implementation": ForeignKey("params.use_flash_attention_2", _T, _attention),
+    "evaluation_strategy": ForeignKey("params.eval_strategy", f"older {_T}"),
+    "val_set_size": ForeignKey("params.valid_fraction", _AX, _holdout),
+    "model_name_or_path": ForeignKey("base_model", f"{_T}, {_TRL} and {_LF}"),
+    "model_name": ForeignKey("base_model", "several tools"),
+    "model": ForeignKey("base_model", "AutoTrain's CLI"),
+    "output_dir": ForeignKey("project_name", f"{_T}, {_TRL}, {_AX} and {_LF}"),
+    "dataset": ForeignKey("data.path", _LF),
+    "datasets": ForeignKey("data.path", _AX, _say("llmtune reads one data set: data.path is a data directory, a "
+                           "file or a datasets id, and data.column_mapping names its columns")),
+    "dataset_name": ForeignKey("data.path", _TRL),
+    "dataset_path": ForeignKey("data.path", "several tools"),
+    "train_file": ForeignKey("data.path", _T),
+    "data_path": ForeignKey("data.path", "AutoTrain's CLI"),
+    "dataset_text_field": ForeignKey("data.column_mapping.text_column", _TRL),
+    "template": ForeignKey("data.chat_template", _LF, _say("chat_template is tokenizer (the model's own), "
+                           "chatml, zephyr or none")),
+    "hub_token": ForeignKey("hub.token", _T),
+    "hub_model_id": ForeignKey("project_name", _T, _say("the repo is hub.username/project_name, pushed with "
+                               "hub.push_to_hub: true")),
+    "report_to": ForeignKey("log", _T, _say("log is one of none, tensorboard, wandb, mlflow, trackio")),
 }
 
 
@@ -196,7 +365,7 @@ def parse_config_text(text: str, *, source: Path | None = None, overrides: list[
     if raw is None:
         raise ConfigError(problems, source=name)
     problems += apply_overrides(raw, overrides or [])
-    cfg, more = build_config(raw, lines=lines, source=source, environ=environ)
+    cfg, more = build_config(raw, lines=lines, source=source, environ=environ, overrides=overrides)
     problems += more
     if check_env:
         problems = _with_environment(cfg, problems)
@@ -439,14 +608,29 @@ def apply_overrides(raw: dict, overrides: list[str]) -> list[Problem]:
     return problems
 
 
+def override_keys(overrides: list[str]) -> dict[str, str]:
+    """The dotted keys `--set` items set, each mapped to itself (relocated spellings add their target)."""
+    out: dict[str, str] = {}
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = key.strip()
+    return out
+
+
 # ---------------------------------------------------------------- building
 
 
 def build_config(raw: dict, *, lines: dict[str, int] | None = None, source: Path | None = None,
-                 environ: dict[str, str] | None = None) -> tuple[RunConfig, list[Problem]]:
-    """Turn a raw mapping into a RunConfig; return it with every problem found (static rules included)."""
+                 environ: dict[str, str] | None = None, overrides: list[str] | None = None
+                 ) -> tuple[RunConfig, list[Problem]]:
+    """Turn a raw mapping into a RunConfig; return it with every problem found (static rules included).
+    `overrides`: the `--set` items already applied to `raw`, so that their problems are said to be theirs."""
     env = os.environ if environ is None else environ
-    cfg = RunConfig(source=source, lines=dict(lines or {}))
+    cfg = RunConfig(source=source, lines=dict(lines or {}), overrides=override_keys(overrides or []))
+    for key in list(cfg.lines):
+        if cfg.set_by(key) is not None:
+            del cfg.lines[key]  # the file's line no longer holds the value
     problems: list[Problem] = []
     flat = _flatten(raw, cfg, problems)
     flat = _substitute_env(flat, env, cfg)
@@ -498,6 +682,9 @@ def _flatten(raw: dict, cfg: RunConfig, problems: list[Problem]) -> dict[str, An
         flat[target] = value
         if dotted in cfg.lines:
             cfg.lines.setdefault(target, cfg.lines[dotted])
+        given = cfg.set_by(dotted)
+        if given is not None:
+            cfg.overrides.setdefault(target, given)
     return flat
 
 
@@ -513,11 +700,31 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _placed(key: str) -> str:
+    return f"under {key.rsplit('.', 1)[0]}:" if "." in key else "at the top level"
+
+
+def _foreign_hint(name: str, value: Any) -> str | None:
+    """"did you mean" from the table of other tools' key names, with how the value converts where it must."""
+    alias = FOREIGN_KEYS.get(name)
+    if alias is None:
+        return None
+    own = alias.target.rsplit(".", 1)[-1]
+    if alias.convert is None:
+        return f"did you mean {alias.target}? ({name} is the name in {alias.tools}; here it is {own}, " \
+               f"{_placed(alias.target)})"
+    return f"did you mean {alias.target}? ({name} is the name in {alias.tools}, and the meaning differs: " \
+           f"{alias.convert(name, value)}; {own} goes {_placed(alias.target)})"
+
+
 def _unknown_key(cfg: RunConfig, key: str, value: Any) -> Problem:
     last = key.rsplit(".", 1)[-1][:100]  # a name longer than any key is no typo of one: keep difflib quick
     same_name = [k for k in VALID_KEYS if k.rsplit(".", 1)[-1] == last]
+    foreign = None if same_name else _foreign_hint(last, value)
     if same_name:
         hint = f"did you mean {same_name[0]}? (it belongs under {same_name[0].rsplit('.', 1)[0]}:)"
+    elif foreign:
+        hint = foreign
     else:
         prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
         siblings = [k[len(prefix):] for k in VALID_KEYS if k.startswith(prefix) and "." not in k[len(prefix):]]
@@ -739,10 +946,15 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
     if p.model_ref and cfg.trainer == "dpo" and p.peft:
         warn(cfg, cfg.problem("params.model_ref", "is not used with LoRA: the frozen base model (the "
                                         "adapter switched off) is the reference", None, p.model_ref))
-    if p.eval_strategy == "steps" and not cfg.data.valid_split:
+    if p.eval_strategy == "steps" and not cfg.data.valid_split and not p.valid_fraction:
         warn(cfg, cfg.problem("params.eval_strategy", "there is no data.valid_split, so nothing is "
-                                        "evaluated", "set data.valid_split to evaluate during training",
-                                        p.eval_strategy))
+                                        "evaluated", "set data.valid_split (or params.valid_fraction) to evaluate "
+                                        "during training", p.eval_strategy))
+    if p.valid_fraction and cfg.data.valid_split:
+        add(cfg.problem("params.valid_fraction", f"holds out part of the train rows as the validation split, "
+                        f"and data.valid_split ({_cut(cfg.data.valid_split, 40)!r}) names one too",
+                        "use one or the other: remove params.valid_fraction to evaluate on data.valid_split, or "
+                        "remove data.valid_split to hold out this fraction of the train rows", p.valid_fraction))
 
     problems += _env_problems(cfg)
     return problems
@@ -811,8 +1023,9 @@ def _range_problems(cfg: RunConfig) -> list[Problem]:
         if lo is not None and (value < lo or (meta["exclusive_min"] and value == lo)):
             rule = f"must be {'greater than' if meta['exclusive_min'] else 'at least'} {lo}{special}"
             out.append(cfg.problem(f"params.{name}", rule, f"default: {f.default}", value))
-        elif hi is not None and value > hi:
-            out.append(cfg.problem(f"params.{name}", f"must be at most {hi}", f"default: {f.default}", value))
+        elif hi is not None and (value > hi or (meta.get("exclusive_max") and value == hi)):
+            rule = f"must be {'less than' if meta.get('exclusive_max') else 'at most'} {hi}"
+            out.append(cfg.problem(f"params.{name}", rule, f"default: {f.default}", value))
     return out
 
 
@@ -870,12 +1083,59 @@ def _column_problems(cfg: RunConfig) -> list[Problem]:
     return out
 
 
+SECTION_OPEN, SECTION_CLOSE = "{[", "]}"
+
+
+def template_sections(template: str) -> list[tuple[str, bool]]:
+    """A template cut into (format string, optional) pieces. `{[ ... ]}` marks an optional section, left out of a
+    row whose columns in it are all empty. The marker was invalid before (a field named `[...`), so no template
+    that worked changes meaning; `{{` and `}}` stay literal braces. Raises ValueError on a section never closed
+    or one inside another. Linear in the template."""
+    pieces: list[tuple[str, bool]] = []
+    start, i, inside, n = 0, 0, False, len(template)
+    while i < n:
+        if template.startswith(("{{", "}}"), i):
+            i += 2
+        elif template.startswith(SECTION_OPEN, i):
+            if inside:
+                raise ValueError("an optional section {[ ... ]} cannot hold another one")
+            pieces.append((template[start:i], False))
+            inside, i = True, i + 2
+            start = i
+        elif inside and template.startswith(SECTION_CLOSE, i):
+            pieces.append((template[start:i], True))
+            inside, i = False, i + 2
+            start = i
+        elif template[i] == "{":  # a field, to its closing brace (its spec may hold one level of braces)
+            depth, i = 1, i + 1
+            while i < n and depth:
+                depth += {"{": 1, "}": -1}.get(template[i], 0)
+                i += 1
+        else:
+            i += 1
+    if inside:
+        raise ValueError("an optional section opened with {[ is never closed with ]}")
+    pieces.append((template[start:], False))
+    return [(text, optional) for text, optional in pieces if text or optional]
+
+
 def template_fields(template: str) -> list[str]:
     """The column names a prompt/completion template uses; raises ValueError on bad syntax, and on a format spec
     that could blow up when filled: a huge width or precision ({text:>999999999} asks for a gigabyte per row),
     or nested braces ({text:{width}}) that take the spec from the data, or a spec that text or numbers refuse
     (it would fail in the middle of the data). A plain {column} is what templates are for; aligning and
-    padding ({title:>20}) stays allowed."""
+    padding ({title:>20}) stays allowed. Optional sections ({[...]}, see template_sections) must use a column."""
+    names = []
+    for piece, optional in template_sections(template):
+        used = _piece_fields(piece)
+        if optional and not used:
+            raise ValueError(f"the optional section {SECTION_OPEN}{_cut(piece, 40)}{SECTION_CLOSE} uses no column; "
+                             "it is left out when its columns are empty, so it needs one")
+        names += used
+    return names
+
+
+def _piece_fields(template: str) -> list[str]:
     names = []
     for _, name, spec, conversion in string.Formatter().parse(template):
         if name is None:
@@ -1048,7 +1308,7 @@ def data_problems(cfg: RunConfig) -> list[Problem]:
     if cfg.data.valid_split and not out:
         out += check_split(cfg.data.path, cfg.data.valid_split, key="data.path", split_key="data.valid_split",
                            base_dir=cfg.base_dir)
-    return [Problem(p.key, p.message, p.fix, p.value, line=p.line or cfg.lines.get(p.key)) for p in out]
+    return [cfg.located(p) for p in out]
 
 
 def machine_problems(cfg: RunConfig) -> list[Problem]:
@@ -1123,6 +1383,24 @@ def to_dict(cfg: RunConfig, *, keep_secrets: bool = False) -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line text (templates) as block scalars, as a person would type it."""
+
+
+_UNICODE_BREAKS = ("\x85", "\u2028", "\u2029")  # line breaks to YAML, which PyYAML's allow_unicode writes unescaped
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted scalar where a block cannot hold the text exactly (trailing spaces, control
+    # characters). Unicode line breaks it would write raw in any style but double quotes (NEL then reads back as
+    # a space): those get double quotes, which escape them.
+    style = '"' if any(c in value for c in _UNICODE_BREAKS) else "|" if "\n" in value else None
+    return dumper.represent_scalar(_STR_TAG, value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def to_yaml(cfg: RunConfig, *, keep_secrets: bool = False) -> str:
-    return yaml.safe_dump(to_dict(cfg, keep_secrets=keep_secrets), sort_keys=False, allow_unicode=True,
-                          width=100)
+    return yaml.dump(to_dict(cfg, keep_secrets=keep_secrets), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     width=100)

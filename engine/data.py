@@ -11,14 +11,17 @@ Importing this module stays light: `datasets` and `pyarrow` are imported inside 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
+import math
 import os
+import random
 import re
 import socket
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -56,8 +59,12 @@ class DataSource:
     dataset_id: str | None  # for kind == "hub": "name" or "org/name"
     config_name: str | None  # for kind == "hub": from "name:config"
     split: str  # the split asked for
+    # A split made by params.valid_fraction: which part of the rows it is ("5% of train: ..."), as reports say it.
+    held_out: str | None = None
 
     def describe(self) -> str:
+        if self.held_out:
+            return self.held_out
         if self.kind == "file" and self.path is not None:
             return _display(self.path)
         config = f" (config {self.config_name})" if self.config_name else ""
@@ -168,9 +175,22 @@ def _resolve_path(path: str, split: str, *, key: str, split_key: str, base_dir: 
         if special:
             return Problem(key, f"{_display(found)} is {special}", fix=_SPECIAL_FIX, value=path)
         return _split_for_file(found, split, key=key, base_dir=base_dir, path=path)
-    if _looks_local(path):
+    if _looks_local(path) or _near_local(path, base_dir):
         return _missing_path(path, split, key=key, base_dir=base_dir)
     return _hub_source(path, split, key=key, base_dir=base_dir)
+
+
+def is_hub_id(path: str, base_dir: Path | None = None) -> bool:
+    """Whether data.path would be read as a hub datasets id: no such local path, nothing that says it is one
+    (./, ~, a data extension or a near miss of one, or a first folder that exists or nearly does), and a valid
+    id. What the wizard asks before offering to download."""
+    path = path.strip()
+    try:
+        if not path or _find_local(path, base_dir) is not None or _looks_local(path) or _near_local(path, base_dir):
+            return False
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return isinstance(_hub_source(path, "train", key="data.path", base_dir=base_dir), DataSource)
 
 
 def _candidates(path: str, base_dir: Path | None) -> list[Path]:
@@ -219,9 +239,58 @@ def _looks_local(path: str) -> bool:
     return (
         path.startswith((".", "/", "~"))
         or "\\" in path
-        or Path(path).suffix.lower() in EXTENSIONS
+        or _data_suffix(path) is not None
         or path.count("/") > 1
     )
+
+
+_DATA_SUFFIXES = [ext[1:] for ext in EXTENSIONS]
+
+
+def _data_suffix(path: str) -> str | None:
+    """The data extension `path` ends in, or the one it nearly ends in (`.cvs`, `.jsonn`, `.parquett`)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in EXTENSIONS:
+        return suffix
+    close = difflib.get_close_matches(suffix[1:21], _DATA_SUFFIXES, n=1, cutoff=0.6) if len(suffix) > 2 else []
+    return f".{close[0]}" if close else None
+
+
+_CLOSE = 0.8  # how alike a hub id's org and a local folder's name must be to take the id for a mistyped path
+
+
+def _near_local(path: str, base_dir: Path | None) -> bool:
+    """`org/name` is a hub id, unless `org` is a local folder or nearly the name of one (`dat/train` next to
+    data/): then it is a path with a typo, and "no such file" with the nearest names helps more than a download."""
+    first, sep, _ = path.partition("/")
+    if not sep or not first:
+        return False
+    for base in [Path.cwd(), *([Path(base_dir).expanduser()] if base_dir is not None else [])]:
+        try:
+            if (base / first).is_dir():
+                return True
+            folders = [e.name for e in _entries(base) if not e.name.startswith(".") and e.is_dir()]
+        except (OSError, ValueError):
+            continue
+        if difflib.get_close_matches(first[:100], folders, n=1, cutoff=_CLOSE):
+            return True
+    return False
+
+
+_MAX_ENTRIES = 5000  # names of a folder compared with a missing one; a folder of more is not browsed by hand
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    entries: list[os.DirEntry[str]] = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                entries.append(entry)
+                if len(entries) >= _MAX_ENTRIES:
+                    break
+    except OSError:
+        return []
+    return entries
 
 
 def _file_source(file: Path, split: str, *, key: str, value: str) -> DataSource | Problem:
@@ -316,22 +385,76 @@ def _split_for_file(file: Path, split: str, *, key: str, base_dir: Path | None, 
     return _file_source(file, split, key=key, value=path)
 
 
+@dataclass
+class _Miss:
+    """Where one candidate of a missing path stops existing, and the names there that are like the missing one."""
+
+    folder: Path  # the deepest folder of the candidate that exists
+    wanted: str  # the first name under it that does not
+    rest: tuple[str, ...]  # the names after that one
+    close: list[str]  # names in `folder` like `wanted`, closest first (folders end in /)
+    others: list[str]  # the data files and folders there that are not close
+    score: float  # how alike the closest is (0: none is)
+
+
+def _miss(candidate: Path) -> _Miss:
+    folder = _nearest_dir(candidate)
+    try:
+        parts = candidate.relative_to(folder).parts
+    except ValueError:
+        parts = (candidate.name,)
+    wanted, rest = (parts[0], parts[1:]) if parts else (candidate.name, ())
+    names: dict[str, str] = {}  # name -> as shown
+    for entry in _entries(folder):
+        if entry.name.startswith(".") and not wanted.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()
+            data = not is_dir and Path(entry.name).suffix.lower() in EXTENSIONS and entry.is_file()
+        except OSError:
+            continue
+        names[entry.name] = entry.name + "/" if is_dir else entry.name if data else ""
+    scored = [(difflib.SequenceMatcher(None, wanted.lower()[:100], n.lower()[:100]).ratio(), n) for n in
+              difflib.get_close_matches(wanted[:100], list(names), n=_SHOWN_FILES, cutoff=0.6)]
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    close = [names[n] or n for _, n in scored]
+    others = sorted(shown for n, shown in names.items() if shown and n not in {n for _, n in scored})
+    return _Miss(folder, wanted, rest, close, others, scored[0][0] if scored else 0.0)
+
+
+def _corrected(path: str, miss: _Miss) -> str:
+    """`path` as typed with the missing name replaced by the closest one (`./chatdri` -> `./chatdir`)."""
+    name = miss.close[0].rstrip("/")
+    parts = path.rstrip("/").split("/")
+    at = len(parts) - len(miss.rest) - 1
+    if 0 <= at < len(parts) and parts[at] == miss.wanted:
+        return "/".join([*parts[:at], name, *parts[at + 1:]]) + ("/" if path.endswith("/") else "")
+    return _display(miss.folder / name / Path(*miss.rest)) if miss.rest else _display(miss.folder / name)
+
+
 def _missing_path(path: str, split: str, *, key: str, base_dir: Path | None) -> Problem:
     tried = _candidates(path, base_dir)
     looked = ", ".join(_display(p) for p in tried)
     message = f"no such file or directory (looked for {looked})"
-    parents = [_nearest_dir(p) for p in tried]
-    nearest = max(parents, key=lambda p: len(p.parts))  # the most specific existing directory
-    files = list_data_files(nearest)
-    where = f"{_display(nearest)}/" if nearest != Path.cwd() else "the current directory"
-    if files:
-        message += f"; {where} holds: {_names(files)}"
+    misses = [_miss(p) for p in tried]
+    # The candidate with the most alike name; without one, the most specific existing directory.
+    miss = max(misses, key=lambda m: (m.score, len(m.folder.parts)))
+    where = "the current directory" if miss.folder == Path.cwd() else _display(miss.folder).rstrip("/") + "/"
+    shown = miss.close + miss.others
+    if shown:
+        message += f"; {where} holds: {_names(shown)}"
     else:
-        message += f"; {where} has no data files"
+        message += f"; {where} has no data files or folders"
+    suffix, typed = _data_suffix(path), Path(path).suffix.lower()
+    if suffix and typed and suffix != typed:
+        message += f" ({typed} is no data file extension: {_SUPPORTED})"
+    hint = f"did you mean {_corrected(path, miss)}? " if miss.close else ""
+    if not hint and suffix and typed and suffix != typed:
+        hint = f"did you mean {path[:len(path) - len(typed)]}{suffix}? "
     return Problem(
         key,
         message,
-        fix=f"point {key} at an existing data file ({_SUPPORTED}) or at a directory holding "
+        fix=f"{hint}point {key} at an existing data file ({_SUPPORTED}) or at a directory holding "
         f"{split}.jsonl (or .csv, .json, .parquet); relative paths are tried against the current directory, "
         "then the config file's directory",
         value=path,
@@ -356,6 +479,49 @@ def _hub_source(path: str, split: str, *, key: str, base_dir: Path | None) -> Da
             value=path,
         )
     return DataSource("hub", None, "hub", name, config or None, split)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A validation split held out of the train rows (params.valid_fraction)
+
+
+def hold_out(table: Table, fraction: float, seed: int) -> tuple[Table, Table]:
+    """(train, valid): ceil(fraction * rows) of the train rows, drawn with `seed`, become the validation split.
+
+    The same rows in every run and every process: each row gets a number from random.Random(seed).random(),
+    a sequence Python keeps the same for a given seed across versions (unlike shuffle or sample), and the rows
+    with the smallest numbers are held out. Both parts keep the file's order and the rows' locations. Raises
+    DataError when either part would be empty."""
+    n = len(table.rows)
+    held = math.ceil(round(fraction * n, 6))  # round: 0.1 * 30 is 3.0000000000000004, which must hold out 3
+    share = f"{fraction * 100:g}%"
+    if not 0 < held < n:
+        every = "the only train row" if n == 1 else f"all {n} train rows"
+        what = (f"holds out {every}, leaving none to train on" if held >= n else
+                f"holds out no row of the {_count(n, 'train row')}, leaving none to evaluate")
+        raise DataError([Problem(
+            "params.valid_fraction",
+            f"{what}: the train and the validation part each need at least one row",
+            fix="lower params.valid_fraction, add rows to the train split, or set data.valid_split to a split of "
+            "its own (and remove params.valid_fraction)",
+            value=fraction,
+        )], title="cannot hold out a validation split")
+    draws = random.Random(seed).random
+    order = sorted(range(n), key=[draws() for _ in range(n)].__getitem__)
+    valid = set(order[:held])
+
+    def part(keep: bool, described: str) -> Table:
+        picked = [i for i in range(n) if (i in valid) == keep]
+        return Table([table.rows[i] for i in picked], list(table.columns),
+                     replace(table.source, held_out=described), [table.locations[i] for i in picked])
+
+    base = table.source.describe()
+    return (part(False, f"{base}, less the {share} held out for valid ({_count(held, 'row')})"),
+            part(True, f"{share} of train: {_count(held, 'row')} of {base} held out with seed {seed}"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1068,6 +1234,9 @@ def _hub_error(source: DataSource, error: BaseException, *, offline: str | None)
     name, where = source.dataset_id, source.location()
     text = str(error)
     not_local = f"there is no local file or directory named {name!r} either"
+    near = _miss(Path.cwd() / (name or "")) if name else None
+    if near is not None and near.close:  # `chatdri` for the folder chatdir/: a typo, not a dataset
+        not_local += f" (did you mean {_corrected(name or '', near)}?)"
     if _is_connection_error(error):
         return data_error(
             where,

@@ -503,20 +503,30 @@ class _Blanks(dict):
 
 
 @functools.lru_cache(maxsize=16)
-def _template_fields(template: str) -> tuple[str, ...]:
-    """The columns a template fills, parsed once per template rather than once per row."""
-    from engine.config import template_fields
+def _template_parts(template: str) -> tuple[tuple[str, bool, tuple[str, ...]], ...]:
+    """(format string, optional, its columns) per piece of a template, parsed once per template, not per row."""
+    from engine.config import template_fields, template_sections
 
-    return tuple(template_fields(template))
+    return tuple((piece, optional, tuple(template_fields(piece))) for piece, optional in template_sections(template))
+
+
+def _blank(value: Any) -> bool:
+    """A cell with nothing in it: null or absent, blank text, an empty list or object."""
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, (list, dict)) and not value)
 
 
 def _fill(template: str, row: dict) -> str:
-    for name in _template_fields(template):
-        if isinstance(row.get(name), str):
-            _valid_text(row[name], f"column {name!r}")
+    parts = _template_parts(template)
+    for _, _, names in parts:
+        for name in names:
+            if isinstance(row.get(name), str):
+                _valid_text(row[name], f"column {name!r}")
     values = _Blanks({k: ("" if v is None else v) for k, v in row.items()})  # a null or absent field reads as empty
     try:
-        return template.format_map(values)
+        # An optional section ({[...]}) is left out when every column in it is blank in this row.
+        return "".join(piece.format_map(values) for piece, optional, names in parts
+                       if not (optional and all(_blank(row.get(n)) for n in names)))
     except (ValueError, TypeError) as e:  # a format spec the cell's type refuses: {messages:>3} on a list
         raise RowError(f"the template {template!r} cannot format this row ({e})",
                        "use plain {column} fields for columns that hold lists or objects") from None

@@ -37,11 +37,11 @@ SEED_MAX = 2**32 - 1  # numpy's and transformers' set_seed accept 0 .. 2**32 - 1
 
 def _p(default: Any, help: str, *, group: str = "advanced", choices: tuple | None = None,
        minimum: float | None = None, maximum: float | None = None, exclusive_min: bool = False,
-       special: tuple = (), extra: bool = False) -> Any:
+       exclusive_max: bool = False, special: tuple = (), extra: bool = False) -> Any:
     """A params field. `special` lists values allowed outside the range (e.g. -1 = automatic).
     `extra` marks llmtune's additions to AutoTrain's parameters."""
     meta = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum,
-            "exclusive_min": exclusive_min, "special": special, "extra": extra}
+            "exclusive_min": exclusive_min, "exclusive_max": exclusive_max, "special": special, "extra": extra}
     return field(default=default, metadata=meta)
 
 
@@ -110,6 +110,9 @@ class Params:
                                 minimum=1, maximum=INT32_MAX, extra=True)
     eval_steps: int | None = _p(None, "With eval_strategy: steps, evaluate every N steps (empty = logging_steps).",
                                 minimum=1, maximum=INT32_MAX, extra=True)
+    valid_fraction: float = _p(0.0, "Hold out this fraction of the train rows as the validation split when "
+                               "there is no data.valid_split, e.g. 0.05 = 5% (chosen by seed, the same rows "
+                               "every run); 0 = none.", minimum=0, maximum=1, exclusive_max=True, extra=True)
 
 
 PARAM_FIELDS = {f.name: f for f in fields(Params)}

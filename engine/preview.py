@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.chat_templates import TemplateSetup, renderer, setup_tokenizer
 from engine.config import RunConfig, length_problems
-from engine.data import Table, load_split
+from engine.data import Table, hold_out, load_split
 from engine.encoding import Encoded, EncodedPair, encode_split, pack_blocks
 from engine.errors import ConfigError, DataError, Problem
 from engine.formatting import FormattedSplit, format_split
@@ -144,7 +144,9 @@ def prepare_tokenizer(cfg: RunConfig, tokenizer: Any | None = None) -> tuple[Any
 
 def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, limit: int | None = None
                     ) -> list[FormattedSplit]:
-    """Read the train (and valid) split and format it for the trainer."""
+    """Read the train (and valid) split and format it for the trainer. The one place splits are made, for the
+    preview and the training process alike: without data.valid_split, params.valid_fraction holds out part of
+    the train rows as the valid split (engine.data.hold_out; of the rows read, with a `limit`)."""
     render = renderer(tokenizer) if setup.is_chat else None
     splits = [("train", cfg.data.train_split)]
     if cfg.data.valid_split:
@@ -153,7 +155,10 @@ def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, lim
     for role, split in splits:
         table: Table = load_split(cfg.data.path, split, base_dir=cfg.base_dir, token=cfg.hub.token or None,
                                   limit=limit, split_key=f"data.{role}_split")
-        out.append(format_split(table, cfg, setup, render, tokenizer.eos_token, split=role))
+        parts = [(role, table)]
+        if role == "train" and cfg.params.valid_fraction and not cfg.data.valid_split:
+            parts = list(zip(("train", "valid"), hold_out(table, cfg.params.valid_fraction, cfg.params.seed)))
+        out += [format_split(t, cfg, setup, render, tokenizer.eos_token, split=r) for r, t in parts]
     return out
 
 

@@ -442,3 +442,11 @@ def test_load_config_reads_a_file_with_every_bound_respected(tmp_path: Path) -> 
                     "  max_steps: 2147483647\n")
     cfg = load_config(path, environ={})
     assert (cfg.params.lr, cfg.params.weight_decay, cfg.params.seed) == (1e-4, 1e-4, 2**32 - 1)
+
+
+def test_an_unknown_chat_template_is_refused_by_the_static_rules() -> None:
+    with pytest.raises(ConfigError) as refused:
+        config("task: llm-sft\nbase_model: x/y\ndata:\n  chat_template: chatlm\n")
+    assert "data.chat_template = 'chatlm': is not one of the allowed values" in str(refused.value)
+    assert "did you mean chatml?" in str(refused.value)
+    assert config("task: llm-sft\nbase_model: x/y\ndata:\n  chat_template: ChatML\n").data.chat_template == "chatml"

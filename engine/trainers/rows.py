@@ -28,8 +28,9 @@ class SplitStats:
     trained_tokens: int  # tokens with a loss
     truncated: int  # examples cut to the length limits
     skipped: int = 0  # examples left with no trained token after truncation: nothing to learn, left out
+    source: str = ""  # where the rows came from, e.g. "5% of train: 3 rows of train.jsonl held out with seed 42"
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -44,7 +45,7 @@ class TrainerRows:
 def build_rows(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit, block_size: int
                ) -> TrainerRows:
     encoded = encode_for_training(cfg, tokenizer, setup, fs, block_size)
-    base = dict(rows=fs.rows, dropped=sum(fs.dropped.values()))
+    base = {"rows": fs.rows, "dropped": sum(fs.dropped.values()), "source": fs.source}
     if cfg.trainer == "default":
         return _blocks(fs, encoded, block_size, base)
     if cfg.trainer == "sft":
