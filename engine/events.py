@@ -60,6 +60,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "eval_loss": _NUM_OR_NULL, "metrics": (dict,),
     "path": (str,), "level": (str,), "kind": (str,), "log": (str,),
     "status": (str,), "exit_code": _INT, "output": _STR_OR_NULL, "merged": _STR_OR_NULL,
+    "kept": (bool,),
 }
 
 # Closed vocabularies: a value outside these is a writer bug.
@@ -129,9 +130,16 @@ def decode_event(line: bytes | str) -> dict | None:
         return None
     for name, value in event.items():
         types = FIELD_TYPES.get(name)
-        if types is not None and value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+        if types is not None and value is not None and not _has_type(value, types):
             return None
     return event
+
+
+def _has_type(value: Any, types: tuple[type, ...]) -> bool:
+    """bool is an int to Python, not to us: a bool is only of a field typed bool."""
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
 
 
 class EventWriter:
@@ -281,7 +289,8 @@ class EventTail:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", dict: "an object", type(None): "null"}
+    names = {int: "an integer", float: "a number", str: "a string", dict: "an object", bool: "true or false",
+             type(None): "null"}
     if float in types:
         types = tuple(t for t in types if t is not int)
     return " or ".join(names.get(t, t.__name__) for t in types)
@@ -291,7 +300,7 @@ def _type_problem(name: str, value: Any) -> str | None:
     types = FIELD_TYPES.get(name)
     if types is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, types):  # bool is an int to Python, not to us
+    if not _has_type(value, types):
         return f"{name} should be {_type_name(types)}, got {json.dumps(value, default=str)[:60]}"
     return None
 
@@ -325,9 +334,18 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass
 class RunSummary:
-    """A run's state folded from its events; `status` stays None while the run has not finished."""
+    """A run's state folded from its events; `status` stays None while the run has not finished.
+
+    Time is kept per segment: one training process's events (a resume appends a new segment to the same
+    file). A segment begins with the file's first event, with the first event after a `run_finished`, with a
+    `status` of phase `loading data` (what a starting process writes first: one that died without a final
+    event is followed by the next one's) or with a second `run_started`. See `run_time` and `eta`."""
 
     status: str | None = None
     phase: str | None = None          # the last status phase ("loading model", "training", ...)
@@ -344,7 +362,7 @@ class RunSummary:
     eval_loss: float | None = None    # the last evaluation loss
     lr: float | None = None
     tokens_per_s: float | None = None
-    elapsed: float | None = None      # seconds of training, from the last step event
+    elapsed: float | None = None      # seconds of training, from the last step event (of its own process)
     started: float | None = None      # unix time of the first event
     ended: float | None = None        # unix time of run_finished
     output: str | None = None
@@ -357,21 +375,92 @@ class RunSummary:
     metrics: dict[str, Any] = field(default_factory=dict)  # run_finished's final metrics
     warnings: int = 0
     unknown_version: Any = None       # the first `v` seen that is not SCHEMA_VERSION
+    segments: int = 0                 # the segments seen (processes: 1, plus one per resume)
+    time_before: float = 0.0          # wall seconds of the segments before the current one
+    segment_started: float | None = None  # unix time of the current segment's first event
+    segment_last: float | None = None     # ... and of its latest
+    # The current segment's pace, for the ETA: where its training began (step, seconds of training) and
+    # where its latest step event is.
+    pace_from: tuple[int, float] | None = None
+    pace_to: tuple[int, float] | None = None
+    _segment_closed: bool = field(default=False, repr=False)   # its run_finished was read
+    _segment_launched: bool = field(default=False, repr=False)  # its run_started was read
 
     @property
     def finished(self) -> bool:
         return self.status is not None
 
+    @classmethod
+    def continuing(cls, earlier: RunSummary) -> RunSummary:
+        """A summary for the events that follow `earlier`'s (a resumed run followed from its new segment
+        on): nothing of the earlier segments but their time, which `run_time` goes on adding to."""
+        run_time = earlier.run_time
+        return cls(segments=earlier.segments, time_before=run_time or 0.0)
+
+    @property
+    def run_time(self) -> float | None:
+        """Wall seconds the run's processes took, summed over its segments, each from its first event to its
+        latest (loading, training, evaluations and saving included; the time between segments, when no
+        process ran, left out). From the events alone: the same in every follower, on every re-attach."""
+        if self.segment_started is None or self.segment_last is None:
+            return None
+        return self.time_before + (self.segment_last - self.segment_started)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left: the steps left at the pace of the current segment (its steps over its training
+        time), so a resumed run is timed by what it does now, not by the steps an earlier process did."""
+        if self.pace_to is None or self.total_steps is None:
+            return None
+        start = self.pace_from if self.pace_from is not None else (0, 0.0) if self.segments <= 1 else None
+        if start is None:
+            return None
+        steps, seconds = self.pace_to[0] - start[0], self.pace_to[1] - start[1]
+        if steps <= 0 or seconds < 0:
+            return None
+        return seconds / steps * max(self.total_steps - self.pace_to[0], 0)
+
     def update(self, event: dict) -> RunSummary:
         """Fold one event in; unknown types and fields are ignored, as the schema asks of readers."""
-        if self.started is None and _number(event.get("time")) is not None:
-            self.started = float(event["time"])
+        when = _number(event.get("time"))
+        if self.started is None and when is not None:
+            self.started = when
+        if when is not None:
+            self._clock(event, when)
         if self.unknown_version is None and event.get("v") != SCHEMA_VERSION:
             self.unknown_version = event.get("v")
         handler = getattr(self, f"_on_{event.get('type')}", None)
         if handler is not None:
             handler(event)
         return self
+
+    def _clock(self, event: dict, when: float) -> None:
+        kind = event.get("type")
+        opens = (self.segment_started is None or self._segment_closed
+                 or (kind == "status" and event.get("phase") == "loading data")
+                 or (kind == "run_started" and self._segment_launched))
+        if opens:
+            if self.segment_started is not None and self.segment_last is not None:
+                self.time_before += self.segment_last - self.segment_started
+                # A new process: what the earlier segment ended with no longer holds.
+                self.status = self.exit_code = self.ended = self.error = self.error_kind = None
+                self.metrics = {}
+            self.segments += 1
+            self.segment_started = self.segment_last = when
+            self.pace_from = self.pace_to = None
+            self._segment_closed = self._segment_launched = False
+        else:
+            self.segment_last = max(self.segment_last or when, when)
+        if kind == "run_started":
+            self._segment_launched = True
+        elif kind == "run_finished":
+            self._segment_closed = True
+        elif kind == "status" and event.get("phase") == "training" and _int(event.get("step")) is not None:
+            self.pace_from = (event["step"], 0.0)  # step events' `elapsed` counts from this event
+        elif kind == "step" and _int(event.get("step")) is not None and _number(event.get("elapsed")) is not None:
+            self.pace_to = (event["step"], float(event["elapsed"]))
+            if self.pace_from is None and self.segments > 1:  # an older writer: no start step, time from here
+                self.pace_from = self.pace_to
 
     def _on_status(self, e: dict) -> None:
         self.phase, self.message = e.get("phase"), e.get("message")

@@ -34,7 +34,7 @@ from tui.widgets.run_dir_dialog import RunDirDialog
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 REPLAY = Path(__file__).with_name("replay_events.py")
-SIZE, WIDE = (80, 24), (160, 48)
+SIZE, WIDE, SMALL = (80, 24), (160, 48), (60, 20)
 TRAIN_LOG = """--- 2026-01-01 12:00:00 starting: python -m engine.run runs/demo
 2026-01-01 12:00:01,000 INFO llmtune: reading data and the tokenizer
 Loading weights:   0%|          | 0/21 [00:00<?, ?it/s]\rLoading weights: 100%|##########| 21/21 [00:00<00:00, 8973.14it/s]
@@ -354,9 +354,16 @@ def settle(pilot: Pilot) -> Awaitable[Any]:
 
 
 @pytest.mark.parametrize("size", [SIZE, WIDE], ids=["80x24", "wide"])
-@pytest.mark.parametrize("fixture", ["normal.jsonl", "with_eval.jsonl", "failed.jsonl"])
+@pytest.mark.parametrize("fixture", ["normal.jsonl", "with_eval.jsonl", "failed.jsonl", "dpo_metrics.jsonl"])
 def test_dashboard_snapshot(in_tmp: Path, snap_compare: Any, fixture: str, size: tuple[int, int]) -> None:
     assert snap_compare(attached_app(in_tmp, fixture), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("fixture", ["normal.jsonl", "with_eval.jsonl", "failed.jsonl", "stopped.jsonl",
+                                     "dpo_metrics.jsonl", "resumed.jsonl"])
+def test_small_dashboard_snapshot(in_tmp: Path, snap_compare: Any, fixture: str) -> None:
+    """60x20: every status line, the outcome, a compact footer (no stop or checkpoint key: the run ended)."""
+    assert snap_compare(attached_app(in_tmp, fixture), terminal_size=SMALL, run_before=settle)
 
 
 @pytest.mark.parametrize("size", [SIZE, WIDE], ids=["80x24", "wide"])
@@ -375,3 +382,30 @@ def test_live_long_run_snapshot(in_tmp: Path, snap_compare: Any) -> None:
     run_dir = recorded_run(in_tmp, path)
     with held_alive(run_dir) as handle:
         assert snap_compare(WizardApp(attach=(run_dir, handle)), terminal_size=SIZE, run_before=settle)
+
+
+def live_part(directory: Path, fixture: str, step: int) -> Path:
+    """A run directory holding the fixture's events up to the step event of `step` (the last one of it)."""
+    events = read_events(FIXTURES / fixture)
+    cut = max(i for i, e in enumerate(events) if e["type"] == "step" and e["step"] == step)
+    path = directory / "live.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events[: cut + 1]))
+    return recorded_run(directory, path)
+
+
+@pytest.mark.parametrize("size", [SIZE, SMALL], ids=["80x24", "60x20"])
+def test_live_dpo_snapshot(in_tmp: Path, snap_compare: Any, size: tuple[int, int]) -> None:
+    """A DPO run going on (step 24 of 30): its reward margin and accuracy, the ETA, every key in the footer."""
+    run_dir = live_part(in_tmp, "dpo_metrics.jsonl", 24)
+    with held_alive(run_dir) as handle:
+        assert snap_compare(WizardApp(attach=(run_dir, handle)), terminal_size=size, run_before=settle)
+
+
+def test_log_scale_snapshot(in_tmp: Path, snap_compare: Any) -> None:
+    """`l`: the border says the loss axis is log, and what `l` does now."""
+    async def log_scale(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("l")
+        await pilot.pause()
+
+    assert snap_compare(attached_app(in_tmp, "with_eval.jsonl"), terminal_size=SIZE, run_before=log_scale)

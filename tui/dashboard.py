@@ -30,7 +30,7 @@ from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_plot import LossPlot, PlotLine
 from tui.widgets.memory_panel import MemoryPanel
 from tui.widgets.run_dir_dialog import RunDirDialog
-from tui.widgets.run_status import Liveness, RunOutcome, RunStatus
+from tui.widgets.run_status import Liveness, RunOutcome, RunStatus, training
 
 POLL_INTERVAL = 0.25
 REDRAW_INTERVAL = 0.25
@@ -41,6 +41,14 @@ class RunUpdated(Message):
     """The follower read something new (events, a changed log, or the process ended)."""
 
     polled: RunPolled
+
+
+class SidePanel(Vertical):
+    """Memory and the sparklines, sized to this panel: drawn again when its size changes."""
+
+    def on_resize(self) -> None:
+        if isinstance(self.screen, DashboardScreen):
+            self.screen._draw_side()
 
 
 def spark_values(series: Series, width: int) -> list[float]:
@@ -54,7 +62,8 @@ def spark_values(series: Series, width: int) -> list[float]:
 
 class DashboardScreen(Screen[None]):
     """s stop (checkpoint, then end) · c checkpoint now · d detach (the run goes on) · o run directory ·
-    w back to the wizard · l log-scale loss · e the run's events instead of train.log (and back)."""
+    w back to the wizard · l log-scale loss · e the run's events instead of train.log (and back).
+    Stop and checkpoint are offered only while the run is training (not once it has ended)."""
 
     BINDINGS = [
         Binding("s", "stop", "Stop"),
@@ -65,8 +74,9 @@ class DashboardScreen(Screen[None]):
         Binding("l", "log_scale", "Log y", show=False),
         Binding("e", "events", "Events/log", show=False),
     ]
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-small"), (80, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-low"), (24, "-short"), (34, "-tall")]
+    COMPACT_BELOW = 80  # columns: a compact footer without the palette key, so every key still shows
 
     def __init__(self, run_dir: Path, handle: launch.RunHandle | None = None) -> None:
         super().__init__()
@@ -88,7 +98,7 @@ class DashboardScreen(Screen[None]):
         yield RunOutcome(id="run-outcome")
         with Horizontal(id="dash-middle"):
             yield LossPlot("loss", id="loss-plot")
-            with Vertical(id="dash-side"):
+            with SidePanel(id="dash-side"):
                 yield MemoryPanel(id="memory")
                 yield Static(id="lr-label", classes="spark-label")
                 yield Sparkline([], id="lr-spark")
@@ -100,7 +110,7 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = shown_path(self.run_dir)
         plot = self.query_one(LossPlot)
-        plot.border_subtitle = "l: log scale"
+        self._title_plot()
         self._title_log()
         plot.set_lines([PlotLine("train", self.state.train_loss, "cyan"),
                         PlotLine("eval", self.state.eval_loss, "magenta", markers=True)])
@@ -111,6 +121,27 @@ class DashboardScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._stop_worker.set()
+
+    def on_resize(self) -> None:
+        footer = self.query_one(Footer)
+        small = self.size.width < self.COMPACT_BELOW
+        if (footer.compact, footer.show_command_palette) != (small, not small):
+            footer.compact, footer.show_command_palette = small, not small
+            footer.refresh(recompose=True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Stop and checkpoint leave the footer (and do nothing) once the run has ended or is stopping."""
+        if action == "checkpoint":
+            return self._can_ask()
+        if action == "stop":  # while stopping, s offers to kill the run
+            return self._can_ask() or (self.live.stop_requested and self._reachable())
+        return True
+
+    def _reachable(self) -> bool:
+        return self.handle is not None and self.live.alive and not self.state.finished
+
+    def _can_ask(self) -> bool:
+        return self._reachable() and training(self.state, self.live)
 
     # ------------------------------------------------------------ reading the run
 
@@ -132,6 +163,7 @@ class DashboardScreen(Screen[None]):
     def _updated(self, message: RunUpdated) -> None:
         polled = message.polled
         before = self.state.summary.checkpoint, self.state.summary.status
+        could_ask = self._can_ask(), self._reachable()
         self.state.update(polled.events)
         if polled.log is not None:
             self.log_lines = polled.log
@@ -142,6 +174,8 @@ class DashboardScreen(Screen[None]):
         if self._caught_up:
             self._notify_changes(*before)
         self._caught_up = True
+        if (self._can_ask(), self._reachable()) != could_ask:
+            self.refresh_bindings()  # the run ended: no stop or checkpoint key any more
         self.polls += 1
         self._dirty = True
 
@@ -151,7 +185,8 @@ class DashboardScreen(Screen[None]):
         # show on the metrics line, not as a toast over the log every few seconds.
         if s.checkpoint and s.checkpoint != checkpoint and self.live.checkpoint_requested:
             self.live.checkpoint_requested = False
-            self.notify(f"checkpoint saved: {shown_path(s.checkpoint)}")
+            saved = "checkpoint saved and kept" if self.state.checkpoint_kept else "checkpoint saved"
+            self.notify(f"{saved}: {shown_path(s.checkpoint)}")
         if s.status and s.status != status:
             severity = "information" if s.status == "completed" else "warning" if s.status != "failed" else "error"
             self.notify(f"the run has {s.status}", severity=severity)
@@ -168,6 +203,12 @@ class DashboardScreen(Screen[None]):
         self.query_one(RunOutcome).show(state, live)
         plot = self.query_one(LossPlot)
         plot.set_x_limit(state.summary.total_steps)  # marks the plot stale too: the series have grown
+        self._draw_side()
+        self.query_one(LogTail).show(self._log_lines())
+
+    def _draw_side(self) -> None:
+        """Memory and the sparklines, for the side panel's size (again whenever that changes)."""
+        state = self.state
         side = self.query_one("#dash-side")
         self.query_one(MemoryPanel).show(state, max(side.size.height - 4, 3))
         width = max(side.size.width, 10)
@@ -176,7 +217,6 @@ class DashboardScreen(Screen[None]):
                                                ("grad", "grad norm", "grad_norm", state.grad_norm, ".3g")):
             self.query_one(f"#{name}-label", Static).update(f"{label} {number(last.get(key), spec)}")
             self.query_one(f"#{name}-spark", Sparkline).data = spark_values(series, width)
-        self.query_one(LogTail).show(self._log_lines())
 
     def _log_lines(self) -> list[str]:
         return [text for text, _ in self.state.lines] if self.show_events else self.log_lines
@@ -184,7 +224,7 @@ class DashboardScreen(Screen[None]):
     # ------------------------------------------------------------ keys
 
     def _run_reachable(self) -> bool:
-        if self.handle is None or not self.live.alive or self.state.finished:
+        if not self._reachable():
             self.notify("the run is not running: there is nothing to ask it", severity="warning")
             return False
         return True
@@ -208,6 +248,7 @@ class DashboardScreen(Screen[None]):
     def _request_stop(self) -> None:
         launch.request(self.run_dir, "stop")
         self.live.stop_requested = True
+        self.refresh_bindings()  # no checkpoint key while it stops
         self._dirty = True
         self.notify("stopping: the run saves a checkpoint at the end of this step, then ends")
 
@@ -220,7 +261,7 @@ class DashboardScreen(Screen[None]):
         if self._run_reachable():
             launch.request(self.run_dir, "checkpoint")
             self.live.checkpoint_requested = True
-            self.notify("checkpoint requested: it is saved after the current step")
+            self.notify("checkpoint requested: saved after this step, and kept (never rotated away)")
 
     def action_detach(self) -> None:
         detach = getattr(self.app, "detach", None)
@@ -252,7 +293,13 @@ class DashboardScreen(Screen[None]):
         log.border_title = "events" if self.show_events else "train.log"
         log.border_subtitle = "e: train.log" if self.show_events else "e: events"
 
+    def _title_plot(self) -> None:
+        """The scale is state the eye cannot read off the labels: the border says it while it is log."""
+        plot = self.query_one(LossPlot)
+        plot.border_title = "log scale" if plot.log_y else ""
+        plot.border_subtitle = "l: linear" if plot.log_y else "l: log scale"
+
     def action_log_scale(self) -> None:
         plot = self.query_one(LossPlot)
         plot.log_y = not plot.log_y
-        self.notify(f"loss axis: {'log' if plot.log_y else 'linear'} scale", timeout=2)
+        self._title_plot()

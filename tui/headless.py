@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.text import Text
 
 from engine import launch
-from engine.events import EVENTS_FILE, SCHEMA_VERSION, EventTail, RunSummary
+from engine.events import EVENTS_FILE, SCHEMA_VERSION, EventTail, RunSummary, summarize
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 PLAIN_STEP_INTERVAL = 5.0  # seconds of run time between step lines when not on a terminal
@@ -31,6 +31,14 @@ STOPPING = "stopping: the run saves a checkpoint and ends; press Ctrl-C again to
 STYLES = {"info": "", "warning": "yellow", "error": "red", "status": "dim", "eval": "cyan",
           "checkpoint": "green", "completed": "bold green", "stopped": "bold yellow",
           "killed": "bold yellow", "failed": "bold red"}
+ICONS = {"completed": "✔", "stopped": "■", "killed": "■", "failed": "✖"}
+# The trainer's own metrics worth a glance, in this order (at most HEADLINE_COUNT shown): name in the step
+# event's `metrics`, label, format. DPO and ORPO log rewards/*, a reward model accuracy and margin, SFT its
+# token accuracy (DPO logs one too: the reward accuracy comes first).
+HEADLINE_METRICS = (("rewards/margins", "margin", ".3g"), ("rewards/accuracies", "acc", ".0%"),
+                    ("accuracy", "acc", ".0%"), ("margin", "margin", ".3g"),
+                    ("mean_token_accuracy", "tok acc", ".1%"))
+HEADLINE_COUNT = 2
 
 
 # ---- formatting (pure functions) --------------------------------------------------------------
@@ -52,12 +60,32 @@ def _gib(nbytes: Any) -> str:
     return f"{nbytes / 2**30:.1f}G"
 
 
-def eta(event: dict) -> float | None:
-    """Seconds left, from the training time so far and the steps left."""
-    step, total, elapsed = event.get("step"), event.get("total_steps"), event.get("elapsed")
-    if not (isinstance(step, int) and step > 0 and isinstance(total, int) and isinstance(elapsed, (int, float))):
-        return None
-    return elapsed / step * max(total - step, 0)
+def run_time(summary: RunSummary) -> float | None:
+    """The run's elapsed time, as every view shows it: wall time summed over its segments (RunSummary.run_time);
+    from the final metrics or the training time when the events carry no times."""
+    if summary.run_time is not None:
+        return summary.run_time
+    runtime = summary.metrics.get("train_runtime")
+    if isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
+        return float(runtime)
+    return summary.elapsed
+
+
+def headline_metrics(metrics: Any, count: int = HEADLINE_COUNT) -> list[tuple[str, str]]:
+    """The trainer's most telling metrics in a step event's `metrics`, as (label, value) pairs."""
+    if not isinstance(metrics, dict):
+        return []
+    shown: list[tuple[str, str]] = []
+    labels: set[str] = set()
+    for name, label, spec in HEADLINE_METRICS:
+        value = metrics.get(name)
+        if label in labels or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        shown.append((label, number(value, spec)))
+        labels.add(label)
+        if len(shown) == count:
+            break
+    return shown
 
 
 def _gpu_used(gpu: Any) -> int | float | None:
@@ -83,10 +111,10 @@ def memory_text(memory: Any) -> str | None:
 
 
 class LoggedMetrics:
-    """Step events between logging steps (progress only) carry loss, lr and grad_norm as null: a display
-    shows the last logged values instead of blanks."""
+    """Step events between logging steps (progress only) carry loss, lr and grad_norm as null and no
+    `metrics`: a display shows the last logged values instead of blanks."""
 
-    NAMES = ("loss", "lr", "grad_norm")
+    NAMES = ("loss", "lr", "grad_norm", "metrics")
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
@@ -101,6 +129,7 @@ class LoggedMetrics:
 
 def _metric_parts(event: dict) -> list[str]:
     return [f"epoch {number(event.get('epoch'), '.2f')}", f"loss {number(event.get('loss'), '.4f')}",
+            *(f"{label} {value}" for label, value in headline_metrics(event.get("metrics"))),
             f"lr {number(event.get('lr'), '.2e')}", f"tok/s {number(event.get('tokens_per_s'), '.0f')}"]
 
 
@@ -109,10 +138,11 @@ def _memory_part(event: dict) -> list[str]:
     return [f"mem {memory}"] if memory else []
 
 
-def step_line(event: dict) -> str:
-    """`step 10/100 epoch 0.10 loss 2.3456 lr 1.20e-04 tok/s 1234 eta 0:01:02 mem 18.6G/79.2G`"""
+def step_line(event: dict, eta: float | None = None) -> str:
+    """`step 10/100 epoch 0.10 loss 2.3456 lr 1.20e-04 tok/s 1234 eta 0:01:02 mem 18.6G/79.2G`; the trainer's
+    headline metrics after the loss when it logs any (`loss 0.6931 margin 0.0123 acc 50% lr ...`)."""
     parts = [f"step {event.get('step')}/{event.get('total_steps')}", *_metric_parts(event),
-             f"eta {duration(eta(event))}", *_memory_part(event)]
+             f"eta {duration(eta)}", *_memory_part(event)]
     return " ".join(parts)
 
 
@@ -176,13 +206,19 @@ class PlainDisplay:
     steps always show and every eval or checkpoint line has its step's metrics just above it.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, summary: RunSummary | None = None) -> None:
         self.console = console
+        # The run as folded so far (its times and pace: the ETA); folded here when the caller does not.
+        self.summary = summary if summary is not None else RunSummary()
+        self._folds = summary is None
+        self.stopping = False  # a stop was asked: no more ETA
         self._printed_at: float | None = None  # run time of the last printed step
-        self._pending: dict | None = None
+        self._pending: tuple[float, str] | None = None  # (time, line) of the latest unprinted step
         self._logged = LoggedMetrics()
 
     def show(self, event: dict) -> None:
+        if self._folds:
+            self.summary.update(event)
         if event.get("type") == "step":
             self._step(self._logged.fill(event))
             return
@@ -194,19 +230,19 @@ class PlainDisplay:
 
     def _step(self, event: dict) -> None:
         now = event.get("time") if isinstance(event.get("time"), (int, float)) else time.time()
+        line = step_line(event, None if self.stopping else self.summary.eta)
         due = self._printed_at is None or now - self._printed_at >= PLAIN_STEP_INTERVAL
         if due or event.get("step") == event.get("total_steps"):
             self._pending = None
             self._printed_at = now
-            self.print(step_line(event))
+            self.print(line)
         else:
-            self._pending = event
+            self._pending = (now, line)
 
     def _flush_step(self) -> None:
         if self._pending is not None:
-            event, self._pending = self._pending, None
-            self._printed_at = event.get("time", self._printed_at)
-            self.print(step_line(event))
+            (self._printed_at, line), self._pending = self._pending, None
+            self.print(line)
 
     def print(self, text: str, style: str = "") -> None:
         self.console.print(Text(text, style=style), soft_wrap=True)
@@ -225,36 +261,56 @@ class _TwoLineProgress(Progress):
         yield self.detail
 
 
-class LiveDisplay:
-    """A redrawn progress bar (the phase before training, then step/total, times, metrics); other events above."""
+class _SpinnerOrIcon(SpinnerColumn):
+    """A spinner while the run goes on; once it has ended, its outcome's icon (the `icon` field)."""
 
-    def __init__(self, console: Console) -> None:
+    def render(self, task: Any) -> RenderableType:
+        icon = task.fields.get("icon")
+        return Text(*icon) if icon else super().render(task)
+
+
+class LiveDisplay:
+    """A redrawn progress bar (the phase before training, then step/total, times, metrics); other events above.
+    Once the run has ended: its outcome's icon instead of the spinner, and no ETA."""
+
+    def __init__(self, console: Console, summary: RunSummary | None = None) -> None:
         self.console = console
-        self.progress = _TwoLineProgress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+        self.summary = summary if summary is not None else RunSummary()
+        self._folds = summary is None
+        self.stopping = False  # a stop was asked: no more ETA
+        self.progress = _TwoLineProgress(_SpinnerOrIcon(), TextColumn("[bold]{task.description}"),
                                          BarColumn(bar_width=30), TextColumn("{task.fields[count]}"),
                                          TextColumn("{task.fields[times]}"), console=console, refresh_per_second=4)
-        self.task: TaskID = self.progress.add_task("starting", total=None, count="", times="")
+        self.task: TaskID = self.progress.add_task("starting", total=None, count="", times="", icon=None)
         self._metrics = Text()
         self._logged = LoggedMetrics()
         self.progress.start()
 
     def show(self, event: dict) -> None:
+        if self._folds:
+            self.summary.update(event)
         kind = event.get("type")
         if kind == "status":
             self.progress.update(self.task, description=str(event.get("phase")))
             self.progress.detail = Text(str(event.get("message")), style="dim")
+            if event.get("phase") != "training" and self.summary.pace_to is not None:  # saving, merging: no ETA
+                self.progress.update(self.task, times=f"elapsed {duration(run_time(self.summary))}")
         elif kind == "run_started":
             self.progress.update(self.task, total=event.get("total_steps"), count=f"0/{event.get('total_steps')}")
         elif kind == "step":
             self._step(self._logged.fill(event))
         elif kind == "run_finished":
-            self.progress.update(self.task, description=str(event.get("status")))
+            status = str(event.get("status"))
+            self.progress.update(self.task, description=status, icon=(ICONS.get(status, "?"), STYLES.get(status, "")),
+                                 times=f"elapsed {duration(run_time(self.summary))}")
             self.progress.detail = self._metrics
         for text, style in event_lines(event):
             self.print(text, style)
 
     def _step(self, event: dict) -> None:
-        times = f"elapsed {duration(event.get('elapsed'))} eta {duration(eta(event))}"
+        times = f"elapsed {duration(run_time(self.summary))}"
+        if not self.stopping:
+            times += f" eta {duration(self.summary.eta)}"
         self.progress.update(self.task, description="training", completed=event.get("step") or 0,
                              total=event.get("total_steps"), count=f"{event.get('step')}/{event.get('total_steps')}",
                              times=times)
@@ -312,11 +368,11 @@ def follow(handle: launch.RunHandle, *, console: Console | None = None, poll_int
     console.print(f"following {handle.run_dir} (pid {handle.pid}); log: {handle.run_dir / launch.LOG_FILE}; "
                   f"Ctrl-C stops the run", highlight=False, soft_wrap=True)
     tail = EventTail(handle.run_dir / EVENTS_FILE)
-    if skip_existing:
-        tail.poll()
     summary = RunSummary()
+    if skip_existing:  # not shown again, but their time counts in the run's elapsed time
+        summary = RunSummary.continuing(summarize(tail.poll()))
     with Interrupts() as interrupts:
-        display: Display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
+        display: Display = LiveDisplay(console, summary) if console.is_terminal else PlainDisplay(console, summary)
         try:
             killed = _follow_events(handle, tail, summary, display, interrupts, poll_interval)
         finally:
@@ -345,6 +401,7 @@ def _follow_events(handle: launch.RunHandle, tail: EventTail, summary: RunSummar
             return True
         if interrupts.count == 1 and not stop_asked:
             launch.request(handle.run_dir, "stop")
+            display.stopping = True
             display.print(STOPPING, STYLES["warning"])
             stop_asked = True
         time.sleep(poll_interval)
@@ -384,7 +441,7 @@ def summary_lines(summary: RunSummary, handle: launch.RunHandle, *, killed: bool
         facts.append(f"final loss {summary.loss:.4f}")
     if summary.eval_loss is not None:
         facts.append(f"eval loss {summary.eval_loss:.4f}")
-    facts.append(f"elapsed {duration(_elapsed(summary))}")
+    facts.append(f"elapsed {duration(run_time(summary))}")
     lines = [(f"{status or 'ended'}: {', '.join(facts)}", STYLES.get(status or "failed", ""))]
     if status == "stopped" and summary.checkpoint:
         lines.append((f"checkpoint: {summary.checkpoint}", ""))
@@ -415,16 +472,6 @@ def _events_lost_lines(handle: launch.RunHandle) -> list[tuple[str, str]]:
     else:
         lines.append((f"the training process {end_reason(handle)}; see {handle.run_dir / launch.LOG_FILE}", ""))
     return lines
-
-
-def _elapsed(summary: RunSummary) -> float | None:
-    """Wall time of the whole run (loading and saving included), else the training time."""
-    if summary.started is not None:
-        return (summary.ended or time.time()) - summary.started
-    runtime = summary.metrics.get("train_runtime")
-    if isinstance(runtime, (int, float)):
-        return float(runtime)
-    return summary.elapsed
 
 
 def end_reason(handle: launch.RunHandle) -> str:

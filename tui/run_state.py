@@ -67,6 +67,7 @@ class RunState:
         self._logged = LoggedMetrics()
         self.epochs: float | None = None
         self.checkpoint_step: int | None = None  # the step of the last checkpoint saved
+        self.checkpoint_kept = False  # ... and whether it was asked for by hand (rotation leaves it)
         self.gpus: dict[int, GpuMemory] = {}
         self.rss: int | None = None
         self.rss_peak: int | None = None
@@ -90,6 +91,7 @@ class RunState:
                 self.epochs = _num(event.get("epochs"))
             elif kind == "checkpoint":
                 self.checkpoint_step = _int(event.get("step"))
+                self.checkpoint_kept = event.get("kept") is True
             self.lines.extend(event_lines(event))
 
     def _step(self, event: dict) -> None:

@@ -3,13 +3,19 @@ counts from the batches themselves, and the stop / checkpoint requests a UI leav
 
 It also keeps the run directory's books: a checkpoint about to be saved is listed in the manifest first (a
 save cut short by a full disk or a kill is still known to be ours), a saved one gets its completion marker
-with the token counts a resume continues from, and non-finite steps get no checkpoint at all."""
+with the token counts a resume continues from, and non-finite steps get no checkpoint at all.
+
+And it rotates the checkpoints itself, in transformers' place: `save_total_limit` as transformers applies it
+(the oldest go first; the newest, the one to resume from, and the best one stay), except that a checkpoint
+asked for by hand (`control/checkpoint`: the dashboard's `c`) is kept, marked `kept` in its completion
+marker, and not counted in the limit. transformers' own rotation would delete it at the next save."""
 
 from __future__ import annotations
 
 import functools
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +31,8 @@ from engine.manifest import Manifest
 from engine.trainers.nonfinite import NonFiniteGuard
 
 STEP_EVERY_S = 1.0  # a step event without loss at most this often between logging steps (progress bars)
+# What a trainer logs that a step event carries in fields of its own, or that is not a metric of the model.
+OWN_FIELDS = frozenset({"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "num_input_tokens_seen"})
 
 
 class TokenCounter:
@@ -73,6 +81,8 @@ class ProgressCallback(TrainerCallback):
         self.last_eval_step = -1
         self.last_save_step = -1
         self.saving: str | None = None  # the checkpoint being saved, until it is complete
+        self.save_total_limit: int | None = None  # taken over from transformers at the start of training
+        self.keep_step: int | None = None  # the step whose checkpoint was asked for by hand
         self.final_metrics: dict[str, float] = {}
         self._start = time.time()
         self._train_time = 0.0  # seconds spent in training steps (evaluations and saves excluded)
@@ -85,7 +95,12 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
         self._start = time.time()
-        self._emit("status", phase="training", message=f"training for {state.max_steps} steps")
+        if args.save_total_limit is not None:  # llmtune rotates (on_save); transformers would delete kept ones
+            self.save_total_limit, args.save_total_limit = args.save_total_limit, None
+        # `step`: where training begins (a resumed run: its checkpoint's step); step events' `elapsed` counts
+        # from this event, so followers time the run's pace from here.
+        self._emit("status", phase="training", message=f"training for {state.max_steps} steps",
+                   step=state.global_step)
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
@@ -97,6 +112,7 @@ class ProgressCallback(TrainerCallback):
         requests = self._requests()
         if "checkpoint" in requests:
             control.should_save = True
+            self.keep_step = state.global_step
             if self.writer:
                 launch.clear(self.run_dir, "checkpoint")
         if "stop" in requests:
@@ -114,7 +130,7 @@ class ProgressCallback(TrainerCallback):
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
         if "loss" in logs:
-            self._step(state, logs)
+            self._step(state, logs, metrics=trainer_metrics(logs))
         elif "eval_loss" in logs:
             self.last_eval_step = state.global_step
             metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
@@ -143,16 +159,40 @@ class ProgressCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.last_save_step = state.global_step
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        kept = self.keep_step == state.global_step
+        self.keep_step = None
         if self.writer:
-            checkpoints.write_marker(path, tokens=self.counter.tokens, trained_tokens=self.counter.trained)
+            checkpoints.write_marker(path, tokens=self.counter.tokens, trained_tokens=self.counter.trained,
+                                     **({"kept": True} if kept else {}))
+            self._rotate(path, state)
             if self.on_saved is not None:
                 self.on_saved()
         self.saving = None
-        self._emit("checkpoint", step=state.global_step, path=str(path))
+        self._emit("checkpoint", step=state.global_step, path=str(path), kept=kept)
+
+    def _rotate(self, saved: Path, state: TrainerState) -> None:
+        """Delete the oldest checkpoints beyond `save_total_limit`, as transformers would, but never one asked
+        for by hand (marked `kept`; not counted either), the one just saved or the best one."""
+        limit = self.save_total_limit
+        if limit is None or limit <= 0:
+            return
+        best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+        rotating = [p for p in checkpoints.all_checkpoints(saved.parent) if not is_kept(p)]
+        excess = len(rotating) - limit
+        for old in rotating:  # oldest first
+            if excess <= 0:
+                break
+            if old == saved or old == best:
+                continue
+            if self.manifest is not None and old.parent.resolve() == self.manifest.run_dir.resolve():
+                self.manifest.remove_owned(under=old.name)  # only what llmtune wrote there
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+            excess -= 1
 
     # -- helpers
 
-    def _step(self, state: TrainerState, logs: dict[str, float]) -> None:
+    def _step(self, state: TrainerState, logs: dict[str, float], metrics: dict[str, float] | None = None) -> None:
         if not self.writer:  # only rank 0 writes: the others need not read memory (NVML, /proc) at all
             return
         now = time.time()
@@ -164,7 +204,7 @@ class ProgressCallback(TrainerCallback):
                    tokens=tokens, trained_tokens=trained,
                    tokens_per_s=(tokens - tok0) / dt if dt > 0 else None,
                    trained_tokens_per_s=(trained - tr0) / dt if dt > 0 else None,
-                   elapsed=now - self._start, memory=memory())
+                   elapsed=now - self._start, memory=memory(), **({"metrics": metrics} if metrics else {}))
         self._last = (self._train_time, tokens, trained)
         self._last_emit = now
 
@@ -182,6 +222,18 @@ class ProgressCallback(TrainerCallback):
     def _emit(self, type: str, **fields: Any) -> None:
         if self.writer:
             self.writer.emit(type, **fields)
+
+
+def trainer_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """The trainer's own metrics in a training log (DPO's `rewards/margins`, SFT's `mean_token_accuracy`, a
+    reward model's `accuracy`, ...): every number but those a step event has fields for and the counters."""
+    return {k: v for k, v in logs.items() if k not in OWN_FIELDS and not k.endswith(("_runtime", "_per_second"))
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def is_kept(checkpoint: Path) -> bool:
+    """A checkpoint asked for by hand: rotation leaves it alone."""
+    return (checkpoints.read_marker(checkpoint) or {}).get("kept") is True
 
 
 def memory() -> dict[str, Any]:

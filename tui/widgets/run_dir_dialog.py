@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,12 +14,15 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine import checkpoints
 from tui.widgets.memory_panel import size
 
 DESCRIPTIONS = {"config.yaml": "the config it runs (paths absolute, secrets as ${VAR})",
                 "events.jsonl": "the event stream the dashboard reads", "train.log": "the training log",
                 "README.md": "model card", "merged": "the merged model", "control": "stop/checkpoint requests",
-                "training_params.json": "AutoTrain's record of the parameters", "runs": "TensorBoard logs"}
+                "training_params.json": "AutoTrain's record of the parameters", "runs": "TensorBoard logs",
+                "run.pid": "the training process's id", ".llmtune.json": "what llmtune wrote here",
+                ".llmtune-reserve": "room kept to report a full disk"}
 
 
 def _entry_size(path: Path) -> int | None:
@@ -32,22 +34,44 @@ def _entry_size(path: Path) -> int | None:
         return None
 
 
-def listing(run_dir: Path, limit: int = 14) -> Table:
-    table = Table.grid(padding=(0, 1))
-    table.add_column(no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    table.add_column(style="dim", overflow="ellipsis", no_wrap=True)
+SIZE_WIDTH = 5  # "1023M", "17.4G": sizes always show whole
+
+
+def listing(run_dir: Path, limit: int = 14, width: int = 86) -> Text:
+    """The entries of the run directory, one a line, `width` cells wide at most: the name (cut with … when
+    long), its size (always whole) and what it is (cut first, left out when there is no room)."""
     try:
         entries = sorted(Path(run_dir).iterdir(), key=lambda p: (not p.is_dir(), p.name))
     except OSError:
         entries = []
-    for entry in entries[:limit]:
-        name = entry.name + ("/" if entry.is_dir() else "")
-        described = DESCRIPTIONS.get(entry.name) or ("a checkpoint" if entry.name.startswith("checkpoint-") else "")
-        table.add_row(name, size(_entry_size(entry)), described)
-    if len(entries) > limit:
-        table.add_row(Text(f"… {len(entries) - limit} more", style="dim"), "", "")
-    return table
+    shown = entries if len(entries) <= limit else entries[:max(limit - 1, 1)]
+    names = [entry.name + ("/" if entry.is_dir() else "") for entry in shown]
+    name_width = min(max((len(n) for n in names), default=0), max(width - SIZE_WIDTH - 1, 4), 28)
+    room = width - name_width - SIZE_WIDTH - 2  # for the description
+    lines = []
+    for entry, name in zip(shown, names):
+        described = DESCRIPTIONS.get(entry.name) or (_checkpoint(entry) if entry.name.startswith("checkpoint-") else "")
+        line = Text.assemble(_cut(name, name_width).ljust(name_width), " ",
+                             size(_entry_size(entry)).rjust(SIZE_WIDTH))
+        if described and room >= 8:
+            line.append(" " + _cut(described, room), style="dim")
+        lines.append(line)
+    if len(shown) < len(entries):
+        lines.append(Text(f"… {len(entries) - len(shown)} more", style="dim"))
+    text = Text("\n").join(lines)
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def _checkpoint(path: Path) -> str:
+    marker = checkpoints.read_marker(path)
+    if marker is None:
+        return "a checkpoint, not complete" if not checkpoints.is_complete(path) else "a checkpoint"
+    return "a checkpoint, kept" if marker.get("kept") is True else "a checkpoint"  # kept: asked for by hand
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
 class RunDirDialog(ModalScreen[None]):
@@ -69,13 +93,26 @@ class RunDirDialog(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(Text(str(self.run_dir), style="bold"), id="run-dir-path")
-            yield Static(listing(self.run_dir), id="run-dir-files")
+            yield Static(id="run-dir-files")
             hint = "copied to the clipboard (if your terminal allows it); " if self.copied else ""
             yield Static(f"{hint}in a shell: cd {_quoted(self.run_dir)}   ·   Esc closes", id="run-dir-hint",
                          markup=False)
 
     def on_mount(self) -> None:
         self.query_one(Vertical).border_title = "run directory"
+        self._list()
+
+    def on_resize(self) -> None:
+        self._list()
+
+    def _list(self) -> None:
+        """As many entries as the screen leaves room for, as wide as the dialog: the path, the hint and the
+        sizes always show."""
+        width = min(self.size.width or 80, 90) - 4  # the dialog's border and padding
+        lines = [len(Text(str(static.render())).wrap(self.app.console, max(width, 1)))
+                 for static in (self.query_one("#run-dir-path", Static), self.query_one("#run-dir-hint", Static))]
+        room = (self.size.height or 24) - 2 - sum(lines) - 2  # borders, and the margins around the listing
+        self.query_one("#run-dir-files", Static).update(listing(self.run_dir, max(room, 2), width))
 
 
 def _quoted(path: Path) -> str:

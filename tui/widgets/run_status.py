@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich._wrap import divide_line
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -13,11 +14,12 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine import checkpoints, launch
-from tui.headless import duration, eta, number
+from tui.headless import ICONS as STATUS_ICONS
+from tui.headless import STYLES, duration, headline_metrics, number, run_time
 from tui.run_state import RunState, shown_path
 
-ICONS = {"completed": ("✔", "bold green"), "stopped": ("■", "bold yellow"), "killed": ("■", "bold yellow"),
-         "failed": ("✖", "bold red")}
+ICONS = {status: (icon, STYLES[status]) for status, icon in STATUS_ICONS.items()}
+GAP = "  "
 
 
 @dataclass
@@ -31,8 +33,37 @@ class Liveness:
     ended_without_event: str | None = None  # how the process ended when it wrote no run_finished
 
 
+def training(state: RunState, live: Liveness) -> bool:
+    """Whether the run is going on, as far as anyone can tell: not ended (no final event, its process not
+    seen gone) and not asked to stop. Only then do an ETA, and the stop and checkpoint keys, mean anything."""
+    return not state.finished and not live.ended_without_event and not live.stop_requested
+
+
 def _count(value: float | None, spec: str = ",.0f") -> str:
     return number(value, spec)
+
+
+def fit(parts: list[tuple[Text, int]], width: int | None) -> Text:
+    """Parts joined by GAP, those of the highest rank left out first (the last of them first) until the line
+    fits `width` (None: all of them). Rank 0 always stays."""
+    kept = list(parts)
+    while width is not None and len(kept) > 1 and _joined_length(kept) > width:
+        worst = max(rank for _, rank in kept)
+        if worst == 0:
+            break
+        drop = max(i for i, (_, rank) in enumerate(kept) if rank == worst)
+        del kept[drop]
+    text = Text(GAP).join(part for part, _ in kept)
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def _joined_length(parts: list[tuple[Text, int]]) -> int:
+    return sum(part.cell_len for part, _ in parts) + len(GAP) * (len(parts) - 1)
+
+
+def _labelled(label: str, value: str, style: str = "") -> Text:
+    return Text.assemble((f"{label} ", "dim"), (value, style))
 
 
 def phase_line(state: RunState, live: Liveness, width: int) -> RenderableType:
@@ -61,44 +92,46 @@ def phase_line(state: RunState, live: Liveness, width: int) -> RenderableType:
     return grid if bar_width >= 8 else label
 
 
-def times_line(state: RunState) -> Text:
+def times_line(state: RunState, live: Liveness | None = None, width: int | None = None) -> Text:
+    """Epoch, elapsed (RunSummary.run_time, as `--yes` shows it), ETA while training, throughput; what does
+    not fit `width` is left out, the trained tokens/s first."""
     s, event = state.summary, state.last_step or {}
-    epochs = f"/{number(state.epochs, 'g')}" if state.epochs else ""
-    parts = [f"epoch {number(s.epoch, '.2f')}{epochs}", f"elapsed {duration(_wall(state))}"]
-    if not s.finished:
-        parts.append(f"eta {duration(eta(event)) if event else '-:--:--'}")
-    parts += [f"tok/s {_count(event.get('tokens_per_s'))}", f"trained tok/s {_count(event.get('trained_tokens_per_s'))}"]
-    return Text("  ".join(parts), style="dim" if state.last_step is None else "")
-
-
-def metrics_line(state: RunState) -> Text:
-    s, event = state.summary, state.last_step or {}
-    text = Text()
-    for label, value, spec, style in (("loss", s.loss, ".4f", "cyan"), ("eval", s.eval_loss, ".4f", "magenta"),
-                                      ("lr", event.get("lr"), ".2e", ""), ("grad norm", event.get("grad_norm"), ".3g", "")):
-        if text:
-            text.append("  ")
-        text.append(f"{label} ", style="dim")
-        text.append(number(value, spec), style=style)
-    if state.checkpoint_step is not None:
-        text.append("  checkpoint ", style="dim")
-        text.append(f"{state.checkpoint_step}")
+    # max_steps can end a run before its epochs, or after them (run_started's `epochs` is the config's)
+    epochs = f"/{number(state.epochs, 'g')}" if state.epochs and (s.epoch or 0) <= state.epochs else ""
+    parts = [(Text(f"epoch {number(s.epoch, '.2f')}{epochs}"), 1), (Text(f"elapsed {duration(run_time(s))}"), 0)]
+    if training(state, live or Liveness()) and s.phase in ("training", None):  # not while saving, merging
+        parts.append((Text(f"eta {duration(s.eta) if event else '-:--:--'}"), 0))
+    parts += [(Text(f"tok/s {_count(event.get('tokens_per_s'))}"), 2),
+              (Text(f"trained tok/s {_count(event.get('trained_tokens_per_s'))}"), 3)]
+    text = fit(parts, width)
+    if state.last_step is None:
+        text.stylize("dim")
     return text
 
 
-def _wall(state: RunState) -> float | None:
-    """The whole run's wall time once it has ended; while it runs, the training time of the last step
-    (what the ETA is computed from, and the same on every re-attach)."""
-    s = state.summary
-    if s.ended is not None and s.started is not None:
-        return s.ended - s.started
-    return s.elapsed
+def metrics_line(state: RunState, width: int | None = None) -> Text:
+    """Loss, eval loss, the trainer's own headline metrics (DPO's reward margin and accuracy, ...), lr, grad
+    norm and the last checkpoint; lr and grad norm (the side panel shows them too) go first when narrow."""
+    s, event = state.summary, state.last_step or {}
+    parts = [(_labelled("loss", number(s.loss, ".4f"), "cyan"), 0),
+             (_labelled("eval", number(s.eval_loss, ".4f"), "magenta"), 1)]
+    parts += [(_labelled(label, value, "green"), 1) for label, value in headline_metrics(event.get("metrics"))]
+    parts += [(_labelled("lr", number(event.get("lr"), ".2e")), 3),
+              (_labelled("grad norm", number(event.get("grad_norm"), ".3g")), 3)]
+    if state.checkpoint_step is not None:
+        parts.append((_labelled("checkpoint", f"{state.checkpoint_step}"), 2))
+    return fit(parts, width)
 
 
 def _fit(text: str, width: int, lines: int) -> str:
-    """At most `lines` lines of `width` (a long error keeps room for the log path below it)."""
-    room = max(width * lines - 2, 10)
-    return text if len(text) <= room else text[: room - 1].rstrip() + "…"
+    """At most `lines` lines of `width` as the terminal wraps them (at spaces), the last one ending in … when
+    cut (a long error keeps room for the log path below it)."""
+    breaks = divide_line(text, max(width, 1))  # where each line after the first begins
+    if len(breaks) < lines:
+        return text
+    start, end = (breaks[lines - 2] if lines > 1 else 0), breaks[lines - 1]
+    last = text[start:end].rstrip()[: max(width - 1, 1)]
+    return text[:start] + last.rstrip() + "…"
 
 
 def outcome(state: RunState, live: Liveness, width: int = 78, lines: int = 4) -> RenderableType | None:
@@ -109,7 +142,9 @@ def outcome(state: RunState, live: Liveness, width: int = 78, lines: int = 4) ->
     run = shown_path(state.run_dir)
     if s.status == "completed":
         paths = [f"{name}: {shown_path(path)}" for name, path in (("output", s.output), ("merged", s.merged)) if path]
-        return Text("   ".join(paths) or "completed", style="green")
+        if len("   ".join(paths)) <= width:
+            return Text("   ".join(paths) or "completed", style="green")
+        return Group(*(Text(path, style="green", no_wrap=True, overflow="ellipsis") for path in paths))
     # Only a complete checkpoint can be resumed from (a full disk or a kill can leave a half-written one).
     resume = (f"continue it: llmtune-tui resume {run}" if checkpoints.last_complete(state.run_dir) is not None
               else "no complete checkpoint to continue from")
@@ -127,25 +162,46 @@ def outcome(state: RunState, live: Liveness, width: int = 78, lines: int = 4) ->
     return None
 
 
-class RunStatus(Static):
-    """Three lines: phase and progress bar; epoch, times and throughput; loss, eval loss, lr, grad norm."""
+class _Shown(Static):
+    """A view of the run laid out for its width: drawn again when its size changes."""
+
+    _shown: tuple[RunState, Liveness] | None = None
+
+    def show(self, state: RunState, live: Liveness) -> None:
+        self._shown = state, live
+        self.draw(state, live)
+
+    def draw(self, state: RunState, live: Liveness) -> None:
+        raise NotImplementedError
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.draw(*self._shown)
+
+
+class RunStatus(_Shown):
+    """Three lines: phase and progress bar; epoch, times and throughput; loss, eval loss, the trainer's own
+    metrics, lr, grad norm. Each fits the width: what matters least is left out first."""
 
     DEFAULT_CSS = "RunStatus { height: 3; padding: 0 1; }"
 
-    def show(self, state: RunState, live: Liveness) -> None:
-        width = max(self.size.width - 2, 20)
-        self.update(Group(phase_line(state, live, width), times_line(state), metrics_line(state)))
+    def draw(self, state: RunState, live: Liveness) -> None:
+        width = max(self.size.width, 20)  # the content's width: padding left out
+        self.update(Group(phase_line(state, live, width - 2), times_line(state, live, width),
+                          metrics_line(state, width)))
 
 
-class RunOutcome(Static):
+class RunOutcome(_Shown):
     """The run's end: hidden while it goes on."""
 
     DEFAULT_CSS = "RunOutcome { height: auto; max-height: 4; padding: 0 1; display: none; }\n" \
-                  "Screen.-tall RunOutcome { max-height: 6; }"
+                  "Screen.-tall RunOutcome { max-height: 6; }\n" \
+                  "Screen.-low RunOutcome { max-height: 3; }"
 
-    def show(self, state: RunState, live: Liveness) -> None:
-        lines = 6 if self.screen.has_class("-tall") else 4
-        renderable = outcome(state, live, max(self.size.width - 3, 20) if self.size.width else 76, lines)
+    def draw(self, state: RunState, live: Liveness) -> None:
+        lines = 6 if self.screen.has_class("-tall") else 3 if self.screen.has_class("-low") else 4
+        width = self.size.width  # the content's width: border and padding left out (0 before its first layout)
+        renderable = outcome(state, live, max(width, 20) if width else 76, lines)
         self.display = renderable is not None
         if renderable is not None:
             self.set_class(state.summary.status == "completed", "-completed")
