@@ -23,6 +23,7 @@ from engine.manifest import CONTROL_DIR, REQUESTS, Manifest
 RUN_MODULE = "engine.run"
 PID_FILE = "run.pid"
 LOG_FILE = "train.log"
+BELONG_WAIT_S = 0.5  # how long a just-started child may take to exec and show its environment
 RUN_DIR_ENV = "LLMTUNE_RUN_DIR"  # set in the child, so that a pid can be told apart from a reused one
 
 
@@ -100,9 +101,25 @@ def attach(run_dir: Path) -> RunHandle | None:
     run.pid may name an unrelated process, which must never be signalled.
     """
     pid = read_pid(run_dir)
-    if pid is None or not _pid_alive(pid) or not _belongs_to(pid, Path(run_dir)):
+    if pid is None or not _pid_alive(pid):
         return None
+    deadline = time.monotonic() + (BELONG_WAIT_S if _age(pid) < 2 * BELONG_WAIT_S else 0.0)
+    while not _belongs_to(pid, Path(run_dir)):
+        # Right after start() the child may not have exec'd yet: its /proc environ is still its parent's.
+        if time.monotonic() >= deadline or not _pid_alive(pid):
+            return None
+        time.sleep(0.02)
     return RunHandle(Path(run_dir), pid)
+
+
+def _age(pid: int) -> float:
+    """Seconds since the process started (Linux); infinity where that cannot be read."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("inf")
 
 
 def _belongs_to(pid: int, run_dir: Path) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -47,30 +48,35 @@ def resolved(cfg: RunConfig) -> RunConfig:
     return out
 
 
-def check_free(cfg: RunConfig) -> list[Problem]:
+def check_free(cfg: RunConfig, *, wizard: bool = False) -> list[Problem]:
     """A run directory that holds a trained model, checkpoints, a live run, the config file being run, or
-    anything llmtune did not write is never written into."""
+    anything llmtune did not write is never written into.
+
+    The fix is worded for the command line (`--set project_name=...`), or with `wizard=True` for the wizard:
+    no command-line flags, and the free name it offers is the first free sibling (free_name)."""
     run_dir = run_dir_of(cfg)
     if not run_dir.exists():
         return []
     if not run_dir.is_dir():
-        return [cfg.problem("project_name", f"{run_dir} exists and is not a directory",
-                            "choose another project_name", cfg.project_name)]
+        fix = f"use {free_name(cfg)} or choose another project_name" if wizard else "choose another project_name"
+        return [cfg.problem("project_name", f"{run_dir} exists and is not a directory", fix, cfg.project_name)]
     manifest = Manifest(run_dir)
     events = run_dir / EVENTS_FILE
     summary = summarize(read_events(events)) if events.is_file() else None
     trained = any(run_dir.glob("checkpoint-*")) or any((run_dir / n).exists() for n in
                                                          ("adapter_config.json", "model.safetensors", MERGED_DIR))
-    fix = f"choose another project_name (e.g. --set project_name={cfg.project_name}-2)"
+    fix = (f"use {free_name(cfg)} (a free name) or choose another project_name" if wizard else
+           f"choose another project_name (e.g. --set project_name={cfg.project_name}-2)")
     if summary is not None and summary.status is None and attach(run_dir) is not None:
         why = f"a run is still going on in it (its progress: {run_dir / EVENTS_FILE})"
     elif trained or (summary is not None and summary.status == "completed"):
         why = "it already holds a trained model or checkpoints from an earlier run"
         fix += ", or delete the directory"
     elif _is_config_of(cfg, run_dir / CONFIG_FILE):
-        why = (f"the config file you are running, {cfg.source}, is its {CONFIG_FILE}, which a run replaces with "
-               "its resolved config")
-        fix += f"; or copy {cfg.source} elsewhere and run the copy"
+        why = (f"the config file you are {'editing' if wizard else 'running'}, {cfg.source}, is its {CONFIG_FILE}, "
+               "which a run replaces with its resolved config")
+        fix += ("; or save the config to another file" if wizard else
+                f"; or copy {cfg.source} elsewhere and run the copy")
     elif not manifest.readable:
         why = f"its {manifest.path.name} cannot be read, so llmtune cannot tell which files it wrote there"
         fix += ", or delete the directory"
@@ -81,8 +87,28 @@ def check_free(cfg: RunConfig) -> list[Problem]:
     else:
         return []
     if not check_resumable(run_dir):
-        fix = f"continue that run with: llmtune-tui resume {run_dir}; or {fix}"
+        fix = (f"{fix}; or, to continue that run instead, leave the wizard and resume it (llmtune-tui resume "
+               f"{run_dir})" if wizard else f"continue that run with: llmtune-tui resume {run_dir}; or {fix}")
     return [cfg.problem("project_name", f"the run directory {run_dir} is not free: {why}", fix, cfg.project_name)]
+
+
+FREE_NAME_TRIES = 10_000
+
+
+def free_name(cfg: RunConfig) -> str:
+    """The first free sibling of the run directory, written as project_name is: runs/my-model -> runs/my-model-2,
+    -3, ... (runs/my-model-2 -> runs/my-model-3). The name itself when it is free."""
+    name = cfg.project_name.rstrip("/") or cfg.project_name
+    if not check_free(cfg):
+        return name
+    numbered = re.fullmatch(r"(.*\D)-(\d{1,3})", name)
+    stem, start = (numbered.group(1), int(numbered.group(2)) + 1) if numbered else (name, 2)
+    sibling = copy.copy(cfg)
+    for n in range(start, start + FREE_NAME_TRIES):
+        sibling.project_name = f"{stem}-{n}"
+        if not check_free(sibling):
+            return sibling.project_name
+    raise RuntimeError(f"no free name among {stem}-{start} ... {stem}-{start + FREE_NAME_TRIES - 1}")
 
 
 def _is_config_of(cfg: RunConfig, path: Path) -> bool:

@@ -143,6 +143,8 @@ class Run:
         block_size, note = checked_block_size(cfg, tokenizer)
         rows = [build_rows(cfg, tokenizer, setup, fs, block_size) for fs in load_and_format(cfg, tokenizer, setup)]
         train_rows, valid_rows = rows[0], (rows[1] if len(rows) > 1 else None)
+        if valid_rows is not None and not cfg.data.valid_split:  # held out by params.valid_fraction: say so
+            self.emit("log", level="info", message=f"valid: {valid_rows.stats.source}")
         for r in rows:
             for n in r.notes:
                 self.emit("log", level="warning", message=n)
@@ -159,7 +161,7 @@ class Run:
                valid_rows: Any) -> int:
         from engine.model_card import write_model_card
         from engine.trainers import builder
-        from engine.trainers.common import Job, total_steps
+        from engine.trainers.common import Job, epochs_run, total_steps
         from engine.trainers.nonfinite import NonFiniteGuard, nonfinite_parameters
         from engine.trainers.progress import ProgressCallback, TokenCounter
 
@@ -195,7 +197,7 @@ class Run:
         progress.on_saved = lambda: card("running")  # after TRL's own card, which each checkpoint rewrites
         self.emit("run_started", run_dir=str(self.run_dir), pid=os.getpid(), trainer=cfg.trainer, task=cfg.task,
                   base_model=cfg.base_model, config=_config_dict(cfg), versions=versions(), device=device_info(),
-                  data=data, total_steps=total_steps(job), epochs=float(cfg.params.epochs),
+                  data=data, total_steps=total_steps(job), epochs=epochs_run(job),
                   batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                   output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
                   trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))

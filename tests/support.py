@@ -72,8 +72,26 @@ async def until(pilot: Any, condition: Callable[[], Any], what: str, timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         if workers:
-            await pilot.app.workers.wait_for_complete()
+            from textual.worker import WorkerCancelled
+
+            try:
+                await pilot.app.workers.wait_for_complete()
+            except WorkerCancelled:  # an exclusive worker replaced by a newer one: poll again
+                pass
         await pilot.pause(0.02)
+
+
+async def next_step(pilot: Any, app: Any) -> None:
+    """Press Ctrl+N until the wizard's step changes (a step may still be reading in a worker: it says so and
+    waits); fails naming the step and what blocks it."""
+    start = app.index
+    for _ in range(300):
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.05)
+        if app.index != start:
+            return
+        await app.workers.wait_for_complete()
+    raise AssertionError(f"Next did not leave step {app.step.title}: {app.step.problems(app.cfg)}")
 
 
 # Small data sets for each trainer, and a config over them for a run of a few steps (tests/test_training.py).

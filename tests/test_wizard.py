@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select
 
 from engine.config import load_config, to_yaml
-from support import until
+from support import next_step, until
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "accelerate")
@@ -46,18 +46,6 @@ PAIRS = [{"prompt": "Which way does the river flow?", "chosen": "Downhill.", "re
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-async def next_step(pilot: Pilot, app: Any) -> None:
-    """Press Ctrl+N until the step changes (a step may still be reading in a worker: it says so and waits)."""
-    start = app.index
-    for _ in range(300):
-        await pilot.press("ctrl+n")
-        await pilot.pause(0.05)
-        if app.index != start:
-            return
-        await app.workers.wait_for_complete()
-    raise AssertionError(f"Next did not leave step {app.step.title}: {app.step.problems(app.cfg)}")
 
 
 async def type_into(pilot: Pilot, app: Any, selector: str, text: str) -> None:

@@ -6,10 +6,14 @@ markers ([[trained]], <<cut:...>>) so the output stays readable in logs and test
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from rich.console import Console
 from rich.text import Text
 
 from engine.config import RunConfig
+from engine.plan import Plan, duration_line, plan_for_preview, steps_line
 from engine.preview import Preview, Sample, Segment, SplitReport
 
 STYLES = {"trained": "bold green", "masked": "grey50", "cut": "red strike"}
@@ -27,14 +31,15 @@ def print_validated(cfg: RunConfig, what: str = "llmtune dry run") -> None:
         out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
 
 
-def summary_rows(cfg: RunConfig, preview: Preview | None = None) -> list[tuple[str, str]]:
-    """The resolved config in a few lines (also used by the wizard's review and the headless start)."""
+def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | None = None) -> list[tuple[str, str]]:
+    """The resolved config in a few lines (also used by the wizard's review and the headless start); with a
+    plan, the optimizer steps and the duration estimate too."""
     p, d = cfg.params, cfg.data
     trainer = cfg.trainer
     rows = [("task", f"{cfg.task} (trainer: {trainer})"),
             ("base model", cfg.base_model),
             ("output", cfg.project_name),
-            ("data", f"{d.path}  train: {d.train_split}  valid: {d.valid_split or '(none: no evaluation)'}")]
+            ("data", f"{d.path}  train: {d.train_split}  valid: {_valid_text(cfg)}")]
     template = d.chat_template
     if preview and preview.template.notes:
         template += " (" + "; ".join(preview.template.notes) + ")"
@@ -52,6 +57,9 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None) -> list[tuple[s
     steps = f"max_steps {p.max_steps}" if p.max_steps > 0 else f"epochs {p.epochs}"
     rows.append(("training", f"{steps}, batch {p.batch_size} x accumulation {p.gradient_accumulation}, lr {p.lr:g}, "
                  f"{p.scheduler}, {p.optimizer}, warmup {p.warmup_ratio:g}"))
+    if plan is not None:
+        rows.append(("steps", steps_line(plan, cfg)))
+        rows.append(("duration", duration_line(plan)))
     if p.peft:
         rows.append(("LoRA", f"r {p.lora_r}, alpha {p.lora_alpha}, dropout {p.lora_dropout:g}, "
                      f"modules {p.target_modules}; quantization {p.quantization or 'none'}"))
@@ -61,10 +69,63 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None) -> list[tuple[s
     return rows
 
 
-def print_preview(preview: Preview) -> None:
+def _valid_text(cfg: RunConfig) -> str:
+    if cfg.data.valid_split:
+        return cfg.data.valid_split
+    if cfg.params.valid_fraction:
+        return f"{cfg.params.valid_fraction * 100:g}% of train, held out (seed {cfg.params.seed})"
+    return "(none: no evaluation)"
+
+
+def known_device(capabilities: Any = None) -> tuple[str | None, str | None]:
+    """(device, its name) for the duration estimate, without a slow probe: the capabilities probe's answer
+    when it has run, else NVML's first GPU, else what torch says when it is imported already."""
+    if capabilities is None:
+        from engine.capabilities import probe
+
+        info = getattr(probe, "cache_info", None)
+        if info is not None and info().currsize:
+            capabilities = probe()
+    if capabilities is not None:
+        return capabilities.device, capabilities.device_name
+    from engine.gpu_memory import nvml_readings
+
+    readings = nvml_readings()
+    if readings:
+        return "cuda", readings[0].get("name")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                return "cuda", torch.cuda.get_device_name(0)
+            mps = getattr(torch.backends, "mps", None)
+            return ("mps", "Apple GPU") if mps is not None and mps.is_available() else ("cpu", "CPU")
+        except Exception:  # a broken CUDA install: no estimate rather than no dry run
+            return None, None
+    return None, None
+
+
+def preview_plan(preview: Preview, *, read_limit: int | None = None, total_rows: int | None = None,
+                 parameters: int | None = None, capabilities: Any = None) -> Plan | None:
+    """The plan of the previewed run; the model's parameters are read from its config when not given."""
+    if parameters is None:
+        from engine.model_info import read_model_info
+
+        try:
+            parameters = read_model_info(preview.cfg.base_model, preview.cfg.base_dir).parameters
+        except Exception:  # the parameter count only feeds the estimate: without it, steps only
+            parameters = None
+    device, name = known_device(capabilities)
+    return plan_for_preview(preview, read_limit=read_limit, total_rows=total_rows, parameters=parameters,
+                            device=device, device_name=name)
+
+
+def print_preview(preview: Preview, plan: Plan | None = None) -> None:
+    """The dry run's report; `plan` defaults to the plan of the previewed rows (the dry run reads them all)."""
     out = console()
+    plan = plan or preview_plan(preview)
     out.print("\n[bold]Config[/bold]")
-    for key, value in summary_rows(preview.cfg, preview):
+    for key, value in summary_rows(preview.cfg, preview, plan):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
         print_split(out, report)
@@ -74,7 +135,7 @@ def print_preview(preview: Preview) -> None:
 
 def print_split(out: Console, report: SplitReport) -> None:
     fs = report.formatted
-    out.print(f"\n[bold]Data: {fs.split}[/bold] ({fs.source})")
+    out.print(Text.assemble("\n", (f"Data: {fs.split}", "bold"), f" ({fs.source})"))  # a path is not markup
     dropped = sum(fs.dropped.values())
     out.print(Text(f"  rows: {fs.rows} read, {len(fs.examples)} used, {dropped} dropped; shape: {fs.shape}"))
     for reason, n in fs.dropped.most_common():

@@ -13,13 +13,14 @@ from tui.steps.base import Step
 KEYS = """\
 | key | does |
 |---|---|
-| Tab / Shift+Tab | move between fields |
-| Enter | choose / press |
+| Tab / Shift+Tab | move between fields (a field's value is selected: typing replaces it) |
+| Up / Down | choose in a list of choices (the task) |
+| Enter | choose / press / toggle |
 | Ctrl+N | Next (checks this step first) |
 | Esc | Back (keeps what you entered) |
 | Ctrl+P | command palette |
 | F1 | this help |
-| Ctrl+Q | quit |
+| Ctrl+Q | quit (asks first when the config has unsaved changes) |
 """
 
 

@@ -12,7 +12,7 @@ from rich.text import Text
 from engine import launch
 from engine.config import RunConfig
 from engine.rundir import child_env, prepare
-from tui.dry_run import console, print_validated, summary_rows
+from tui.dry_run import console, preview_plan, print_validated, summary_rows
 from tui.headless import follow
 
 
@@ -23,7 +23,7 @@ def start_and_follow(cfg: RunConfig) -> int:
     print_validated(cfg, "llmtune")
     preview = build_preview(cfg, n_samples=0)  # reads and formats every row: bad data fails here, not later
     check_trainable(preview)  # what the training process sees: no example left with a trained token
-    for key, value in summary_rows(cfg, preview):
+    for key, value in summary_rows(cfg, preview, preview_plan(preview)):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
         fs = report.formatted

@@ -6,13 +6,13 @@ the config, so a run does what its YAML says whatever the installed TRL prefers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
+from engine.plan import steps_of, steps_per_epoch
 from engine.trainers.model import device
 from engine.trainers.rows import TrainerRows
 
@@ -37,11 +37,17 @@ class Job:
 
 
 def total_steps(job: Job) -> int:
+    return steps_of(job.cfg.params, len(job.train.rows), job.world_size)  # the arithmetic the wizard shows
+
+
+def epochs_run(job: Job) -> float:
+    """The epochs the run covers: params.epochs, or what max_steps amounts to."""
     p = job.cfg.params
-    if p.max_steps > 0:
-        return p.max_steps
-    batches = math.ceil(len(job.train.rows) / (p.batch_size * job.world_size))
-    return max(1, math.ceil(batches / p.gradient_accumulation)) * p.epochs
+    if p.max_steps <= 0:
+        return float(p.epochs)
+    per_epoch = steps_per_epoch(len(job.train.rows), batch_size=p.batch_size,
+                                gradient_accumulation=p.gradient_accumulation, world_size=job.world_size)
+    return round(p.max_steps / per_epoch, 4)
 
 
 def logging_steps(job: Job) -> int:

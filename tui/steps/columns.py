@@ -1,5 +1,10 @@
 """Step 4, Columns: which column of the data holds what the task needs, with the first row rendered the way
-the trainer will see it."""
+the trainer will see it.
+
+The mapping (and the chat template) is checked again whenever the data or the task changed since the step was
+last shown: what the user set for this task stays, the rest follows the suggestion for the new task (a chat
+template for conversations, none for plain text). Next formats the data's first rows as the trainer will:
+rows the engine refuses block it, with the engine's message."""
 
 from __future__ import annotations
 
@@ -37,6 +42,12 @@ TEMPLATES = {"prompt_template": ("sft", "dpo", "orpo"), "completion_template": (
 SAMPLE_ROWS = 3
 SAMPLE_CHARS = 600  # per part: the sample is a look, the Preview step shows everything
 PLAIN_EOS = "<eos>"  # stands for the model's EOS token when no tokenizer is loaded
+# What the step suggests and the user may set: mapping roles, templates, the chat template (-> its config key).
+MAPPING_KEYS = {"text_column": "data.column_mapping.text_column",
+                "prompt_text_column": "data.column_mapping.prompt_text_column",
+                "rejected_text_column": "data.column_mapping.rejected_text_column",
+                "prompt_template": "data.prompt_template", "completion_template": "data.completion_template",
+                "chat_template": "data.chat_template"}
 
 # Column names that say what a column holds, most telling first (matched case-insensitively).
 MESSAGES_NAMES = ("messages", "conversations", "conversation", "chat", "dialog", "dialogue")
@@ -126,6 +137,28 @@ def apply_suggestion(cfg: RunConfig, s: Suggestion) -> None:
     cfg.data.prompt_template, cfg.data.completion_template = s.prompt_template, s.completion_template
 
 
+def mapping_values(cfg: RunConfig) -> dict[str, Any]:
+    """The values of MAPPING_KEYS in cfg."""
+    cm, d = cfg.data.column_mapping, cfg.data
+    return {"text_column": cm.text_column, "prompt_text_column": cm.prompt_text_column,
+            "rejected_text_column": cm.rejected_text_column, "prompt_template": d.prompt_template,
+            "completion_template": d.completion_template, "chat_template": d.chat_template}
+
+
+def set_mapping_value(cfg: RunConfig, name: str, value: Any) -> None:
+    setattr(cfg.data.column_mapping if name.endswith("_column") else cfg.data, name, value)
+
+
+def plain_single_text(cfg: RunConfig, row: dict[str, Any]) -> bool:
+    """Whether the trainer reads one column of plain text: a chat template would refuse every row."""
+    cm, d = cfg.data.column_mapping, cfg.data
+    if d.prompt_template or cfg.trainer not in ("sft", "default"):
+        return False
+    if cfg.trainer == "sft" and cm.prompt_text_column:
+        return False
+    return isinstance(row.get(cm.text_column), str) and not holds_messages(row.get(cm.text_column))
+
+
 # ---------------------------------------------------------------- the sample
 
 
@@ -153,6 +186,15 @@ def builtin_kit(name: str) -> RenderKit:
                                eos_token=spec.eos_token, bos_token="")
 
     return RenderKit(TemplateSetup(name, spec.template), render, spec.eos_token)
+
+
+def stand_in_kit(name: str) -> RenderKit:
+    """Without the model's tokenizer: plain text ended by PLAIN_EOS, or (for `tokenizer`) chatml standing in
+    for the model's template, so that checking the rows finds what depends on having a template at all."""
+    if name == "none":
+        return RenderKit(TemplateSetup("none", None), None, PLAIN_EOS)
+    kit = builtin_kit(name if name in BUILTIN else "chatml")
+    return RenderKit(TemplateSetup(name, kit.setup.template), kit.render, kit.eos)
 
 
 def tokenizer_kit(tokenizer: Any, setup: TemplateSetup) -> RenderKit:
@@ -222,12 +264,13 @@ def unescape_template(text: str) -> str | None:
 
 
 class TokenizerLoaded(Message):
-    """The model's tokenizer (for its chat template) finished loading, or failed (`error`)."""
+    """The model's tokenizer, set up for a chat template (`key`: model, template), finished loading, or
+    failed (`error`)."""
 
-    def __init__(self, model: str, tokenizer: Any = None, setup: TemplateSetup | None = None,
+    def __init__(self, key: tuple[str, str], tokenizer: Any = None, setup: TemplateSetup | None = None,
                  error: str | None = None) -> None:
         super().__init__()
-        self.model, self.tokenizer, self.setup, self.error = model, tokenizer, setup, error
+        self.key, self.tokenizer, self.setup, self.error = key, tokenizer, setup, error
 
 
 class ColumnsStep(Step):
@@ -250,9 +293,12 @@ class ColumnsStep(Step):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._seen: tuple | None = None  # (columns, trainer) the mapping was last checked against
-        self._tokenizer: tuple[str, Any, TemplateSetup] | None = None  # (model, tokenizer, setup)
-        self._tokenizer_error: tuple[str, str] | None = None  # (model, message)
-        self._loading: str | None = None  # the model whose tokenizer a worker is loading
+        self._after: dict[str, Any] | None = None  # mapping_values right after that check
+        self._user: dict[str, dict[str, Any]] = {}  # trainer -> the MAPPING_KEYS values the user set for it
+        # (model, chat template) -> the tokenizer set up for that template, or why it cannot be loaded
+        self._tokenizers: dict[tuple[str, str], tuple[Any, TemplateSetup]] = {}
+        self._tokenizer_errors: dict[tuple[str, str], str] = {}
+        self._loading: tuple[str, str] | None = None  # what a worker is loading
         self._note = ""
 
     def compose(self) -> ComposeResult:
@@ -287,23 +333,81 @@ class ColumnsStep(Step):
         table, columns = self.table, self.columns
         seen = (tuple(columns), cfg.trainer)
         if table is not None and seen != self._seen:
-            self._seen = seen
-            self._note = ""
-            if not mapping_fits(cfg, columns):
-                self._suggest(cfg, table)
+            self._recheck(cfg, table, self._seen)
+            self._seen, self._after = seen, mapping_values(cfg)
         self._fill(cfg)
         self.refresh_sample()
 
-    def _suggest(self, cfg: RunConfig, table: Table) -> None:
-        suggestion = suggest_mapping(table.columns, cfg.trainer, table.rows[0] if table.rows else None)
+    def _recheck(self, cfg: RunConfig, table: Table, previous: tuple | None) -> None:
+        """The data or the task changed (or the step is shown for the first time): what no longer fits follows
+        the suggestion; what the user set for this task stays."""
+        if previous is None:
+            if cfg.source is not None:  # the config file's own values are the user's, for its task
+                self._user[cfg.trainer] = {name: value for name, value in mapping_values(cfg).items()
+                                           if MAPPING_KEYS[name] not in cfg.defaulted}
+        elif self._after is not None:  # what was changed since the last check was set for the task of then
+            changed = {k: v for k, v in mapping_values(cfg).items() if v != self._after.get(k)}
+            if changed:
+                self._user.setdefault(previous[1], {}).update(changed)
+        user = self._user.get(cfg.trainer, {})
+        self._note = ""
+        columns = list(table.columns)
+        suggestion = suggest_mapping(columns, cfg.trainer, table.rows[0] if table.rows else None)
+        if previous is not None and previous[1] != cfg.trainer:
+            self._suggest(cfg, suggestion)  # set for another task: this task's suggestion, then the user's own
+            for name, value in user.items():
+                if not name.endswith("_column") or value is None or value in columns:
+                    set_mapping_value(cfg, name, value)
+        elif not mapping_fits(cfg, columns):
+            self._suggest(cfg, suggestion)
+        else:
+            self._fill_unset(cfg, suggestion, user)
+        self._follow_chat_template(cfg, table, user)
+
+    def _suggest(self, cfg: RunConfig, suggestion: Suggestion) -> None:
         apply_suggestion(cfg, suggestion)
         self._note = f"Suggested from the column names ({suggestion.reason})." if suggestion.reason else ""
-        if suggestion.conversations and cfg.data.chat_template == "none":
+        missing = [role for role in REQUIRED_COLUMNS.get(cfg.trainer, ("text_column",))
+                   if role != "prompt_text_column" and not getattr(cfg.data.column_mapping, role)]
+        if missing:
+            self._note += f" No column name points to {' or '.join(missing)}: choose it below."
+
+    def _fill_unset(self, cfg: RunConfig, suggestion: Suggestion, user: dict[str, Any]) -> None:
+        """The mapping fits, but a role it leaves empty has a column the names point to (a pair file whose
+        prompt the config did not map): set it, and say so, unless the user set that role for this task."""
+        if cfg.trainer not in PREFERENCE or cfg.data.prompt_template:
+            return
+        cm, taken = cfg.data.column_mapping, set(mapping_values(cfg).values())
+        filled = []
+        for role in ROLES[cfg.trainer]:
+            value = getattr(suggestion, role)
+            if value and getattr(cm, role) is None and role not in user and value not in taken:
+                setattr(cm, role, value)
+                filled.append(f"{role}: {value}")
+        if filled:
+            self._note = f"Suggested from the column names: {', '.join(filled)} (change it below)."
+
+    def _follow_chat_template(self, cfg: RunConfig, table: Table, user: dict[str, Any]) -> None:
+        """Conversations need a chat template; one plain text column must have none. The user's own choice
+        for this task stays (a failing one then blocks Next, with the engine's message)."""
+        if "chat_template" in user:
+            cfg.data.chat_template = user["chat_template"]
+            return
+        row = table.rows[0] if table.rows else {}
+        cm = cfg.data.column_mapping
+        conversations = holds_messages(row.get(cm.text_column)) or (
+            cfg.trainer == "sft" and holds_messages(row.get(cm.prompt_text_column)))
+        if conversations and cfg.data.chat_template == "none":
             # Message lists need a chat template to become text; Parameters is where it can be changed.
             info = getattr(self.app, "model_info", None)
             cfg.data.chat_template = "tokenizer" if getattr(info, "has_chat_template", None) else "chatml"
             self._note += (f" The data holds conversations, so the chat template is now "
                            f"{cfg.data.chat_template} (change it under Parameters).")
+        elif cfg.data.chat_template != "none" and plain_single_text(cfg, row):
+            self._note += (f" {cm.text_column!r} holds plain text, so the chat template is now none (it was "
+                           f"{cfg.data.chat_template}; change it under Parameters).")
+            cfg.data.chat_template = "none"
+        self._note = self._note.strip()
 
     def _fill(self, cfg: RunConfig) -> None:
         columns, trainer = self.columns, cfg.trainer
@@ -363,7 +467,25 @@ class ColumnsStep(Step):
     # -- checks
 
     def problems(self, cfg: RunConfig) -> list[Problem]:
-        return step_problems(cfg, self.keys, extra=self.column_problems(cfg))
+        found = step_problems(cfg, self.keys, extra=self.column_problems(cfg))
+        return found or self.format_problems(cfg)
+
+    def format_problems(self, cfg: RunConfig) -> list[Problem]:
+        """The engine's problems formatting the first rows as the trainer will (every row failing, or rows it
+        refuses); while the model's tokenizer loads, a stand-in with the same kind of template checks them."""
+        table = self.table
+        if table is None or not table.rows:
+            return []
+        kit = self._kit(cfg)
+        if isinstance(kit, Text):
+            kit = stand_in_kit(cfg.data.chat_template)
+        try:
+            format_split(table, cfg, kit.setup, kit.render, kit.eos)
+        except UserError as e:
+            return list(e.problems)
+        except (ValueError, KeyError, IndexError):  # a template naming a bad field: the engine's rules say so
+            return []
+        return []
 
     def column_problems(self, cfg: RunConfig) -> list[Problem]:
         """Mapped columns (and template fields) that the data does not have."""
@@ -406,44 +528,55 @@ class ColumnsStep(Step):
         sample.update(render_sample(cfg, table, kit))
 
     def _kit(self, cfg: RunConfig) -> RenderKit | Text:
+        """How to render the sample: chatml and zephyr without the tokenizer (their EOS is theirs); the model's
+        own template, and plain text (ended by the model's EOS), with the model's tokenizer, loaded in a
+        worker. Plain text is shown at once with a stand-in EOS while the tokenizer loads."""
         name = cfg.data.chat_template
         if name in BUILTIN:
             return builtin_kit(name)
         if name != "tokenizer":
-            return RenderKit(TemplateSetup("none", None), None, PLAIN_EOS)
+            name = "none"
         model = cfg.base_model
-        if self._tokenizer and self._tokenizer[0] == model:
-            return tokenizer_kit(self._tokenizer[1], self._tokenizer[2])
-        if self._tokenizer_error and self._tokenizer_error[0] == model:
-            return Text(f"Cannot show the sample with the model's chat template: {self._tokenizer_error[1]}",
+        key = (model, name)
+        if key in self._tokenizers:
+            return tokenizer_kit(*self._tokenizers[key])
+        plain = stand_in_kit("none")
+        if key in self._tokenizer_errors:
+            if name == "none":
+                return plain
+            return Text(f"Cannot show the sample with the model's chat template: {self._tokenizer_errors[key]}",
                         style="red")
         if not model:
-            return Text("Choose a model (step 1) to render its chat template.", style="yellow")
-        if self._loading != model:
-            self._loading = model
-            self._load_tokenizer(copy.deepcopy(cfg))
-        return Text("Loading the model's tokenizer for its chat template…", style="italic")
+            return plain if name == "none" else Text("Choose a model (step 1) to render its chat template.",
+                                                     style="yellow")
+        if self._loading != key:
+            self._loading = key
+            self._load_tokenizer(copy.deepcopy(cfg), key)
+        return plain if name == "none" else Text("Loading the model's tokenizer for its chat template…",
+                                                 style="italic")
 
-    @work(thread=True, exclusive=True, group="columns-tokenizer")
-    def _load_tokenizer(self, cfg: RunConfig) -> None:
+    @work(thread=True, group="columns-tokenizer")  # not exclusive: each result is kept, by its key
+    def _load_tokenizer(self, cfg: RunConfig, key: tuple[str, str]) -> None:
         from engine.preview import prepare_tokenizer
 
+        cfg.data.chat_template = key[1]
         try:
-            tokenizer, setup = prepare_tokenizer(cfg)
+            tokenizer, setup = prepare_tokenizer(cfg)  # set up as the trainer sets it up: its EOS is the trainer's
         except UserError as e:
-            self.post_message(TokenizerLoaded(cfg.base_model, error=e.problems[0].message if e.problems else str(e)))
+            self.post_message(TokenizerLoaded(key, error=e.problems[0].message if e.problems else str(e)))
         except Exception as e:  # a broken tokenizer file: say so, the wizard goes on
-            self.post_message(TokenizerLoaded(cfg.base_model, error=f"{type(e).__name__}: {e}"))
+            self.post_message(TokenizerLoaded(key, error=f"{type(e).__name__}: {e}"))
         else:
-            self.post_message(TokenizerLoaded(cfg.base_model, tokenizer, setup))
+            self.post_message(TokenizerLoaded(key, tokenizer, setup))
 
     def on_tokenizer_loaded(self, event: TokenizerLoaded) -> None:
-        self._loading = None
+        if self._loading == event.key:
+            self._loading = None
         if event.error is not None:
-            self._tokenizer_error = (event.model, event.error)
+            self._tokenizer_errors[event.key] = event.error
         else:
             assert event.setup is not None
-            self._tokenizer = (event.model, event.tokenizer, event.setup)
+            self._tokenizers[event.key] = (event.tokenizer, event.setup)
         self.refresh_sample()
 
     @on(Select.Changed)

@@ -4,13 +4,17 @@ split trains and which validates, and a look at the first rows.
 Reading runs in a thread worker a moment after typing stops: the first rows (at most PREVIEW_ROWS) come back
 first, the row counts after them (counting reads the whole file). The app keeps the first rows of the train
 split as `app.table` and the splits found as `app.splits` for the Columns step.
+
+A split found under a validation name (VALID_NAMES) becomes the validation split unless the user, or the
+config file the wizard was opened with, chose one (or none). With no validation split, a share of the train
+rows can be held out instead (params.valid_fraction).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +27,11 @@ from textual.timer import Timer
 from textual.widgets import Button, DataTable, Input, Select, Static
 from textual.worker import get_current_worker
 
-from engine.config import RunConfig, data_problems, resolve_local
-from engine.data import EXTENSIONS, Table, find_splits, list_data_files, load_split
+from engine.config import RunConfig, coerce, data_problems, resolve_local
+from engine.data import EXTENSIONS, Table, find_splits, is_hub_id, list_data_files, load_split
 from engine.errors import Problem, UserError
 from tui.steps.base import Step, step_problems
+from tui.steps.rows import compact_input
 from tui.widgets.path_picker import PathPicker, display_path
 
 DEBOUNCE_S = 0.3
@@ -36,6 +41,8 @@ CELL_WIDTH = 40
 COUNT_LIMIT_BYTES = 1 << 30  # larger files are not counted: it would take a while and the number is only shown
 HUB_SPLITS = ("train", "validation", "test")  # a hub dataset's splits are not listed offline: the usual names
 NO_VALID = ""  # the valid-split Select's "(none)"
+VALID_NAMES = ("valid", "validation", "val", "test", "dev")  # split names that mean "held out", preferred first
+FRACTION_KEY = "params.valid_fraction"
 STILL_READING = Problem("data.path", "still reading the data", "press Next again in a moment")
 
 
@@ -64,10 +71,12 @@ class DataPreview:
     table: Table | None = None
     tables: dict[str, Table] = field(default_factory=dict)  # split -> its first rows
     problems: list[Problem] = field(default_factory=list)
+    picked: str | None = None  # the validation split chosen by its name (request.valid), if one was
 
 
 @dataclass
 class DataRead(Message):
+    asked: DataRequest  # what was asked for (preview.request adds a validation split picked by its name)
     preview: DataPreview
 
 
@@ -80,9 +89,14 @@ class RowsCounted(Message):
 # ---------------------------------------------------------------- reading (plain functions, run in the worker)
 
 
-def read_preview(request: DataRequest, base_dir: Path | None) -> DataPreview:
-    """The splits found at request.path and the first rows of the train (and valid) split."""
+def read_preview(request: DataRequest, base_dir: Path | None, *, pick_valid: bool = False) -> DataPreview:
+    """The splits found at request.path and the first rows of the train (and valid) split. `pick_valid`: with
+    no validation split asked for, take the one found under a validation name (VALID_NAMES)."""
     preview = _choices(request, base_dir)
+    picked = pick_valid_split(preview, request.train) if pick_valid and request.valid is None else None
+    if picked is not None:
+        request = replace(request, valid=picked)
+        preview.request, preview.picked = request, picked
     for split, key in ((request.train, "data.train_split"), (request.valid, "data.valid_split")):
         if not split:
             continue
@@ -118,7 +132,7 @@ def _choices(request: DataRequest, base_dir: Path | None) -> DataPreview:
         own = request.train if request.train in (local.stem, local.name) else "train"  # both mean the file
         train = [(f"{local.name} (this file)", own), *[(s, s) for s in siblings]]
         valid = [(s, s) for s in siblings]
-    elif _looks_like_hub_id(request.path.strip()):
+    elif is_hub_id(request.path, base_dir):
         found = "a datasets id (its splits are listed once read: train, validation, test are usual)"
         train = valid = [(s, s) for s in HUB_SPLITS]
     else:
@@ -128,15 +142,24 @@ def _choices(request: DataRequest, base_dir: Path | None) -> DataPreview:
         valid, request.valid)], splits)
 
 
-def _looks_like_hub_id(path: str) -> bool:
-    return bool(path) and not path.startswith((".", "/", "~")) and path.count("/") <= 1 and \
-        Path(path).suffix.lower() not in EXTENSIONS
+def pick_valid_split(preview: DataPreview, train: str) -> str | None:
+    """The split found at the path (not merely guessed, as a datasets id's are) whose name says it is held
+    out: valid, validation, val, test, dev, in that order (case aside); never the train split."""
+    offered = {value for _, value in preview.valid_choices} & set(preview.splits)
+    by_name = {split.lower(): split for split in sorted(offered - {train, NO_VALID})}
+    return next((by_name[name] for name in VALID_NAMES if name in by_name), None)
 
 
 def _with(choices: list[tuple[str, str]], current: str | None) -> list[tuple[str, str]]:
     if current and current not in {value for _, value in choices}:
         return [*choices, (f"{current} (not found)", current)]
     return choices
+
+
+def _rows(count: str | None) -> str:
+    if count is None:
+        return "counting… rows"
+    return f"{count} row{'' if count == '1' else 's'}"
 
 
 def count_label(table: Table, limit: int = PREVIEW_ROWS) -> str:
@@ -201,10 +224,14 @@ class DataStep(Step):
     of the train split: check that the columns are what you expect."""
 
     title = "Data"
-    keys = ("data.path", "data.train_split", "data.valid_split")
+    keys = ("data.path", "data.train_split", "data.valid_split", FRACTION_KEY)
 
     DEFAULT_CSS = """
     DataStep #data-row, DataStep #data-splits { height: 3; }
+    DataStep #data-picked { height: auto; color: $text-muted; }
+    DataStep #data-holdout { height: 1; }
+    DataStep #data-holdout Static { width: auto; color: $text-muted; }
+    DataStep #valid-fraction { width: 10; margin: 0 1; }
     DataStep #data-path { width: 1fr; }
     DataStep #data-browse { min-width: 12; }
     DataStep #data-splits Static { width: auto; height: 3; content-align: left middle; padding: 0 1 0 0; }
@@ -220,6 +247,8 @@ class DataStep(Step):
         self.counts: dict[str, str] = {}
         self._timer: Timer | None = None
         self._base_dir: Path | None = None
+        self._valid_chosen: set[str] = set()  # data paths whose validation split the user (or the config) chose
+        self._fraction_problem: Problem | None = None  # the hold-out share typed is no number
 
     def compose(self) -> ComposeResult:
         yield Static("Data: a directory (train.jsonl, valid.jsonl…), a data file, or a datasets id",
@@ -233,6 +262,14 @@ class DataStep(Step):
             yield Select([("train", "train")], id="train-split", allow_blank=False)
             yield Static(" Validation")
             yield Select([("(none)", NO_VALID)], id="valid-split", allow_blank=False)
+        yield Static(id="data-picked")
+        with Horizontal(id="data-holdout"):
+            yield Static("No validation split: hold out")
+            fraction = compact_input(placeholder="0", id="valid-fraction")
+            fraction.tooltip = ("params.valid_fraction: the share of the train rows held out for evaluation, "
+                                "chosen by params.seed (the same rows every run); 0 = none")
+            yield fraction
+            yield Static("of the train rows (0.05 = 5%)")
         yield Static(id="data-counts")
         yield DataTable(id="data-table", cursor_type="row", zebra_stripes=True)
         yield Static(classes="problems")
@@ -240,12 +277,18 @@ class DataStep(Step):
     # ------------------------------------------------------------ the step's contract
 
     def load(self, cfg: RunConfig) -> None:
+        if self.request is None and cfg.source is not None and "data.valid_split" not in cfg.defaulted:
+            self._valid_chosen.add(cfg.data.path.strip())  # the config file says which (or none): kept
         self._base_dir = cfg.base_dir
         with self.prevent(Input.Changed, Select.Changed):
             self.query_one("#data-path", Input).value = cfg.data.path
             self._set_choices("#train-split", [(cfg.data.train_split, cfg.data.train_split)], cfg.data.train_split)
             valid = cfg.data.valid_split or NO_VALID
             self._set_choices("#valid-split", [("(none)", NO_VALID), *_with([], cfg.data.valid_split)], valid)
+            fraction = getattr(cfg.params, "valid_fraction", None)
+            if fraction is not None and self._fraction_problem is None:  # else the text typed stays, to be fixed
+                self.query_one("#valid-fraction", Input).value = f"{fraction:g}" if fraction else ""
+        self._show_holdout()
         request = request_of(cfg)
         if request != self.request:
             self.read(request)
@@ -255,8 +298,22 @@ class DataStep(Step):
     def store(self, cfg: RunConfig) -> None:
         request = self._current()
         cfg.data.path, cfg.data.train_split, cfg.data.valid_split = request.path, request.train, request.valid
+        self._fraction_problem = None
+        if not hasattr(cfg.params, "valid_fraction"):
+            return
+        if request.valid is not None:
+            cfg.params.valid_fraction = 0.0  # a validation split is there: nothing is held out
+            return
+        text = self.query_one("#valid-fraction", Input).value.strip()
+        value, problem = coerce(text or "0", "float", FRACTION_KEY)
+        if problem is not None:  # the text stays in the field, the config keeps its value, Next says why
+            self._fraction_problem = cfg.problem(FRACTION_KEY, problem[0], problem[1], text)
+        else:
+            cfg.params.valid_fraction = value
 
     def problems(self, cfg: RunConfig) -> list[Problem]:
+        if self._fraction_problem is not None:
+            return [self._fraction_problem]
         found = step_problems(cfg, self.keys)
         found += [p for p in data_problems(cfg) if p not in found]
         if found:
@@ -289,7 +346,12 @@ class DataStep(Step):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        self.request = request or self._current()
+        request = request or self._current()
+        previous = self.preview
+        if (previous is not None and previous.picked and request.valid == previous.picked
+                and request.path != previous.request.path and request.path not in self._valid_chosen):
+            request = replace(request, valid=None)  # picked for the data read before: pick again for this one
+        self.request = request
         self.counts = {}
         self.show_problems([])  # those of the previous read no longer apply
         self._show_counts()
@@ -297,28 +359,39 @@ class DataStep(Step):
             self.query_one("#data-found", Static).update("Type a path or a datasets id, or Browse…")
             return
         self.query_one("#data-found", Static).update(f"Reading {self.request.path or '(nothing)'}…")
-        self._read_worker(self.request, self._base_dir)
+        self._read_worker(self.request, self._base_dir, self._may_pick(self.request))
+
+    def _may_pick(self, request: DataRequest) -> bool:
+        """Whether a validation split may be picked by its name: none is asked for, neither the user nor the
+        config file chose for this data path, and no share of the train rows is held out instead."""
+        if request.valid is not None or request.path in self._valid_chosen:
+            return False
+        fraction, problem = coerce(self.query_one("#valid-fraction", Input).value.strip() or "0", "float",
+                                   FRACTION_KEY)
+        return problem is None and not fraction
 
     @work(thread=True, exclusive=True, group="data")
-    def _read_worker(self, request: DataRequest, base_dir: Path | None) -> None:
+    def _read_worker(self, request: DataRequest, base_dir: Path | None, pick_valid: bool) -> None:
         worker = get_current_worker()
+        asked = request
         try:
-            preview = read_preview(request, base_dir)
+            preview = read_preview(request, base_dir, pick_valid=pick_valid)
         except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
             preview = DataPreview(request, "could not be read", [], [("(none)", NO_VALID)], [], problems=[
                 Problem("data.path", f"internal error: {type(e).__name__}: {e}", "please report it")])
         if worker.is_cancelled:
             return
-        self.post_message(DataRead(preview))
+        self.post_message(DataRead(asked, preview))
         counts = {split: count_label(table) for split, table in preview.tables.items() if not worker.is_cancelled}
         if not worker.is_cancelled:
-            self.post_message(RowsCounted(request, counts))
+            self.post_message(RowsCounted(preview.request, counts))
 
     @on(DataRead)
     def _read_done(self, message: DataRead) -> None:
         message.stop()
-        if message.preview.request != self.request:
+        if message.asked != self.request:
             return  # asked for something else since
+        self.request = message.preview.request  # with the validation split picked by its name, if one was
         self.preview = message.preview
         self.app.table = message.preview.table
         self.app.splits = message.preview.splits
@@ -341,6 +414,19 @@ class DataStep(Step):
             self._set_choices("#valid-split", preview.valid_choices, preview.request.valid or NO_VALID)
         self._fill_table(preview.table)
         self._show_counts()
+        self._show_holdout()
+
+    def _show_holdout(self) -> None:
+        """Say which validation split was picked by its name; with none chosen, offer to hold rows out."""
+        valid = self.query_one("#valid-split", Select).value
+        none = not isinstance(valid, str) or valid == NO_VALID
+        picked = self.preview.picked if self.preview is not None and self.preview.request == self.request else None
+        note = self.query_one("#data-picked", Static)
+        note.update(f"Validation: {picked} (found by its name; choose (none) for no evaluation)"
+                    if picked and valid == picked else "")
+        note.display = bool(picked and valid == picked)
+        cfg = getattr(self.app, "cfg", None)
+        self.query_one("#data-holdout").display = none and cfg is not None and hasattr(cfg.params, "valid_fraction")
 
     def _set_choices(self, selector: str, choices: list[tuple[str, str]], value: str) -> None:
         select: Select[str] = self.query_one(selector, Select)
@@ -363,9 +449,9 @@ class DataStep(Step):
         if preview is None or preview.table is None or preview.request != self.request:
             self.query_one("#data-counts", Static).update("")
             return
-        parts = [f"{split}: {self.counts.get(split, 'counting…')} rows" for split in preview.tables]
-        hidden = len(preview.table.columns) - SHOWN_COLUMNS
-        columns = f"{len(preview.table.columns)} columns" + (f", {hidden} more not shown" if hidden > 0 else "")
+        parts = [f"{split}: {_rows(self.counts.get(split))}" for split in preview.tables]
+        n, hidden = len(preview.table.columns), len(preview.table.columns) - SHOWN_COLUMNS
+        columns = f"{n} column{'s' if n != 1 else ''}" + (f", {hidden} more not shown" if hidden > 0 else "")
         self.query_one("#data-counts", Static).update(" · ".join([*parts, columns]))
 
     # ------------------------------------------------------------ input
@@ -379,7 +465,7 @@ class DataStep(Step):
     def _paused(self) -> None:
         """Typing stopped: read a local path; a datasets id only on Enter (reading may download it)."""
         path = self.query_one("#data-path", Input).value.strip()
-        if resolve_local(path, self._base_dir) is None and _looks_like_hub_id(path):
+        if is_hub_id(path, self._base_dir):  # the engine's rule: a mistyped path is not offered as an id
             self._timer, self.request = None, None  # nothing read for what is typed now
             self.query_one("#data-found", Static).update(
                 "A datasets id? Enter reads it (downloading it unless it is cached)")
@@ -395,9 +481,14 @@ class DataStep(Step):
         self.read()
 
     @on(Select.Changed)
-    def _split_changed(self) -> None:
+    def _split_changed(self, event: Select.Changed) -> None:
         # Selects post Changed when first mounted too: only a change on the shown step is the user's
-        if getattr(self.app, "step", None) is self and self._current() != self.request:
+        if getattr(self.app, "step", None) is not self:
+            return
+        if event.select.id == "valid-split":
+            self._valid_chosen.add(self._current().path)  # the user's choice: never replaced by a pick
+        self._show_holdout()
+        if self._current() != self.request:
             self.read()
 
     @on(Button.Pressed, "#data-browse")

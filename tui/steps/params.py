@@ -24,7 +24,7 @@ from tui.steps.rows import FieldRow, compact_input
 # Shown only where the task reads them (the engine ignores them elsewhere). The Task step owns `trainer`.
 PREFERENCE_ONLY = ("dpo_beta", "max_prompt_length", "max_completion_length")
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "merge_adapter")
-NEVER = ("trainer",)
+NEVER = ("trainer", "valid_fraction")  # set on other steps: the task (trainer), the data (its hold-out share)
 # The two fields outside `params:` that belong here; their help, as the params table has none for them.
 OTHER_HELP = {
     "data.chat_template": "Turns message lists into text: chatml, zephyr, tokenizer (the model's own) or none.",
@@ -369,10 +369,24 @@ class ParamsStep(Step):
                 row.show([p for p in problems if p.key == row.key], [w for w in warnings if w.key == row.key])
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        row = next((a for a in event.widget.ancestors_with_self if isinstance(a, FieldRow)), None)
+        self._show_help()
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        self._show_help()
+
+    def _show_help(self) -> None:
+        """The help of the field that has the focus now. Not the one the event names: focus events reach
+        the step by different paths (a field sits deeper in the fold than its title), so under load they
+        arrive out of order, and the line explained a field the focus had already left."""
+        focused = self.screen.focused
         help_line = self.query_one("#param-help", Static)
+        if focused is None or self not in focused.ancestors:
+            help_line.update("")  # the focus is on Back / Next, or a dialog: no field to explain
+            return
+        row = next((a for a in focused.ancestors_with_self if isinstance(a, FieldRow)), None)
         if row is None:
-            help_line.update("")
+            fold = any(isinstance(a, Collapsible) for a in focused.ancestors_with_self)
+            help_line.update(Text("Enter shows or hides the advanced parameters.", style="italic") if fold else "")
             return
         field = self._field(row.key)
         help_line.update(Text.assemble((field.key, "bold"), f": {field.help} Default: {default_text(field)}."))

@@ -2,13 +2,16 @@
 
 Loads the tokenizer and tokenizes the first rows of the data in a worker (the engine's build_preview, the
 dry run's own), then shows per split the rows used and dropped, trained against total tokens, the length
-distribution against the limit, and a few samples with trained, masked and cut text marked.
+distribution against the limit, and a few samples with trained, masked and cut text marked; and the run's
+optimizer steps with a duration estimate where there is a basis for one (engine.plan), the rows beyond the
+first ones read counted where that is cheap.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -22,6 +25,7 @@ from textual.worker import get_current_worker
 
 from engine.config import RunConfig, to_yaml
 from engine.errors import Problem, UserError
+from engine.plan import Plan, duration_line, steps_line
 from engine.preview import LengthStats, Preview, Sample, SplitReport
 from tui.steps.base import Step
 from tui.widgets.masked_text import MaskedText, legend
@@ -49,6 +53,7 @@ def config_key(cfg: RunConfig) -> str:
 class PreviewBuilt(Message):
     key: str
     preview: Preview
+    plan: Plan | None = None
 
 
 @dataclass
@@ -120,8 +125,11 @@ def split_text(report: SplitReport, limit: int | None) -> Text:
     return out
 
 
-def preview_text(preview: Preview, limit: int | None) -> Text:
+def preview_text(preview: Preview, limit: int | None, plan: Plan | None = None) -> Text:
     out = Text(f"block size: {preview.block_size_note}\n")
+    if plan is not None:
+        out.append(f"steps: {steps_line(plan, preview.cfg)}\n", style="bold")
+        out.append(f"duration: {duration_line(plan)}\n")
     if preview.template.notes:
         out.append("chat template: " + "; ".join(preview.template.notes) + "\n")
     for warning in preview.warnings:
@@ -130,6 +138,29 @@ def preview_text(preview: Preview, limit: int | None) -> Text:
         out.append_text(split_text(report, limit))
     out.rstrip()
     return out
+
+
+def train_rows(cfg: RunConfig) -> int | None:
+    """The rows of the train split, counted without parsing them where that is cheap (None otherwise)."""
+    from engine.data import load_split
+    from tui.steps.data import count_file_rows
+
+    try:
+        table = load_split(cfg.data.path, cfg.data.train_split, base_dir=cfg.base_dir, limit=1,
+                           split_key="data.train_split")
+    except UserError:
+        return None
+    return count_file_rows(table)
+
+
+def build_plan(preview: Preview, limit: int, parameters: int | None, capabilities: Any) -> Plan | None:
+    """The plan of the run previewed from its first `limit` rows (scaled to the split's rows if counted)."""
+    from engine.plan import split_rows_read
+    from tui.dry_run import preview_plan
+
+    total = train_rows(preview.cfg) if split_rows_read(preview) >= limit else None
+    return preview_plan(preview, read_limit=limit, total_rows=total, parameters=parameters,
+                        capabilities=capabilities)
 
 
 def sample_flag(sample: Sample, trainer: str) -> str:
@@ -175,6 +206,7 @@ class PreviewStep(Step):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.preview: Preview | None = None
+        self.plan: Plan | None = None  # the steps (and duration) of the previewed run
         self.errors: list[Problem] = []
         self.building = False
         self.sample_index = 0
@@ -204,8 +236,11 @@ class PreviewStep(Step):
         if key == self._key and not self.errors:
             return  # the same config: keep the preview (or the one being built)
         self._key, self.building, self.preview, self.errors, self.sample_index = key, True, None, [], 0
+        self.plan = None
         self._refresh()
-        self._build(config_copy(cfg), key)
+        info = getattr(self.app, "model_info", None)
+        parameters = info.parameters if info is not None and info.name == cfg.base_model else None
+        self._build(config_copy(cfg), key, parameters, getattr(self.app, "capabilities", None))
 
     def problems(self, cfg: RunConfig) -> list[Problem]:
         return [STILL_LOADING] if self.building else list(self.errors)
@@ -220,11 +255,16 @@ class PreviewStep(Step):
     # ------------------------------------------------------------ building (a thread: transformers is slow)
 
     @work(thread=True, exclusive=True, group="preview")
-    def _build(self, cfg: RunConfig, key: str) -> None:
+    def _build(self, cfg: RunConfig, key: str, parameters: int | None = None, capabilities: Any = None) -> None:
         from engine.preview import build_preview
 
         try:
-            message: Message = PreviewBuilt(key, build_preview(cfg, n_samples=N_SAMPLES, limit=self.limit))
+            preview = build_preview(cfg, n_samples=N_SAMPLES, limit=self.limit)
+            try:
+                plan = build_plan(preview, self.limit, parameters, capabilities)
+            except Exception:  # the plan is extra: a preview without it rather than none
+                plan = None
+            message: Message = PreviewBuilt(key, preview, plan)
         except UserError as e:
             message = PreviewFailed(key, list(e.problems))
         except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
@@ -238,7 +278,7 @@ class PreviewStep(Step):
         message.stop()
         if message.key != self._key:
             return  # a preview of a config changed since
-        self.building, self.preview = False, message.preview
+        self.building, self.preview, self.plan = False, message.preview, message.plan
         self._refresh()
         self.show_problems([])
 
@@ -285,7 +325,7 @@ class PreviewStep(Step):
         stats = self.query_one("#preview-stats", Static)
         stats.display = self.preview is not None
         if self.preview is not None:
-            stats.update(preview_text(self.preview, self.limit))
+            stats.update(preview_text(self.preview, self.limit, self.plan))
         self._show_sample()
 
     def _show_sample(self) -> None:

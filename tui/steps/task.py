@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
 
@@ -22,17 +24,62 @@ TASK_INFO: dict[str, tuple[str, str, str]] = {
 assert set(TASK_INFO) <= set(TASKS)
 
 
+class TaskChoice(RadioSet):
+    """The task list. Moving with the arrow keys chooses (as a form's radio group does): the highlighted
+    task is always the chosen one, so Next takes what is seen. Textual's RadioSet only moves a highlight and
+    chooses on Enter or Space."""
+
+    _chosen: RadioButton | None = None  # the button turned on last, whoever turned it on
+
+    def on_mount(self) -> None:
+        for button in self.query(RadioButton):
+            self.watch(button, "value", self._watcher(button), init=False)
+
+    def _watcher(self, button: RadioButton) -> Callable[[bool, bool], None]:
+        def turned(was: bool, on: bool) -> None:
+            if on:
+                self._chosen = button
+
+        return turned
+
+    def action_next_button(self) -> None:
+        super().action_next_button()
+        self._choose_highlighted()
+
+    def action_previous_button(self) -> None:
+        super().action_previous_button()
+        self._choose_highlighted()
+
+    @property
+    def chosen(self) -> RadioButton | None:
+        """The button chosen, as of now: `pressed_button` follows a moment later (a message), so a Next
+        pressed right after a move (or a click) would read the one before."""
+        if self._chosen is not None and self._chosen.value:
+            return self._chosen
+        return self.pressed_button
+
+    def _choose_highlighted(self) -> None:
+        if not self.has_focus:  # RadioSet moves the highlight itself once, when mounted: no choice made
+            return
+        index = self._selected
+        if index is not None:
+            button = self._nodes[index]
+            if isinstance(button, RadioButton) and not button.value:
+                button.value = True  # the set turns the one chosen before off, and posts Changed
+
+
 class TaskStep(Step):
     """Pick the kind of training. SFT is the usual choice for chat or instruction data; DPO and ORPO need
     pairs of a better (chosen) and a worse (rejected) answer; a reward model learns to score answers; the
-    generic trainer continues pre-training on plain text."""
+    generic trainer continues pre-training on plain text. Up and Down choose; the line under the list says
+    which columns the chosen task needs."""
 
     title = "Task"
     keys = ("task", "params.trainer")
 
     def compose(self) -> ComposeResult:
         yield Static("What should the model learn?", classes="label")
-        with RadioSet(id="task"):
+        with TaskChoice(id="task"):
             for task, (name, what, _) in TASK_INFO.items():
                 yield RadioButton(f"{name}: {what}", id=f"task-{task}")
         yield Static(id="task-columns", classes="hint")
@@ -41,20 +88,23 @@ class TaskStep(Step):
     def load(self, cfg: RunConfig) -> None:
         task = "llm-generic" if cfg.task == "llm" and cfg.trainer == "default" else cfg.task
         task = {"llm": f"llm-{cfg.trainer}"}.get(task, task)
-        for button in self.query(RadioButton):
-            button.value = button.id == f"task-{task}"
+        button = next((b for b in self.query(RadioButton) if b.id == f"task-{task}"), None)
+        if button is not None and not button.value:
+            button.value = True  # the set turns the others off (turning one off by hand, it would turn it back on)
         self._describe(task)
 
     def store(self, cfg: RunConfig) -> None:
-        pressed = self.query_one("#task", RadioSet).pressed_button
+        pressed = self.query_one("#task", TaskChoice).chosen
         if pressed is not None and pressed.id:
             cfg.task = pressed.id.removeprefix("task-")
             cfg.params.trainer = TASKS[cfg.task] or cfg.params.trainer
             cfg.defaulted.add("params.trainer")
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
-        if event.pressed.id:
-            self._describe(event.pressed.id.removeprefix("task-"))
+        # From the button chosen now, not the one the message names: messages can trail a quick series of moves.
+        pressed = self.query_one("#task", TaskChoice).chosen
+        if pressed is not None and pressed.id:
+            self._describe(pressed.id.removeprefix("task-"))
 
     def _describe(self, task: str) -> None:
         info = TASK_INFO.get(task)
