@@ -23,9 +23,9 @@ from typing import Any
 from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message_pump import MessagePump
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Footer, Header, Input, Static
 
@@ -34,6 +34,7 @@ from engine.data import Table
 from engine.model_info import ModelInfo
 from tui.commands import WizardCommands
 from tui.steps.base import Step
+from tui.widgets.confirm import QuitDialog
 
 
 @dataclass
@@ -53,44 +54,6 @@ def new_config() -> RunConfig:
     cfg.params.peft = True
     cfg.params.quantization = None
     return cfg
-
-
-class QuitDialog(ModalScreen[str]):
-    """Ctrl+Q with unsaved changes: "save", "discard" or "cancel" (the safe answer, focused)."""
-
-    BINDINGS = [
-        Binding("s", "answer('save')", "Save"),
-        Binding("d", "answer('discard')", "Discard"),
-        Binding("escape,c", "answer('cancel')", "Cancel"),
-    ]
-    DEFAULT_CSS = """
-    QuitDialog { align: center middle; }
-    QuitDialog > Vertical { width: 64; max-width: 100%; height: auto; border: round $warning;
-                            background: $surface; padding: 1 2; }
-    QuitDialog #quit-question { height: auto; margin-bottom: 1; }
-    QuitDialog Horizontal { height: auto; align-horizontal: right; }
-    QuitDialog Button { margin-left: 1; min-width: 8; }
-    """
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static("The config has changes that are not saved. Save them before quitting?",
-                         id="quit-question")
-            with Horizontal():
-                yield Button("Save (s)", id="quit-save", variant="primary")
-                yield Button("Discard (d)", id="quit-discard", variant="error")
-                yield Button("Cancel (esc)", id="quit-cancel")
-
-    def on_mount(self) -> None:
-        self.query_one("#quit-cancel", Button).focus()
-
-    def action_answer(self, answer: str) -> None:
-        self.dismiss(answer)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        self.dismiss((event.button.id or "quit-cancel").removeprefix("quit-"))
 
 
 @dataclass
