@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
-.PHONY: demo test setup
+.PHONY: demo test lint setup
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,3 +20,6 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .

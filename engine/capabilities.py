@@ -150,7 +150,8 @@ def _bf16_cpu(torch: Any) -> Support:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = a @ a
         if out.dtype != torch.bfloat16:
-            return Support(False, f"bf16 autocast on cpu did nothing in torch {torch.__version__}; use mixed_precision: none.")
+            return Support(False, f"bf16 autocast on cpu did nothing in torch {torch.__version__}; "
+                                  "use mixed_precision: none.")
     except Exception as exc:  # an exotic build or architecture
         return Support(False, f"bf16 does not run on this cpu ({_one_line(exc)}); use mixed_precision: none.")
     if _cpu_flag(torch, "_is_amx_tile_supported"):
@@ -176,7 +177,8 @@ def _quantization(torch: Any, device: str) -> tuple[str | None, Support, Support
         try:
             import bitsandbytes as bnb
         except ImportError:
-            missing = Support(False, "bitsandbytes is not installed; pip install bitsandbytes, or set quantization: none.")
+            missing = Support(False, "bitsandbytes is not installed; pip install bitsandbytes, "
+                                     "or set quantization: none.")
             return None, missing, missing
         except Exception as exc:  # installed but broken (a missing native library, say)
             broken = Support(False, f"bitsandbytes cannot be imported ({_one_line(exc)}); set quantization: none.")
@@ -196,7 +198,8 @@ def _try_int4(torch: Any, bnb: Any, device: str, version: str) -> Support:
         layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.float32, quant_type="nf4").to(device)
         layer(torch.randn(2, 64, device=device))
     except Exception as exc:
-        return Support(False, f"bitsandbytes {version} cannot run 4-bit on {device}: {_one_line(exc)}; set quantization: none.")
+        return Support(False, f"bitsandbytes {version} cannot run 4-bit on {device}: {_one_line(exc)}; "
+                              "set quantization: none.")
     return Support(True, f"bitsandbytes {version} runs 4-bit on {device}.")
 
 
@@ -205,7 +208,8 @@ def _try_int8(torch: Any, bnb: Any, device: str, version: str) -> Support:
         layer = bnb.nn.Linear8bitLt(64, 32, bias=False, has_fp16_weights=False).to(device)
         layer(torch.randn(2, 64, device=device))
     except Exception as exc:
-        return Support(False, f"bitsandbytes {version} cannot run 8-bit on {device}: {_one_line(exc)}; set quantization: none.")
+        return Support(False, f"bitsandbytes {version} cannot run 8-bit on {device}: {_one_line(exc)}; "
+                              "set quantization: none.")
     return Support(True, f"bitsandbytes {version} runs 8-bit on {device}.")
 
 

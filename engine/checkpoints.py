@@ -14,21 +14,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-MARKER = "llmtune_checkpoint.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
+from engine.run_files import CHECKPOINT_MARKER, checkpoint_step, write_atomically
+from engine.units import human_bytes
+
 _LEGACY_FILES = ("trainer_state.json", "scheduler.pt")
 MB = 2**20
 
 
 def step_of(path: Path) -> int | None:
-    m = _NAME.match(Path(path).name)
-    return int(m.group(1)) if m else None
+    return checkpoint_step(Path(path).name)
 
 
 def all_checkpoints(run_dir: Path) -> list[Path]:
@@ -69,15 +68,13 @@ def incomplete_checkpoints(run_dir: Path) -> list[Path]:
 
 def write_marker(checkpoint: Path, **state: Any) -> None:
     """Mark a checkpoint whose save has finished, with what llmtune needs to continue from it (token counts)."""
-    tmp = checkpoint / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps({"step": step_of(checkpoint), "time": time.time(), **state}) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, checkpoint / MARKER)
+    write_atomically(checkpoint / CHECKPOINT_MARKER,
+                     json.dumps({"step": step_of(checkpoint), "time": time.time(), **state}) + "\n")
 
 
 def read_marker(checkpoint: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((Path(checkpoint) / MARKER).read_text(encoding="utf-8"))
+        data = json.loads((Path(checkpoint) / CHECKPOINT_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -128,4 +125,6 @@ def is_disk_full(error: BaseException, free: int | None = None) -> bool:
 
 
 def mb(n: int | float | None) -> str:
-    return "?" if n is None else f"{n / MB:,.0f} MB" if n >= 10 * MB else f"{n / MB:.1f} MB"
+    """Disk space in one unit across a message, so the sizes compare at a glance: "3.4 MB", "1,234 MB"; "?"
+    when unknown."""
+    return human_bytes(n, unit="MB", missing="?")

@@ -29,16 +29,8 @@ import yaml
 from engine.errors import SECRET_KEYS, ConfigError, Problem, show_value
 from engine.params import INT_LIMIT, PARAM_FIELDS, Params
 from engine.target_modules import parse_targets
+from engine.tasks import BY_TRAINER, DEFAULT_TRAINER, ROLE_MEANINGS, TASKS, TrainerSpec
 
-# Task names as AutoTrain writes them -> the trainer that runs them. `llm` takes params.trainer.
-TASKS: dict[str, str | None] = {
-    "llm": None,
-    "llm-generic": "default",
-    "llm-sft": "sft",
-    "llm-reward": "reward",
-    "llm-dpo": "dpo",
-    "llm-orpo": "orpo",
-}
 CHAT_TEMPLATES = ("none", "zephyr", "chatml", "tokenizer")
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 BACKENDS_LOCAL = ("local", "local-cli", "local-ui")
@@ -114,6 +106,12 @@ class RunConfig:
     @property
     def trainer(self) -> str:
         return TASKS.get(self.task) or self.params.trainer
+
+    @property
+    def spec(self) -> TrainerSpec:
+        """The trainer's spec (engine.tasks). An unknown params.trainer (refused by the rules) reads as the
+        default trainer, so that the other checks still run."""
+        return BY_TRAINER.get(self.trainer) or BY_TRAINER[DEFAULT_TRAINER]
 
     @property
     def base_dir(self) -> Path | None:
@@ -911,7 +909,8 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
         add(cfg.problem("task", "unknown task",
                         (f"did you mean {close[0]}? " if close else "") + "valid tasks: " + ", ".join(TASKS),
                         cfg.task))
-    elif TASKS[cfg.task] and "params.trainer" not in cfg.defaulted and p.trainer not in ("default", TASKS[cfg.task]):
+    elif (TASKS[cfg.task] and "params.trainer" not in cfg.defaulted
+          and p.trainer not in (DEFAULT_TRAINER, TASKS[cfg.task])):
         add(cfg.problem("params.trainer", f"conflicts with task {cfg.task} (which uses the {TASKS[cfg.task]} "
                         "trainer)", "remove params.trainer, or use task: llm", p.trainer))
 
@@ -943,7 +942,7 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
                         "e.g. q_proj,v_proj, or all-linear", p.target_modules))
     if p.unsloth:
         add(cfg.problem("params.unsloth", "unsloth is not supported by llmtune", "remove params.unsloth", True))
-    if p.model_ref and cfg.trainer == "dpo" and p.peft:
+    if p.model_ref and cfg.spec.reference_model and p.peft:
         warn(cfg, cfg.problem("params.model_ref", "is not used with LoRA: the frozen base model (the "
                                         "adapter switched off) is the reference", None, p.model_ref))
     if p.eval_strategy == "steps" and not cfg.data.valid_split and not p.valid_fraction:
@@ -1038,7 +1037,7 @@ def length_problems(cfg: RunConfig, block_size: int) -> list[Problem]:
     if block_size != -1 and block_size > mml:
         out.append(cfg.problem("params.block_size", f"must not exceed params.model_max_length ({mml})",
                                f"set block_size to {mml} or less, or raise model_max_length", block_size))
-    if cfg.trainer in ("dpo", "orpo"):
+    if cfg.spec.prompt_limits:
         for name in ("max_prompt_length", "max_completion_length"):
             value = getattr(p, name)
             if value is None:
@@ -1056,19 +1055,12 @@ def length_problems(cfg: RunConfig, block_size: int) -> list[Problem]:
     return out
 
 
-REQUIRED_COLUMNS = {
-    "dpo": ("prompt_text_column", "text_column", "rejected_text_column"),
-    "orpo": ("prompt_text_column", "text_column", "rejected_text_column"),
-    "reward": ("text_column", "rejected_text_column"),
-}
-COLUMN_ROLES = {"prompt_text_column": "the prompt", "text_column": "the chosen (or only) text",
-                "rejected_text_column": "the rejected text"}
 
 
 def _column_problems(cfg: RunConfig) -> list[Problem]:
     out = []
     cm = cfg.data.column_mapping
-    for name in REQUIRED_COLUMNS.get(cfg.trainer, ()):
+    for name in cfg.spec.required:
         if getattr(cm, name):
             continue
         if name == "prompt_text_column" and (cfg.data.prompt_template or cfg.data.chat_template != "none"):
@@ -1078,7 +1070,7 @@ def _column_problems(cfg: RunConfig) -> list[Problem]:
                "conversations in chosen/rejected and set data.chat_template",
                "rejected_text_column": "map the rejected column, e.g. rejected_text_column: rejected",
                "text_column": "map the chosen column, e.g. text_column: chosen"}[name]
-        out.append(cfg.problem(key, f"task {cfg.task} needs {COLUMN_ROLES[name]}, and no column is mapped to it",
+        out.append(cfg.problem(key, f"task {cfg.task} needs {ROLE_MEANINGS[name]}, and no column is mapped to it",
                                fix, show_value=False))
     return out
 
@@ -1190,7 +1182,7 @@ def _template_problems(cfg: RunConfig) -> list[Problem]:
         out.append(cfg.problem("data.completion_template", "needs data.prompt_template too",
                                "add a prompt_template, or map data.column_mapping.text_column instead",
                                d.completion_template))
-    if d.prompt_template and cfg.trainer == "reward":
+    if d.prompt_template and cfg.spec.whole_texts:
         out.append(cfg.problem("data.prompt_template", "reward training scores whole texts and has no prompt",
                                "remove it, or use llm-dpo/llm-orpo", d.prompt_template))
     return out
@@ -1276,7 +1268,7 @@ def target_module_problems(cfg: RunConfig) -> list[Problem]:
 
     name = resolve_model(cfg.base_model)
     local = resolve_local(name, cfg.base_dir)
-    found = model_modules(str(local) if local is not None else name, reward=cfg.trainer == "reward")
+    found = model_modules(str(local) if local is not None else name, reward=cfg.spec.scores)
     if found is None:
         return []  # its config cannot be read: the model's own checks say why
     modules, linear = found

@@ -27,6 +27,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from engine.errors import DataError, Problem, data_error
+from engine.offline import datasets_offline, is_connection_error
+from engine.units import plural, shown_path
 
 FORMATS = ("csv", "jsonl", "json", "parquet")
 
@@ -66,13 +68,13 @@ class DataSource:
         if self.held_out:
             return self.held_out
         if self.kind == "file" and self.path is not None:
-            return _display(self.path)
+            return shown_path(self.path)
         config = f" (config {self.config_name})" if self.config_name else ""
         return f"hub dataset {self.dataset_id}{config}, split {self.split}"
 
     def location(self, row: int | None = None) -> str:
         """The short name used in row locations and problem keys: `data/train.jsonl`, `org/name[train]`."""
-        base = _display(self.path) if self.kind == "file" and self.path else f"{self.dataset_id}[{self.split}]"
+        base = shown_path(self.path) if self.kind == "file" and self.path else f"{self.dataset_id}[{self.split}]"
         return base if row is None else f"{base}:row {row}"
 
 
@@ -90,14 +92,8 @@ class Table:
 # Resolving path + split
 
 
-def resolve_split(
-    path: str,
-    split: str,
-    *,
-    key: str = "data.path",
-    split_key: str = "data.train_split",
-    base_dir: Path | None = None,
-) -> DataSource:
+def resolve_split(path: str, split: str, *, key: str = "data.path", split_key: str = "data.train_split",
+                  base_dir: Path | None = None) -> DataSource:
     """Where the rows of `split` live; reads nothing. Raises DataError with one clear problem."""
     found = _resolve(path, split, key=key, split_key=split_key, base_dir=base_dir)
     if isinstance(found, Problem):
@@ -105,14 +101,8 @@ def resolve_split(
     return found
 
 
-def check_split(
-    path: str,
-    split: str,
-    *,
-    key: str = "data.path",
-    split_key: str = "data.train_split",
-    base_dir: Path | None = None,
-) -> list[Problem]:
+def check_split(path: str, split: str, *, key: str = "data.path", split_key: str = "data.train_split",
+                base_dir: Path | None = None) -> list[Problem]:
     """The checks of `resolve_split`, returned instead of raised (config validation reports all at once)."""
     found = _resolve(path, split, key=key, split_key=split_key, base_dir=base_dir)
     return [found] if isinstance(found, Problem) else []
@@ -144,12 +134,28 @@ def list_data_files(directory: Path) -> list[str]:
     )
 
 
+def data_format(path: Path) -> str | None:
+    """The format (one of FORMATS) a file's extension says it holds; None: not a data file."""
+    return EXTENSIONS.get(path.suffix.lower())
+
+
+def split_names(files: Iterable[str]) -> list[str]:
+    """The split names data files make: their names without the extension, sorted, each once."""
+    return sorted({Path(name).stem for name in files})
+
+
+def is_the_file(file: Path, split: str) -> bool:
+    """Whether `split` names the data file `file` itself rather than another file next to it: its stem, its
+    name, or "train" (the default train split: `data.path: mine.jsonl` is not swapped for a train.csv beside it)."""
+    return split == "train" or file.stem == split or file.name == split
+
+
 def find_splits(path: str, *, base_dir: Path | None = None) -> list[str]:
     """The split names (file stems of data files) in a local directory `path`; [] for anything else."""
     found = _find_local(path, base_dir)
     if found is None or not found.is_dir():
         return []
-    return sorted({Path(name).stem for name in list_data_files(found)})
+    return split_names(list_data_files(found))
 
 
 def _resolve(path: str, split: str, *, key: str, split_key: str, base_dir: Path | None) -> DataSource | Problem:
@@ -173,7 +179,7 @@ def _resolve_path(path: str, split: str, *, key: str, split_key: str, base_dir: 
     if found is not None:
         special = _special_file(found)
         if special:
-            return Problem(key, f"{_display(found)} is {special}", fix=_SPECIAL_FIX, value=path)
+            return Problem(key, f"{shown_path(found)} is {special}", fix=_SPECIAL_FIX, value=path)
         return _split_for_file(found, split, key=key, base_dir=base_dir, path=path)
     if _looks_local(path) or _near_local(path, base_dir):
         return _missing_path(path, split, key=key, base_dir=base_dir)
@@ -294,11 +300,11 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def _file_source(file: Path, split: str, *, key: str, value: str) -> DataSource | Problem:
-    fmt = EXTENSIONS.get(file.suffix.lower())
+    fmt = data_format(file)
     if fmt is None:
         return Problem(
             key,
-            f"{_display(file)}: unsupported file type {file.suffix or '(no extension)'!r}; "
+            f"{shown_path(file)}: unsupported file type {file.suffix or '(no extension)'!r}; "
             f"data files must end in {_SUPPORTED}",
             fix="convert the file, or rename it if its content already is one of these "
             "(.jsonl for one JSON object per line)",
@@ -320,35 +326,35 @@ def _split_in_dir(directory: Path, split: str, *, key: str, split_key: str, path
         return _file_source(exact, split, key=split_key, value=split)
     matches = _stem_matches(directory, split)
     if len(matches) == 1:
-        return DataSource("file", matches[0], EXTENSIONS[matches[0].suffix.lower()], None, None, split)
+        return DataSource("file", matches[0], data_format(matches[0]), None, None, split)
     if len(matches) > 1:
         return _duplicate_split(matches, split, key=key, value=path)
     for candidate in [exact, *(directory / f"{split}{ext}" for ext in EXTENSIONS)]:
         special = _special_file(candidate) if candidate.exists() else None
         if special:  # list_data_files skips it: say why it is not used rather than "no data file"
-            return Problem(split_key, f"{_display(candidate)} is {special}", fix=_SPECIAL_FIX, value=split)
+            return Problem(split_key, f"{shown_path(candidate)} is {special}", fix=_SPECIAL_FIX, value=split)
     wanted = ", ".join(f"{split}{ext}" for ext in _SPLIT_EXTENSIONS)
-    message = f"no data file for split {split!r} in {_display(directory)}/ (looked for {wanted})"
+    message = f"no data file for split {split!r} in {shown_path(directory)}/ (looked for {wanted})"
     files = list_data_files(directory)
     if not files:
         return Problem(
             split_key,
             f"{message}; the directory has no data files",
-            fix=f"put {split}.jsonl (or .csv, .json, .parquet) in {_display(directory)}/, "
+            fix=f"put {split}.jsonl (or .csv, .json, .parquet) in {shown_path(directory)}/, "
             f"or point {key} at a data file",
             value=split,
         )
-    splits = sorted({Path(n).stem for n in files})
+    splits = split_names(files)
     return Problem(
         split_key,
         f"{message}; it holds: {_names(files)}",
-        fix=f"set {split_key} to one of: {', '.join(splits)}; or add {split}.jsonl to {_display(directory)}/",
+        fix=f"set {split_key} to one of: {', '.join(splits)}; or add {split}.jsonl to {shown_path(directory)}/",
         value=split,
     )
 
 
 def _duplicate_split(matches: list[Path], split: str, *, key: str, value: str) -> Problem:
-    shown = ", ".join(_display(m) for m in matches[:-1]) + f" and {_display(matches[-1])}"
+    shown = ", ".join(shown_path(m) for m in matches[:-1]) + f" and {shown_path(matches[-1])}"
     return Problem(
         key,
         f"more than one file for split {split!r}: {shown}",
@@ -358,12 +364,8 @@ def _duplicate_split(matches: list[Path], split: str, *, key: str, value: str) -
 
 
 def _split_for_file(file: Path, split: str, *, key: str, base_dir: Path | None, path: str) -> DataSource | Problem:
-    """A file path is the data; a split that names another existing data file selects that file instead.
-
-    "train" (the default train split) always means the file itself: `data.path: mine.jsonl` must not be
-    swapped for a `train.csv` that happens to sit next to it.
-    """
-    if split == "train" or file.stem == split or file.name == split:
+    """A file path is the data; a split that names another existing data file selects that file instead."""
+    if is_the_file(file, split):
         return _file_source(file, split, key=key, value=path)
     if "/" not in split and "\\" not in split and Path(split).suffix.lower() not in EXTENSIONS:
         # A bare name (`valid`) is only looked up next to the data file: a stray `valid.csv` in the current
@@ -429,17 +431,17 @@ def _corrected(path: str, miss: _Miss) -> str:
     at = len(parts) - len(miss.rest) - 1
     if 0 <= at < len(parts) and parts[at] == miss.wanted:
         return "/".join([*parts[:at], name, *parts[at + 1:]]) + ("/" if path.endswith("/") else "")
-    return _display(miss.folder / name / Path(*miss.rest)) if miss.rest else _display(miss.folder / name)
+    return shown_path(miss.folder / name / Path(*miss.rest)) if miss.rest else shown_path(miss.folder / name)
 
 
 def _missing_path(path: str, split: str, *, key: str, base_dir: Path | None) -> Problem:
     tried = _candidates(path, base_dir)
-    looked = ", ".join(_display(p) for p in tried)
+    looked = ", ".join(shown_path(p) for p in tried)
     message = f"no such file or directory (looked for {looked})"
     misses = [_miss(p) for p in tried]
     # The candidate with the most alike name; without one, the most specific existing directory.
     miss = max(misses, key=lambda m: (m.score, len(m.folder.parts)))
-    where = "the current directory" if miss.folder == Path.cwd() else _display(miss.folder).rstrip("/") + "/"
+    where = "the current directory" if miss.folder == Path.cwd() else shown_path(miss.folder).rstrip("/") + "/"
     shown = miss.close + miss.others
     if shown:
         message += f"; {where} holds: {_names(shown)}"
@@ -498,7 +500,7 @@ def hold_out(table: Table, fraction: float, seed: int) -> tuple[Table, Table]:
     if not 0 < held < n:
         every = "the only train row" if n == 1 else f"all {n} train rows"
         what = (f"holds out {every}, leaving none to train on" if held >= n else
-                f"holds out no row of the {_count(n, 'train row')}, leaving none to evaluate")
+                f"holds out no row of the {plural(n, 'train row')}, leaving none to evaluate")
         raise DataError([Problem(
             "params.valid_fraction",
             f"{what}: the train and the validation part each need at least one row",
@@ -516,12 +518,8 @@ def hold_out(table: Table, fraction: float, seed: int) -> tuple[Table, Table]:
                      replace(table.source, held_out=described), [table.locations[i] for i in picked])
 
     base = table.source.describe()
-    return (part(False, f"{base}, less the {share} held out for valid ({_count(held, 'row')})"),
-            part(True, f"{share} of train: {_count(held, 'row')} of {base} held out with seed {seed}"))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return (part(False, f"{base}, less the {share} held out for valid ({plural(held, 'row')})"),
+            part(True, f"{share} of train: {plural(held, 'row')} of {base} held out with seed {seed}"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -545,8 +543,7 @@ def read_table(source: DataSource, *, token: str | None = None, limit: int | Non
         if source.format == "parquet":
             rows, columns, locations = _read_parquet(source.path, where, limit)
         elif source.format == "csv":
-            delimiter = "\t" if source.path.suffix.lower() == ".tsv" else ","
-            rows, columns, locations = _read_csv(source.path, where, limit, delimiter)
+            rows, columns, locations = _read_csv(source.path, where, limit, _delimiter(source.path))
         elif source.format == "jsonl":
             rows, columns, locations = _read_jsonl(source.path, where, limit)
         else:
@@ -907,6 +904,10 @@ _ROW_LIKE_SHARE = 0.9
 _ROW_LIKE_SAMPLE = 200  # lines of a suspect cell checked, at most
 
 
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","  # .tsv is csv with tabs
+
+
 def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Read:
     csv.field_size_limit(2**31 - 1)  # long documents in one cell are normal for training data
     lines = _lines(path, where)
@@ -1167,7 +1168,7 @@ def _read_hub(source: DataSource, *, token: str | None, limit: int | None) -> Ta
     where = source.location()
     # Why the hub is not asked, if it is not: offline mode, or no route to it. Either way a cached
     # dataset still loads, and a missing one fails at once instead of after a minute of retries.
-    offline = "offline mode is on (HF_HUB_OFFLINE)" if _offline() else None
+    offline = "offline mode is on (HF_HUB_OFFLINE)" if datasets_offline() else None
     if offline is None and not _hub_reachable():
         offline = "the hub cannot be reached"
     # Fail in seconds, not minutes, when the hub is slow. Read by huggingface_hub at import.
@@ -1189,11 +1190,6 @@ def _read_hub(source: DataSource, *, token: str | None, limit: int | None) -> Ta
     if not rows:
         raise data_error(where, f"split {source.split!r} has no rows", fix="pick another split")
     return Table(rows, list(loaded.column_names), source, [f"{where}:row {i}" for i in range(1, len(rows) + 1)])
-
-
-def _offline() -> bool:
-    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return any(os.environ.get(n, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for n in names)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -1223,13 +1219,6 @@ def _force_offline() -> Callable[[], None]:
     return restore
 
 
-def _is_connection_error(error: BaseException) -> bool:
-    names = " ".join(cls.__name__ for cls in type(error).__mro__)
-    return isinstance(error, (ConnectionError, TimeoutError)) or any(
-        word in names for word in ("Connect", "Timeout", "Offline", "LocalEntryNotFound", "NetworkError")
-    )
-
-
 def _hub_error(source: DataSource, error: BaseException, *, offline: str | None) -> DataError:
     name, where = source.dataset_id, source.location()
     text = str(error)
@@ -1237,7 +1226,7 @@ def _hub_error(source: DataSource, error: BaseException, *, offline: str | None)
     near = _miss(Path.cwd() / (name or "")) if name else None
     if near is not None and near.close:  # `chatdri` for the folder chatdir/: a typo, not a dataset
         not_local += f" (did you mean {_corrected(name or '', near)}?)"
-    if _is_connection_error(error):
+    if is_connection_error(error):
         return data_error(
             where,
             f"hub dataset {name!r} could not be found locally and {offline or 'the hub cannot be reached'}; "
@@ -1252,22 +1241,19 @@ def _hub_error(source: DataSource, error: BaseException, *, offline: str | None)
             f"no dataset {name!r} on the hub, or it is private or gated; {not_local}",
             fix="check the name (org/name); for a private or gated dataset log in (hf auth login) or set HF_TOKEN",
         )
-    split = re.search(r"Unknown split \"(.*?)\"\. Should be one of \[(.*)\]", text)
-    if split:
-        available = split.group(2).replace("'", "")
-        return data_error(
-            where,
-            f"the dataset has no split {source.split!r}; its splits are: {available}",
-            fix=f"set data.train_split (or data.valid_split) to one of: {available}",
-        )
-    config = re.search(r"(?:not found\. Available|pick one among the available configs): \[(.*?)\]", text)
-    if config:
-        available = config.group(1).replace("'", "")
-        return data_error(
-            where,
-            f"pick a config of {name!r}: {available}",
-            fix=f"set data.path to {name}:CONFIG, CONFIG one of: {available}",
-        )
+    # datasets names what it has in its message: the splits, or the configs to pick from.
+    choices = (
+        (r"Unknown split \"(.*?)\"\. Should be one of \[(.*)\]", 2,
+         "the dataset has no split {split!r}; its splits are: {available}",
+         "set data.train_split (or data.valid_split) to one of: {available}"),
+        (r"(?:not found\. Available|pick one among the available configs): \[(.*?)\]", 1,
+         "pick a config of {name!r}: {available}", "set data.path to {name}:CONFIG, CONFIG one of: {available}"),
+    )
+    for pattern, group, message, fix in choices:
+        found = re.search(pattern, text)
+        if found:
+            values = {"available": found.group(group).replace("'", ""), "split": source.split, "name": name}
+            return data_error(where, message.format(**values), fix=fix.format(**values))
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     return data_error(
         where,
@@ -1277,15 +1263,46 @@ def _hub_error(source: DataSource, error: BaseException, *, offline: str | None)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Helpers for messages
+# Counting rows without reading them (for showing: the training process counts what it reads)
+
+COUNT_LIMIT_BYTES = 1 << 30  # larger files are not counted: it would take a while and the number is only shown
 
 
-def _display(path: Path) -> str:
-    """The path as a person would type it: relative to the current directory when under it."""
+def count_rows(table: Table, *, limit_bytes: int = COUNT_LIMIT_BYTES) -> int | None:
+    """The rows of the local data file `table` was read from, counted without parsing them: non-blank lines of
+    JSONL, records of CSV less the header, Parquet's metadata. None: not a file, too large, or a JSON document
+    (counting means parsing it all)."""
+    source = table.source
+    if source.kind != "file" or source.path is None:
+        return None
     try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+        if source.path.stat().st_size > limit_bytes:
+            return None
+        # a .jsonl file read as JSONL has line locations ("train.jsonl:17"); one holding a JSON document has not
+        if source.format == "jsonl" and all(":" in loc and loc.rsplit(":", 1)[1].isdigit()
+                                            for loc in table.locations[:1]):
+            with source.path.open("rb") as f:
+                return sum(1 for line in f if line.strip())
+        if source.format == "csv":
+            return _count_csv(source.path)
+        if source.format == "parquet":
+            import pyarrow.parquet as pq  # lazy: only for Parquet files
+
+            return pq.ParquetFile(source.path).metadata.num_rows
+    except (OSError, ValueError, csv.Error, ImportError):
+        return None
+    return None
+
+
+def _count_csv(path: Path) -> int:
+    csv.field_size_limit(2**31 - 1)
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        records = sum(1 for record in csv.reader(f, delimiter=_delimiter(path)) if any(cell.strip() for cell in record))
+    return max(records - 1, 0)  # the header
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers for messages
 
 
 def _names(files: list[str]) -> str:

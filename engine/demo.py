@@ -51,7 +51,8 @@ def write_demo(directory: Path | None = None, *, run_dir: Path | None = None, tr
         "data": {"path": str(data), "train_split": "train", "valid_split": "valid", "chat_template": "tokenizer",
                  "column_mapping": {"text_column": "messages"}},
         # Full fine-tuning: LoRA barely moves a model this small and random (measured: loss 7.6 -> 6.9 with
-        # LoRA r 32 in 3 epochs, -> 0.3 with full fine-tuning in 5 epochs, ~10 s). Real models: see configs/sft-chat.yaml.
+        # LoRA r 32 in 3 epochs, -> 0.3 with full fine-tuning in 5 epochs, ~10 s).
+        # Real models: see configs/sft-chat.yaml.
         "params": {"block_size": 128, "epochs": 6, "batch_size": 8, "gradient_accumulation": 1, "lr": 5e-3,
                    "warmup_ratio": 0.05, "scheduler": "cosine", "peft": False, "disable_gradient_checkpointing": True,
                    "logging_steps": 5, "eval_strategy": "epoch", "save_total_limit": 1},

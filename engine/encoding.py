@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.formatting import PairExample, Span, TextExample
+from engine.tasks import TrainerSpec
 
 BATCH = 512
 
@@ -95,16 +96,16 @@ def encode_pairs(tokenizer: Any, examples: list[PairExample], *, add_special_tok
     return pairs
 
 
-def encode_split(tokenizer: Any, examples: list, *, trainer: str, add_special_tokens: bool, block_size: int,
+def encode_split(tokenizer: Any, examples: list, *, spec: TrainerSpec, add_special_tokens: bool, block_size: int,
                  max_prompt_length: int | None, max_completion_length: int | None
                  ) -> list[Encoded] | list[EncodedPair]:
-    """The one tokenization the preview shows and the trainers train on. Reward pairs are whole texts cut to
-    block_size only; DPO/ORPO prompts and completions are also cut to their own limits."""
-    if trainer in ("dpo", "orpo", "reward"):
-        reward = trainer == "reward"
+    """The one tokenization the preview shows and the trainers train on. Pairs scored whole (reward) are cut
+    to block_size only; DPO/ORPO prompts and completions are also cut to their own limits."""
+    if spec.pairwise:
+        limits = spec.prompt_limits
         return encode_pairs(tokenizer, examples, add_special_tokens=add_special_tokens,
-                            max_prompt_length=None if reward else max_prompt_length,
-                            max_completion_length=None if reward else max_completion_length,
+                            max_prompt_length=max_prompt_length if limits else None,
+                            max_completion_length=max_completion_length if limits else None,
                             max_length=block_size)
     return encode_examples(tokenizer, examples, add_special_tokens=add_special_tokens)
 

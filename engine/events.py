@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-EVENTS_FILE = "events.jsonl"
 
 # Required fields per event type, besides v/type/time. Further fields may appear.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -111,6 +110,11 @@ def _restore(value: Any) -> Any:
     return value
 
 
+def _restored(event: dict) -> dict:
+    """An event as read back: the numbers of its number fields restored, its text fields left as written."""
+    return {k: v if k in _TEXT_FIELDS else _restore(v) for k, v in event.items()}
+
+
 _TIME_RANGE = (0.0, 1e11)  # unix seconds: 1970 to the year 5138; anything else is not a time
 
 
@@ -121,7 +125,7 @@ def decode_event(line: bytes | str) -> dict | None:
         event = json.loads(line)
         if not isinstance(event, dict):
             return None
-        event = {k: v if k in _TEXT_FIELDS else _restore(v) for k, v in event.items()}
+        event = _restored(event)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     when = event.get("time")
@@ -161,8 +165,11 @@ class EventWriter:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def emit(self, type: str, **fields: Any) -> dict:
-        """Write one event (adds `v` and `time`) and return it as written."""
-        event = _sanitize({"v": SCHEMA_VERSION, "type": type, "time": time.time(), **fields})
+        """Write one event (adds `v` and `time`) and return it as written. Unchecked: the typed helpers below
+        are how the training process writes; this is for replays and tests."""
+        return self._write(_sanitize({"v": SCHEMA_VERSION, "type": type, "time": time.time(), **fields}))
+
+    def _write(self, event: dict) -> dict:
         line = json.dumps(event, ensure_ascii=False, allow_nan=False) + "\n"
         with self._lock:
             if os.fstat(self._fd).st_nlink == 0:  # deleted under us: writing on would reach no reader
@@ -179,6 +186,63 @@ class EventWriter:
                 data = data[written:]
             self._cut = False
         return event
+
+    def _checked(self, type: str, **fields: Any) -> dict:
+        """Write an event of the schema; one that breaks it (a writer bug) raises ValueError, unwritten."""
+        event = _sanitize({"v": SCHEMA_VERSION, "type": type, "time": time.time(), **fields})
+        problems = validate_event(_restored(event))
+        if problems:
+            raise ValueError(f"not a valid {type} event: {'; '.join(problems)}")
+        return self._write(event)
+
+    # One typed helper per event type (README, "Event stream"). Fields are written in the order of the
+    # parameters: the recorded fixtures hold them so.
+
+    def run_started(self, *, run_dir: str, pid: int, trainer: str, task: str, base_model: str,
+                    config: Mapping[str, Any], versions: Mapping[str, str], device: Mapping[str, Any],
+                    data: Mapping[str, Any], total_steps: int, epochs: float, batch_size: int, output_dir: str,
+                    block_size: int, block_size_note: str, trainable_parameters: int,
+                    total_parameters: int) -> dict:
+        return self._checked("run_started", run_dir=run_dir, pid=pid, trainer=trainer, task=task,
+                             base_model=base_model, config=config, versions=versions, device=device, data=data,
+                             total_steps=total_steps, epochs=epochs, batch_size=batch_size, output_dir=output_dir,
+                             block_size=block_size, block_size_note=block_size_note,
+                             trainable_parameters=trainable_parameters, total_parameters=total_parameters)
+
+    def status(self, *, phase: str, message: str, step: int | None = None) -> dict:
+        """`step`: with phase "training", the step training begins at (step events' `elapsed` counts from here)."""
+        return self._checked("status", phase=phase, message=message, **({} if step is None else {"step": step}))
+
+    def step(self, *, step: int, total_steps: int, epoch: float, loss: float | None, lr: float | None,
+             grad_norm: float | None, tokens: int, trained_tokens: int, tokens_per_s: float | None,
+             trained_tokens_per_s: float | None, elapsed: float, memory: Mapping[str, Any],
+             metrics: Mapping[str, float] | None = None) -> dict:
+        """`metrics`: the trainer's own (reward margins, token accuracy, ...), left out when it logged none."""
+        return self._checked("step", step=step, total_steps=total_steps, epoch=epoch, loss=loss, lr=lr,
+                             grad_norm=grad_norm, tokens=tokens, trained_tokens=trained_tokens,
+                             tokens_per_s=tokens_per_s, trained_tokens_per_s=trained_tokens_per_s, elapsed=elapsed,
+                             memory=memory, **({"metrics": metrics} if metrics else {}))
+
+    def eval(self, *, step: int, epoch: float, eval_loss: float | None,
+             metrics: Mapping[str, float]) -> dict:
+        return self._checked("eval", step=step, epoch=epoch, eval_loss=eval_loss, metrics=metrics)
+
+    def checkpoint(self, *, step: int, path: str, kept: bool) -> dict:
+        """`kept`: asked for by hand, so rotation leaves it."""
+        return self._checked("checkpoint", step=step, path=path, kept=kept)
+
+    def log(self, *, level: str, message: str) -> dict:
+        return self._checked("log", level=level, message=message)
+
+    def error(self, *, kind: str, message: str, log: str) -> dict:
+        """`log`: the file holding the details (the traceback)."""
+        return self._checked("error", kind=kind, message=message, log=log)
+
+    def run_finished(self, *, status: str, exit_code: int, step: int, metrics: Mapping[str, float] | None = None,
+                     output: str | None = None, merged: str | None = None) -> dict:
+        """The last event of a training process; `exit_code` is the one it exits with (engine.exit_codes)."""
+        return self._checked("run_finished", status=status, exit_code=int(exit_code), step=step,
+                             metrics=dict(metrics or {}), output=output, merged=merged)
 
     def close(self) -> None:
         with self._lock:

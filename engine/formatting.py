@@ -26,6 +26,7 @@ from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
 from engine.data import Table
 from engine.errors import DataError, Problem
+from engine.tasks import PROMPT, ROLES, TEMPLATES, TEXT
 
 ROLE_ALIASES = {
     "system": "system", "user": "user", "assistant": "assistant",
@@ -110,7 +111,7 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
     """Turn a table into examples for cfg's trainer; raise DataError naming the rows that cannot be used."""
     needed = needed_columns(cfg)
     _check_columns(table, needed)
-    trainer = cfg.trainer
+    pairwise = cfg.spec.pairwise
     fmt = Formatter(cfg, setup, render, eos_token)
     out = FormattedSplit(split=split, source=table.source.describe(), shape="", rows=len(table.rows),
                          examples=[], columns_used=[c for c in table.columns if c in needed],
@@ -119,7 +120,7 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
     shapes: Counter = Counter()
     for row, location in zip(table.rows, table.locations):
         try:
-            if trainer in ("dpo", "orpo", "reward"):
+            if pairwise:
                 example, shape = fmt.pair(row, location)
                 for part, text in (("prompt", example.prompt), ("chosen", example.chosen),
                                    ("rejected", example.rejected)):
@@ -153,12 +154,12 @@ def needed_columns(cfg: RunConfig) -> list[str]:
     """The columns the trainer reads; the rest are dropped before training."""
     from engine.config import template_fields
 
-    cm, d = cfg.data.column_mapping, cfg.data
-    preference = cfg.trainer in ("dpo", "orpo", "reward")
+    cm, d, spec = cfg.data.column_mapping, cfg.data, cfg.spec
+    preference = spec.pairwise
     cols: list[str] = []
     if d.prompt_template:
         cols += template_fields(d.prompt_template)
-    elif cm.prompt_text_column and (preference or cfg.trainer == "sft"):
+    elif cm.prompt_text_column and PROMPT in spec.roles:
         cols.append(cm.prompt_text_column)
     if d.completion_template and not preference:
         cols += template_fields(d.completion_template)
@@ -167,6 +168,47 @@ def needed_columns(cfg: RunConfig) -> list[str]:
     if preference and cm.rejected_text_column:
         cols.append(cm.rejected_text_column)
     return list(dict.fromkeys(c for c in cols if c))
+
+
+def mapping_problems(cfg: RunConfig, columns: list[str]) -> list[Problem]:
+    """The check of _check_columns, for a form: each mapped column (or template field) the data lacks, blamed
+    on the config key that names it."""
+    try:
+        needed = needed_columns(cfg)
+    except ValueError:
+        return []  # a template that does not parse: the config's own rule says so
+    shown = ", ".join(columns)
+    out = []
+    for key, value, name in _keys_of(cfg, [c for c in needed if c not in columns]):
+        if key.startswith("data.column_mapping"):
+            out.append(cfg.problem(key, f"names no column of the data; its columns are: {shown}",
+                                   "pick one of the data's columns", value))
+        else:
+            out.append(cfg.problem(key, f"uses {{{name}}}, which is no column of the data; its columns are: "
+                                   f"{shown}", "write the data's column names in braces", value))
+    return out
+
+
+def _keys_of(cfg: RunConfig, missing: list[str]) -> list[tuple[str, str, str]]:
+    """(the config key naming each missing column, its value, the column)."""
+    from engine.config import template_fields
+
+    out = []
+    cm, d = cfg.data.column_mapping, cfg.data
+    for name in missing:
+        for template in TEMPLATES:
+            value = getattr(d, template)
+            try:
+                fields = template_fields(value) if value else []
+            except ValueError:
+                fields = []
+            if name in fields:
+                out.append((f"data.{template}", value, name))
+                break
+        else:
+            role = next((r for r in ROLES if getattr(cm, r) == name), TEXT)
+            out.append((f"data.column_mapping.{role}", name, name))
+    return out
 
 
 def _check_columns(table: Table, needed: list[str]) -> None:
@@ -193,9 +235,9 @@ class Formatter:
         self.render = render
         self.eos = eos_token
         self.roles_mapped: Counter = Counter()
-        self.trainer = cfg.trainer
+        self.spec = cfg.spec
         # SFT learns from the responses only, unless asked otherwise; generic CLM learns from everything.
-        self.responses_only = self.trainer == "sft" and not cfg.params.train_on_all_tokens
+        self.responses_only = self.spec.responses_only and not cfg.params.train_on_all_tokens
 
     # -- SFT and generic
 
@@ -205,7 +247,7 @@ class Formatter:
             prompt = _fill(d.prompt_template, row)
             completion = _fill(d.completion_template, row) if d.completion_template else _text(row, cm.text_column)
             return self._pair_text(location, prompt, completion), "prompt/completion (templates)"
-        if cm.prompt_text_column and self.trainer == "sft":
+        if cm.prompt_text_column and PROMPT in self.spec.roles:
             prompt = _required(row, cm.prompt_text_column)
             completion = _text(row, cm.text_column)
             if isinstance(prompt, list) or _looks_like_messages(prompt):
@@ -227,7 +269,9 @@ class Formatter:
         if not value.strip():
             raise Dropped("empty text")
         _valid_text(value, f"column {cm.text_column!r}")
-        text = value + self.eos if (self.trainer == "sft" or self.cfg.params.add_eos_token) else value
+        # add_eos_token is the switch of the trainers that read it (generic); the others always end with EOS.
+        add_eos = self.cfg.params.add_eos_token or not self.spec.reads("add_eos_token")
+        text = value + self.eos if add_eos else value
         return TextExample(location, text, [(0, len(text))]), "text"
 
     def _pair_text(self, location: str, prompt: str, completion: str) -> TextExample:
@@ -367,7 +411,7 @@ class Formatter:
             return self._render_pair(location, prompt_msgs, [{"role": "assistant", "content": chosen}],
                                      [{"role": "assistant", "content": rejected}])
         prompt_text = "" if prompt is None else str(prompt)
-        if self.trainer == "reward":  # the whole text is scored
+        if self.spec.whole_texts:  # the whole text is scored
             return PairExample(location, "", prompt_text + chosen + self.eos, prompt_text + rejected + self.eos)
         if not prompt_text.strip():
             raise Dropped("empty prompt")
@@ -379,7 +423,7 @@ class Formatter:
             raise Dropped("chosen and rejected are the same")
         if self.setup.name == "zephyr" and (not prompt_msgs or prompt_msgs[0]["role"] != "system"):
             prompt_msgs = [{"role": "system", "content": ""}] + prompt_msgs  # as AutoTrain does for zephyr
-        if self.trainer == "reward":
+        if self.spec.whole_texts:
             return PairExample(location, "", self._render(prompt_msgs + chosen), self._render(prompt_msgs + rejected))
         if not any(m["role"] == "user" for m in prompt_msgs):
             raise Dropped("no prompt (the conversations share no user turn)")
@@ -530,6 +574,13 @@ def _fill(template: str, row: dict) -> str:
     except (ValueError, TypeError) as e:  # a format spec the cell's type refuses: {messages:>3} on a list
         raise RowError(f"the template {template!r} cannot format this row ({e})",
                        "use plain {column} fields for columns that hold lists or objects") from None
+
+
+def holds_messages(value: Any) -> bool:
+    """A message list, or a string holding one (CSV cells): what is read as a conversation."""
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(m, dict) for m in value)
+    return _looks_like_messages(value)
 
 
 def _looks_like_messages(value: Any) -> bool:

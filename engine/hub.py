@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine import run_files as names
 from engine.config import RunConfig
 
-LOCAL_ONLY = ["checkpoint-*", "checkpoint-*/**", "events.jsonl", "train.log", "run.pid", "control/**", ".llmtune*",
-              "training_args.bin", "runs/**"]
+# What stays local: checkpoints and the run's own bookkeeping.
+LOCAL_ONLY = [names.CHECKPOINT_GLOB, f"{names.CHECKPOINT_GLOB}/**", names.EVENTS_FILE, names.LOG_FILE, names.PID_FILE,
+              f"{names.CONTROL_DIR}/**", names.MANIFEST_FILE, names.RESERVE_FILE, names.TRAINING_ARGS,
+              f"{names.TENSORBOARD_DIR}/**"]
 
 
 def repo_id(cfg: RunConfig) -> str:

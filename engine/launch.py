@@ -1,9 +1,8 @@
-"""Starting a run as a detached child process, and asking it to stop.
+"""Starting a run as a detached child process, finding it again, and ending it at once.
 
 The run lives in its own session (`start_new_session=True`): closing the terminal, an SSH drop or a
 Ctrl-C in the terminal never reaches it, and the UI that started it is only a reader of its events.
-Requests to the run are files under `RUN_DIR/control/`, which the training loop checks each step:
-files survive the UI going away and need no open channel between the two processes.
+Asking it to stop cleanly is a request file (engine.control), not a signal.
 
 Standard library only.
 """
@@ -18,11 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.manifest import CONTROL_DIR, REQUESTS, Manifest
+from engine.manifest import Manifest
+from engine.run_files import LOG_FILE, PID_FILE, RunDir, write_atomically
 
 RUN_MODULE = "engine.run"
-PID_FILE = "run.pid"
-LOG_FILE = "train.log"
 BELONG_WAIT_S = 0.5  # how long a just-started child may take to exec and show its environment
 RUN_DIR_ENV = "LLMTUNE_RUN_DIR"  # set in the child, so that a pid can be told apart from a reused one
 
@@ -83,14 +81,15 @@ def start(run_dir: Path, *, command: list[str] | None = None, env: dict[str, str
     absolute = str(run_dir.resolve())
     command = command or [sys.executable, "-m", RUN_MODULE, absolute, *(["--resume"] if resume else [])]
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", RUN_DIR_ENV: absolute, **(env or {})}
+    files = RunDir(run_dir)
     Manifest(run_dir).add(LOG_FILE, PID_FILE)  # before the child starts: it is the only writer from then on
-    with open(run_dir / LOG_FILE, "ab") as log:
+    with open(files.log, "ab") as log:
         # The log is appended to across resumes: mark where each start begins.
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=os.getcwd(), env=child_env, start_new_session=True)
-    _write_atomically(run_dir / PID_FILE, f"{process.pid}\n")
+    write_atomically(files.pid, f"{process.pid}\n")
     return RunHandle(run_dir, process.pid, process)
 
 
@@ -134,44 +133,9 @@ def _belongs_to(pid: int, run_dir: Path) -> bool:
 
 def read_pid(run_dir: Path) -> int | None:
     try:
-        return int((Path(run_dir) / PID_FILE).read_text().strip())
+        return int(RunDir(run_dir).pid.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary name and rename, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _check_request(what: str) -> None:
-    if what not in REQUESTS:
-        raise ValueError(f"unknown run request {what!r}: expected one of {', '.join(REQUESTS)}")
-
-
-def request(run_dir: Path, what: str) -> None:
-    """Ask the run to `stop` (save a checkpoint and end) or to save a `checkpoint` and go on."""
-    _check_request(what)
-    control = Path(run_dir) / CONTROL_DIR
-    control.mkdir(parents=True, exist_ok=True)
-    _write_atomically(control / what, f"{time.time()}\n")
-
-
-def pending(run_dir: Path) -> set[str]:
-    """The requests waiting for the run; cheap enough to call every step (one listdir)."""
-    try:
-        names = os.listdir(os.path.join(run_dir, CONTROL_DIR))
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
-    return {name for name in names if name in REQUESTS}
-
-
-def clear(run_dir: Path, what: str) -> None:
-    """The run removes a request once it has handled it."""
-    _check_request(what)
-    (Path(run_dir) / CONTROL_DIR / what).unlink(missing_ok=True)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -186,7 +150,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def kill(handle: RunHandle, *, grace: float = 5.0) -> None:
     """End the run now: SIGTERM to its process group, SIGKILL if it is still alive after `grace` seconds.
 
-    No checkpoint is saved; `request(run_dir, "stop")` is the clean way.
+    No checkpoint is saved; `engine.control.request(run_dir, "stop")` is the clean way.
     """
     _signal_group(handle.pid, signal.SIGTERM)
     if not _wait_until_dead(handle, grace):

@@ -21,11 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-MANIFEST_FILE = ".llmtune.json"
-# Request files of the control protocol: whoever wrote them (the dashboard, `touch`), they mean only a request.
-CONTROL_DIR = "control"
-REQUESTS = ("stop", "checkpoint")
-PROTOCOL_FILES = tuple(f"{CONTROL_DIR}/{name}" for name in REQUESTS)
+from engine.run_files import MANIFEST_FILE, PROTOCOL_FILES, RunDir, write_atomically
 
 
 def token_fingerprint(token: str) -> str:
@@ -49,7 +45,7 @@ class Manifest:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / MANIFEST_FILE
+        self.path = RunDir(self.run_dir).manifest
         self.entries: set[str] = set()
         self.hub_token: dict[str, str] | None = None
         self.readable = True  # False when the file exists but cannot be read: then nothing is ours for sure
@@ -76,9 +72,7 @@ class Manifest:
         if self.hub_token:
             data["hub_token"] = self.hub_token
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(data, indent=1) + "\n")
 
     def add(self, *paths: str | Path, tree: bool = False) -> None:
         """Record paths (relative to the run directory, or absolute under it) and save. `tree`: each is a

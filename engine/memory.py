@@ -26,12 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine import precision
+from engine.block_size import auto_block_size
+from engine.units import human_bytes
+
 if TYPE_CHECKING:
     from engine.config import RunConfig
 
 GiB = 2**30
-MiB = 2**20
-AUTO_BLOCK_CAP = 1024  # what block_size -1 picks at most; the same as engine.preview.AUTO_BLOCK_CAP (tested)
 INT4_BYTES = 0.5 + 0.016  # NF4: 4 bits + an 8-bit absmax per 64 weights + a second-level fp32 scale per 256 blocks
 INT8_BYTES = 1.0
 TIGHT = 0.9  # above this share of the GPU the CUDA context and fragmentation may tip a run over
@@ -134,9 +136,8 @@ def _gated(params: int | None, s: dict[str, Any]) -> bool:
 
 
 def load_bytes(cfg: RunConfig) -> int:
-    """Bytes per weight in the dtype the trainer loads (mirrors engine.trainers.model.load_dtype)."""
-    mp = cfg.params.mixed_precision
-    return 2 if mp == "bf16" or (mp == "fp16" and cfg.params.peft) else 4
+    """Bytes per weight in the dtype the trainer loads (engine.precision)."""
+    return precision.load_bytes(cfg.params)
 
 
 def weight_bytes(shape: Shape, cfg: RunConfig) -> int:
@@ -198,13 +199,12 @@ def sequence_length(shape: Shape, cfg: RunConfig) -> int:
     """block_size, or what -1 resolves to: min(model_max_length, the model's context, 1024)."""
     if cfg.params.block_size != -1:
         return max(1, cfg.params.block_size)
-    limits = [cfg.params.model_max_length, AUTO_BLOCK_CAP] + ([shape.context] if shape.context else [])
-    return max(1, min(limits))
+    return auto_block_size(cfg.params.model_max_length, shape.context)
 
 
 def activation_bytes(shape: Shape, cfg: RunConfig, seq: int) -> tuple[int, int]:
     """(the decoder layers' saved activations, the logits with their gradient) for one step."""
-    pairs = 2 if cfg.trainer in ("dpo", "orpo", "reward") else 1  # chosen and rejected in one batch
+    pairs = 2 if cfg.spec.pairwise else 1  # chosen and rejected in one batch
     tokens = seq * max(1, cfg.params.batch_size) * pairs
     act = 2 if cfg.params.mixed_precision else 4  # 16-bit under autocast, else fp32
     h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
@@ -216,7 +216,7 @@ def activation_bytes(shape: Shape, cfg: RunConfig, seq: int) -> tuple[int, int]:
         layers = full_layer * shape.layers
     else:  # each layer keeps its input; one layer's activations exist again while it is recomputed
         layers = tokens * h * act * shape.layers + full_layer
-    logits = 0 if cfg.trainer == "reward" else tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
+    logits = 0 if cfg.spec.scores else tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
     return int(layers), int(logits)
 
 
@@ -239,7 +239,7 @@ def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device:
         param_bytes = load_bytes(cfg)
     gradients = trainable * param_bytes
     optimizer = int(trainable * optimizer_state_bytes(p.optimizer, param_bytes))
-    reference = weights if cfg.trainer == "dpo" and not p.peft else 0
+    reference = weights if cfg.spec.reference_model and not p.peft else 0
     seq = sequence_length(shape, cfg)
     layers, logits = activation_bytes(shape, cfg, seq)
     activations = layers + logits
@@ -288,11 +288,3 @@ def advice(cfg: RunConfig) -> str:
         ways.append("a smaller batch_size")
     ways.append("block_size" if p.batch_size > 1 else "a smaller block_size")
     return "use " + (", ".join(ways[:-1]) + " or " + ways[-1] if len(ways) > 1 else ways[0])
-
-
-def human_bytes(n: float) -> str:
-    """350 MiB, 9.1 GiB, 141 GiB."""
-    if n < GiB:
-        return f"{max(n, 0) / MiB:.0f} MiB"
-    value = n / GiB
-    return f"{value:.1f} GiB" if value < 100 else f"{value:.0f} GiB"

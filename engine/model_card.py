@@ -6,16 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, to_yaml
+from engine.run_files import RunDir
 from engine.tinymodel import resolve_model
-
-TRAINER_NAMES = {"default": "causal language modelling (generic)", "sft": "supervised fine-tuning (SFT)",
-                 "reward": "reward modelling", "dpo": "DPO", "orpo": "ORPO"}
 
 
 def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dict[str, Any],
                      data: dict[str, dict[str, int]], resized_to: int | None, merged: Path | None) -> None:
     lines = [f"# {run_dir.name}", "",
-             f"Fine-tuned from `{cfg.base_model}` with llmtune: {TRAINER_NAMES[cfg.trainer]}"
+             f"Fine-tuned from `{cfg.base_model}` with llmtune: {cfg.spec.card_name}"
              f"{' with a LoRA adapter' if cfg.params.peft else ''}.", ""]
     if status == "running":  # rewritten at each checkpoint: a run killed in the middle keeps this
         lines += ["**This run has not finished**: it was training when this was written, or it was killed. Its "
@@ -36,18 +34,20 @@ def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dic
                   f"`from_pretrained(\"{merged}\")` alone.", ""]
     lines += ["## Config", "", "Re-run with `llmtune-tui --config config.yaml --yes` (with another project_name).",
               "", "```yaml", to_yaml(cfg).rstrip(), "```", ""]
-    (run_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    RunDir(run_dir).model_card.write_text("\n".join(lines), encoding="utf-8")
 
 
 def _loading_code(cfg: RunConfig, run_dir: Path, resized_to: int | None) -> list[str]:
-    auto = "AutoModelForSequenceClassification" if cfg.trainer == "reward" else "AutoModelForCausalLM"
-    extra = ", num_labels=1" if cfg.trainer == "reward" else ""
-    code = [f"from transformers import AutoTokenizer, {auto}", f'tokenizer = AutoTokenizer.from_pretrained("{run_dir}")']
+    auto = "AutoModelForSequenceClassification" if cfg.spec.scores else "AutoModelForCausalLM"
+    extra = ", num_labels=1" if cfg.spec.scores else ""
+    code = [f"from transformers import AutoTokenizer, {auto}",
+            f'tokenizer = AutoTokenizer.from_pretrained("{run_dir}")']
     if not cfg.params.peft:
         return code + [f'model = {auto}.from_pretrained("{run_dir}")']
     code += ["from peft import PeftModel", f'base = {auto}.from_pretrained("{resolve_model(cfg.base_model)}"{extra})']
     if resized_to:
-        code.append(f"base.resize_token_embeddings(len(tokenizer))  # the chat template added tokens ({resized_to} rows)")
+        code.append("base.resize_token_embeddings(len(tokenizer))"
+                    f"  # the chat template added tokens ({resized_to} rows)")
     return code + [f'model = PeftModel.from_pretrained(base, "{run_dir}")']
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import model_id_problem, resolve_local
+from engine.offline import hub_offline, is_connection_error
 from engine.tinymodel import TINY_MODEL_ID
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _MAX_HEADER = 100 * 2**20  # a safetensors header larger than this is not one
 # Model types whose MLP is up + down (two matrices), not gated (three): only matters for the estimate.
 _UNGATED = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "gpt_bigcode", "starcoder2", "mpt",
@@ -227,10 +227,6 @@ def has_chat_template(directory: Path) -> bool | None:
 # ---------------------------------------------------------------- the Hugging Face cache
 
 
-def hub_offline() -> bool:
-    return any(os.environ.get(n, "").strip().upper() in _TRUE for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def hub_cache_dir() -> Path:
     """Where huggingface_hub keeps models, by its own rules (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
     env = os.environ
@@ -318,16 +314,7 @@ def _hub_reason(name: str, error: BaseException) -> str:
         return f"{name!r} is gated: its licence must be accepted on the Hub, and HF_TOKEN set"
     if "EntryNotFound" in kind:
         return f"{name!r} has no config.json on the Hub: it is not a transformers model"
-    if any(w in kind for w in ("Connect", "Timeout", "Offline", "LocalEntryNotFound", "NetworkError")):
+    if is_connection_error(error):
         return "not in the local Hugging Face cache, and the Hub cannot be reached to look it up"
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"cannot look it up on the Hub ({type(error).__name__}: {first})"
-
-
-def human_count(n: int) -> str:
-    """494032768 -> "494M", 1543714304 -> "1.5B", 330048 -> "330K"."""
-    for size, unit in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-    return str(n)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from engine.tasks import DEFAULT_TRAINER, TRAINERS
+
 # The values the installed transformers accepts (TrainingArguments.optim / lr_scheduler_type), copied so the
 # validator needs no heavy import. tests/test_config.py checks them against the installed transformers.
 OPTIMIZERS = (
@@ -26,7 +28,6 @@ SCHEDULERS = (
     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
     "warmup_stable_decay",
 )
-TRAINERS = ("default", "sft", "reward", "dpo", "orpo")
 # Whole numbers: every one must fit in 64 bits (torch's and numpy's integers; Python's would grow without
 # bound and break later, e.g. float(10**400)). Counts and lengths must fit in 32 bits, the C int that
 # tokenizers, CUDA and many kernels take: beyond that a value is a typo, not a setting.
@@ -61,7 +62,7 @@ class Params:
     add_eos_token: bool = _p(True, "Generic trainer: end every text with the EOS token before joining them.")
     padding: str | None = _p("right", "Side on which batches are padded.", choices=("left", "right"))
     # Training
-    trainer: str = _p("default", "Trainer for task `llm` (the other tasks set it themselves).", choices=TRAINERS)
+    trainer: str = _p(DEFAULT_TRAINER, "Trainer for task `llm` (the other tasks set it themselves).", choices=TRAINERS)
     epochs: int = _p(1, "Passes over the training data.", group="basic", minimum=1, maximum=INT32_MAX)
     batch_size: int = _p(2, "Samples per device per step.", group="basic", minimum=1, maximum=INT32_MAX)
     gradient_accumulation: int = _p(4, "Steps whose gradients are summed before each optimizer update.",

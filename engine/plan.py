@@ -22,6 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from engine.tasks import spec
+from engine.units import human_count, human_duration
+
 # Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, by a piece of the
 # name torch and NVML report (most specific first). fp32 training (no mixed precision) is not estimated.
 PEAK_TFLOPS: tuple[tuple[str, float, str], ...] = (
@@ -92,7 +95,7 @@ def train_examples(report: Any, trainer: str, block_size: int, *, rows_read: int
         scale *= 1 - valid_fraction
         how = "about" if how == "exact" else how
     tokens = round(tokens * scale)
-    if trainer == "default":
+    if spec(trainer).packs:
         count = math.ceil(tokens / block_size) if tokens else 0
     else:
         count = round(kept * scale)
@@ -124,7 +127,7 @@ def flops_per_token(params: Any, trainer: str) -> int:
     per = 2 + (2 if params.peft else 4)
     if not params.disable_gradient_checkpointing:
         per += 2
-    if trainer == "dpo":
+    if spec(trainer).reference_model:  # the reference's forward pass (with LoRA: the adapter switched off)
         per += 2
     return per
 
@@ -144,7 +147,7 @@ def estimate_duration(tokens: int, parameters: int | None, params: Any, trainer:
     tflops, label = peak
     per = flops_per_token(params, trainer)
     seconds = tokens * per * parameters / (tflops * 1e12 * ASSUMED_UTILIZATION)
-    basis = (f"{_count(tokens)} tokens x {per} x {_count(parameters)} parameters / {ASSUMED_UTILIZATION:.0%} "
+    basis = (f"{human_count(tokens)} tokens x {per} x {human_count(parameters)} parameters / {ASSUMED_UTILIZATION:.0%} "
              f"(assumed) of the {label}'s {tflops:g} TFLOP/s {params.mixed_precision} peak; padding and "
              "evaluation not counted")
     return Estimate(seconds, basis), ""
@@ -180,7 +183,7 @@ def make_plan(cfg: Any, examples: Examples, *, parameters: int | None, device: s
 def steps_line(plan: Plan, cfg: Any) -> str:
     """`12 optimizer steps (24 examples, batch 2 x accumulation 1, 1 epoch)`."""
     p, ex = cfg.params, plan.examples
-    what = "block" if cfg.trainer == "default" else "example"
+    what = "block" if spec(cfg.trainer).packs else "example"
     count = f"{ex.how} {ex.count:,}" if ex.how != "exact" else f"{ex.count:,}"
     steps = f"{ex.how} {plan.steps:,}" if ex.how != "exact" and p.max_steps <= 0 else f"{plan.steps:,}"
     if p.max_steps > 0:
@@ -195,23 +198,6 @@ def duration_line(plan: Plan) -> str:
         return f"not estimated ({plan.no_estimate})"
     at_least = "at least " if plan.examples.how == "at least" else ""
     return f"{at_least}about {human_duration(plan.estimate.seconds)} (an estimate: {plan.estimate.basis})"
-
-
-def human_duration(seconds: float) -> str:
-    if seconds < 60:
-        return "under a minute"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours < 48 else f"{round(seconds / 86400)} days"
-
-
-def _count(n: int) -> str:
-    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
 
 
 def _s(n: int) -> str:

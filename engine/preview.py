@@ -1,8 +1,8 @@
 """What the model will be trained on, without training: samples with trained/masked/cut spans, row counts,
 rows dropped and why, and token length statistics. The dry run prints it; the wizard shows it; tests read it.
 
-Loads the tokenizer only (never the weights), applies the chat template, formats and tokenizes every row
-through the same functions the trainers use.
+Loads the tokenizer only (never the weights); formats and tokenizes every row through the data pipeline
+(engine.pipeline) the trainers use. This module only builds the report.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.chat_templates import TemplateSetup, renderer, setup_tokenizer
-from engine.config import RunConfig, length_problems
-from engine.data import Table, hold_out, load_split
-from engine.encoding import Encoded, EncodedPair, encode_split, pack_blocks
-from engine.errors import ConfigError, DataError, Problem
-from engine.formatting import FormattedSplit, format_split
+from engine.chat_templates import TemplateSetup
+from engine.config import RunConfig
+from engine.encoding import Encoded, EncodedPair, pack_blocks
+from engine.errors import DataError, Problem
+from engine.formatting import FormattedSplit
+from engine.pipeline import Prepared, prepare
 
-AUTO_BLOCK_CAP = 1024  # what block_size -1 picks at most, as AutoTrain does
-NO_LIMIT = 100_000_000  # tokenizers without a limit report a huge sentinel
 # A sample part carries at most this much text, its first and last halves: ten times what the dry run and the
 # wizard show (they keep the start and the end too), so a 10 MB cell does not make 10 MB of segments.
 PREVIEW_PART_CHARS = 20_000
@@ -90,114 +88,33 @@ class Preview:
     warnings: list[Problem]
 
 
-def load_tokenizer(cfg: RunConfig) -> Any:
-    """The model's tokenizer, with a clear error when it is neither local nor downloadable."""
-    from engine.config import resolve_local
-    from engine.tinymodel import resolve_model
-
-    name = resolve_model(cfg.base_model)
-    local = resolve_local(name, cfg.base_dir)
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(local) if local else name, token=cfg.hub.token or None)
-    except Exception as e:  # OSError when offline/not found, ValueError for odd tokenizer files
-        from engine.model_info import hub_offline
-
-        offline = hub_offline()  # one reading of the offline switches (also "true", "yes", "on")
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        where = "is not in the local Hugging Face cache" + (" and HF_HUB_OFFLINE=1" if offline else
-                                                            " and could not be downloaded")
-        raise ConfigError([cfg.problem("base_model", f"cannot load its tokenizer: the model {where} ({reason})",
-                                       "download it first on a machine with internet (huggingface-cli download "
-                                       f"{cfg.base_model}), or point base_model at a local model directory",
-                                       cfg.base_model)]) from None
-
-
-def resolve_block_size(cfg: RunConfig, tokenizer: Any) -> tuple[int, str]:
-    limit = tokenizer.model_max_length
-    limit_text = "no limit" if limit >= NO_LIMIT else str(limit)
-    requested = cfg.params.block_size
-    if requested == -1:
-        picked = min(cfg.params.model_max_length, limit, AUTO_BLOCK_CAP)
-        return picked, (f"block_size -1 picked {picked} = min(model_max_length {cfg.params.model_max_length}, "
-                        f"tokenizer limit {limit_text}, {AUTO_BLOCK_CAP})")
-    if requested > limit:
-        return limit, f"block_size {requested} exceeds the tokenizer's limit; using {limit}"
-    return requested, f"block_size {requested}"
-
-
-def checked_block_size(cfg: RunConfig, tokenizer: Any) -> tuple[int, str]:
-    block_size, note = resolve_block_size(cfg, tokenizer)
-    problems = length_problems(cfg, block_size)  # -1 is resolved only now that the tokenizer is known
-    if problems:
-        raise ConfigError(problems, source=str(cfg.source) if cfg.source else None)
-    return block_size, note
-
-
-def prepare_tokenizer(cfg: RunConfig, tokenizer: Any | None = None) -> tuple[Any, TemplateSetup]:
-    tokenizer = tokenizer or load_tokenizer(cfg)
-    setup = setup_tokenizer(tokenizer, cfg.data.chat_template, padding=cfg.params.padding,
-                            model_max_length=cfg.params.model_max_length)
-    return tokenizer, setup
-
-
-def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, limit: int | None = None
-                    ) -> list[FormattedSplit]:
-    """Read the train (and valid) split and format it for the trainer. The one place splits are made, for the
-    preview and the training process alike: without data.valid_split, params.valid_fraction holds out part of
-    the train rows as the valid split (engine.data.hold_out; of the rows read, with a `limit`)."""
-    render = renderer(tokenizer) if setup.is_chat else None
-    splits = [("train", cfg.data.train_split)]
-    if cfg.data.valid_split:
-        splits.append(("valid", cfg.data.valid_split))
-    out = []
-    for role, split in splits:
-        table: Table = load_split(cfg.data.path, split, base_dir=cfg.base_dir, token=cfg.hub.token or None,
-                                  limit=limit, split_key=f"data.{role}_split")
-        parts = [(role, table)]
-        if role == "train" and cfg.params.valid_fraction and not cfg.data.valid_split:
-            parts = list(zip(("train", "valid"), hold_out(table, cfg.params.valid_fraction, cfg.params.seed)))
-        out += [format_split(t, cfg, setup, render, tokenizer.eos_token, split=r) for r, t in parts]
-    return out
-
-
 def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None = None,
                   limit: int | None = None) -> Preview:
-    tokenizer, setup = prepare_tokenizer(cfg, tokenizer)
-    block_size, note = checked_block_size(cfg, tokenizer)
-    formatted = load_and_format(cfg, tokenizer, setup, limit=limit)
+    prepared = prepare(cfg, tokenizer=tokenizer, limit=limit)
     reports, samples = [], []
-    for fs in formatted:
-        report, split_samples = _report(cfg, tokenizer, setup, fs, block_size, n_samples)
+    for fs in prepared.splits:
+        report, split_samples = _report(prepared, fs, n_samples)
         reports.append(report)
         if fs.split == "train":
             samples = split_samples
-    return Preview(cfg, cfg.base_model, block_size, note, setup, reports, samples, list(cfg.warnings))
+    return Preview(cfg, cfg.base_model, prepared.block_size, prepared.block_size_note, prepared.setup, reports,
+                   samples, list(cfg.warnings))
 
 
-def _report(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit, block_size: int,
-            n_samples: int) -> tuple[SplitReport, list[Sample]]:
-    encoded = encode_for_training(cfg, tokenizer, setup, fs, block_size)
-    if cfg.trainer in ("dpo", "orpo", "reward"):
-        reward = cfg.trainer == "reward"
+def _report(prepared: Prepared, fs: FormattedSplit, n_samples: int) -> tuple[SplitReport, list[Sample]]:
+    cfg, tokenizer, block_size = prepared.cfg, prepared.tokenizer, prepared.block_size
+    encoded = prepared.encoded(fs)
+    if cfg.spec.pairwise:
+        reward = cfg.spec.whole_texts
         return _pair_report(cfg, tokenizer, fs, encoded, block_size), [
             _pair_sample(tokenizer, e.location, e.prompt + e.chosen, e.prompt + e.rejected, p, reward)
             for e, p in zip(fs.examples[:n_samples], encoded)]
     report = _text_report(cfg, fs, encoded, block_size)
-    packed = cfg.trainer == "default"  # joined into blocks: a long text continues in the next one, nothing is cut
+    packed = cfg.spec.packs  # joined into blocks: a long text continues in the next one, nothing is cut
     samples = [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc),
                                          len(enc) if packed else block_size)])
                for e, enc in zip(fs.examples[:n_samples], encoded)]
     return report, samples
-
-
-def encode_for_training(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit,
-                        block_size: int) -> list[Encoded] | list[EncodedPair]:
-    p = cfg.params
-    return encode_split(tokenizer, fs.examples, trainer=cfg.trainer, add_special_tokens=not setup.is_chat,
-                        block_size=block_size, max_prompt_length=p.max_prompt_length,
-                        max_completion_length=p.max_completion_length)
 
 
 def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], block_size: int) -> SplitReport:
@@ -205,7 +122,7 @@ def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], blo
     trained = [sum(e.trained[:block_size]) for e in encoded]
     report = SplitReport(fs, [_stats("sequence", lengths, block_size)], sum(trained),
                          sum(min(n, block_size) for n in lengths), sum(1 for t in trained if t == 0))
-    if cfg.trainer == "default":
+    if cfg.spec.packs:
         blocks = pack_blocks(encoded, block_size)
         total = sum(lengths)
         last = len(blocks[-1]) if blocks else 0
@@ -215,14 +132,14 @@ def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], blo
         report.total_tokens = report.trained_tokens = total
         report.no_trained = 0
     # SFT leaves out examples with no trained label within block_size; the generic trainer keeps every block.
-    report.skipped = report.no_trained if cfg.trainer == "sft" else 0
+    report.skipped = 0 if cfg.spec.packs else report.no_trained
     return report
 
 
 def _pair_report(cfg: RunConfig, tokenizer: Any, fs: FormattedSplit, pairs: list[EncodedPair],
                  block_size: int) -> SplitReport:
     p = cfg.params
-    if cfg.trainer == "reward":
+    if cfg.spec.whole_texts:
         lengths = [_stats("chosen", [len(x.chosen_full) for x in pairs], block_size),
                    _stats("rejected", [len(x.rejected_full) for x in pairs], block_size)]
     else:
@@ -231,11 +148,11 @@ def _pair_report(cfg: RunConfig, tokenizer: Any, fs: FormattedSplit, pairs: list
                    _stats("prompt+rejected", [len(x.rejected_full) for x in pairs], block_size)]
     trained = sum(len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
     total = sum(len(x.prompt_ids) * 2 + len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
-    if cfg.trainer == "reward":  # whole texts are scored: every token kept counts, as the samples show
+    if cfg.spec.whole_texts:  # whole texts are scored: every token kept counts, as the samples show
         trained = total
     empty = sum(1 for x in pairs if not x.chosen_ids or not x.rejected_ids)
     # DPO and ORPO leave such pairs out; reward scores whole texts and keeps every pair.
-    return SplitReport(fs, lengths, trained, total, empty, skipped=0 if cfg.trainer == "reward" else empty)
+    return SplitReport(fs, lengths, trained, total, empty, skipped=0 if cfg.spec.whole_texts else empty)
 
 
 def training_problems(preview: Preview) -> list[Problem]:
@@ -245,7 +162,7 @@ def training_problems(preview: Preview) -> list[Problem]:
     if train is None or not train.formatted.examples or train.skipped < len(train.formatted.examples):
         return []
     cfg, n = preview.cfg, len(train.formatted.examples)
-    pairs = cfg.trainer in ("dpo", "orpo")
+    pairs = cfg.spec.prompt_limits
     why = ("an empty chosen or rejected answer once the prompt is cut to its limits" if pairs else
            "no trained token left after truncation")
     fix = ("raise params.block_size, or lower params.max_prompt_length" if pairs else "raise params.block_size")

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from engine.exit_codes import ExitCode
+from engine.run_files import RunDir
+
 
 def _setup_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,23 +31,21 @@ def _setup_environment() -> None:
 
 
 def _install_signal_handlers(run_dir: Path) -> None:
-    from engine import launch
+    from engine import control
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        launch.request(run_dir, "stop")
+        control.request(run_dir, "stop")
 
     def killed(signum: int, frame: FrameType | None) -> None:
-        from engine.events import EVENTS_FILE, EventWriter
-
         if int(os.environ.get("RANK", "0")) == 0:
-            from engine.events import read_events, summarize
+            from engine.events import EventWriter, read_events, summarize
 
-            step = summarize(read_events(run_dir / EVENTS_FILE)).step or 0
-            with EventWriter(run_dir / EVENTS_FILE) as w:
-                w.emit("run_finished", status="killed", exit_code=130, step=step, metrics={}, output=None,
-                       merged=None)
+            events = RunDir(run_dir).events
+            step = summarize(read_events(events)).step or 0
+            with EventWriter(events) as w:
+                w.run_finished(status="killed", exit_code=ExitCode.STOPPED, step=step)
         sys.stdout.flush()
-        os._exit(130)
+        os._exit(ExitCode.STOPPED)
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, stop)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--resume"]
     if len(args) != 1:
         print("usage: python -m engine.run RUN_DIR [--resume]", file=sys.stderr)
-        return 2
+        return ExitCode.USER
     run_dir = Path(args[0]).absolute()
     _setup_environment()
     _install_signal_handlers(run_dir)

@@ -10,23 +10,19 @@ deleted; anything else in the directory makes it "not free". Light: no torch.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 from engine import checkpoints
-from engine.config import ENV_REF, RunConfig, resolve_local, to_dict, to_yaml
+from engine.config import ENV_REF, RunConfig, resolve_local, to_yaml
 from engine.errors import ConfigError, Problem
-from engine.events import EVENTS_FILE, read_events, summarize
+from engine.events import read_events, summarize
 from engine.launch import attach
 from engine.manifest import Manifest, token_fingerprint
+from engine.run_files import CONFIG_FILE, RunDir
 
-CONFIG_FILE = "config.yaml"
-PARAMS_FILE = "training_params.json"
-MERGED_DIR = "merged"
 _SHOWN = 5  # foreign files named in a message before "and N more"
 
 
@@ -60,19 +56,17 @@ def check_free(cfg: RunConfig, *, wizard: bool = False) -> list[Problem]:
     if not run_dir.is_dir():
         fix = f"use {free_name(cfg)} or choose another project_name" if wizard else "choose another project_name"
         return [cfg.problem("project_name", f"{run_dir} exists and is not a directory", fix, cfg.project_name)]
-    manifest = Manifest(run_dir)
-    events = run_dir / EVENTS_FILE
-    summary = summarize(read_events(events)) if events.is_file() else None
-    trained = any(run_dir.glob("checkpoint-*")) or any((run_dir / n).exists() for n in
-                                                         ("adapter_config.json", "model.safetensors", MERGED_DIR))
+    manifest, files = Manifest(run_dir), RunDir(run_dir)
+    summary = summarize(read_events(files.events)) if files.events.is_file() else None
+    trained = files.holds_result()
     fix = (f"use {free_name(cfg)} (a free name) or choose another project_name" if wizard else
            f"choose another project_name (e.g. --set project_name={cfg.project_name}-2)")
     if summary is not None and summary.status is None and attach(run_dir) is not None:
-        why = f"a run is still going on in it (its progress: {run_dir / EVENTS_FILE})"
+        why = f"a run is still going on in it (its progress: {files.events})"
     elif trained or (summary is not None and summary.status == "completed"):
         why = "it already holds a trained model or checkpoints from an earlier run"
         fix += ", or delete the directory"
-    elif _is_config_of(cfg, run_dir / CONFIG_FILE):
+    elif _is_config_of(cfg, files.config):
         why = (f"the config file you are {'editing' if wizard else 'running'}, {cfg.source}, is its {CONFIG_FILE}, "
                "which a run replaces with its resolved config")
         fix += ("; or save the config to another file" if wizard else
@@ -130,7 +124,7 @@ def prepare(cfg: RunConfig) -> Path:
     manifest.remove_owned()  # leftovers of a run that failed before training: all ours (check_free said so)
     manifest.hub_token = _token_record(cfg)
     manifest.add(CONFIG_FILE)  # listed before it is written: a half-written one is ours too
-    (run_dir / CONFIG_FILE).write_text(
+    RunDir(run_dir).config.write_text(
         "# The resolved config of this run: llmtune-tui --config THIS_FILE --yes reproduces it\n"
         "# (set another project_name to keep this run's results).\n" + to_yaml(resolved(cfg)), encoding="utf-8")
     return run_dir
@@ -158,20 +152,20 @@ def check_resumable(run_dir: Path, *, wait: float = 0.0) -> list[Problem]:
     def problem(message: str, fix: str) -> list[Problem]:
         return [Problem("RUN_DIR", message, fix, str(run_dir))]
 
-    if not (run_dir / CONFIG_FILE).exists():
-        return problem("is not an llmtune run directory (no config.yaml)", "give the project_name of a run")
+    files = RunDir(run_dir)
+    if not files.config.exists():
+        return problem(f"is not an llmtune run directory (no {CONFIG_FILE})", "give the project_name of a run")
     if checkpoints.last_complete(run_dir) is None:
         partial = checkpoints.incomplete_checkpoints(run_dir)
         why = (f" ({', '.join(p.name for p in partial)} was not saved completely)" if partial else "")
         return problem(f"holds no complete checkpoint to resume from{why}", "start it anew: llmtune-tui --config "
-                       f"{run_dir / CONFIG_FILE} --yes --set project_name=NEW")
-    events = run_dir / EVENTS_FILE
-    summary = summarize(read_events(events)) if events.is_file() else None
+                       f"{files.config} --yes --set project_name=NEW")
+    summary = summarize(read_events(files.events)) if files.events.is_file() else None
     deadline = time.monotonic() + (wait if summary is not None and summary.finished else 0.0)
     while attach(run_dir) is not None:
         if time.monotonic() >= deadline:
-            return problem("is still running", f"its progress is in {run_dir / EVENTS_FILE}; stop it first "
-                           f"(touch {run_dir / 'control' / 'stop'}) or watch it: llmtune-tui attach {run_dir}")
+            return problem("is still running", f"its progress is in {files.events}; stop it first "
+                           f"(touch {files.request('stop')}) or watch it: llmtune-tui attach {run_dir}")
         time.sleep(0.1)
     if summary is not None and summary.status == "completed":
         return problem("completed already", "to train further, start a new run from its config with more epochs")
@@ -225,13 +219,3 @@ def _token_in(config_file: Path) -> str | None:
         return None
     return cfg.hub.token or None
 
-
-def write_training_params(cfg: RunConfig, run_dir: Path) -> None:
-    """AutoTrain's flat training_params.json (secrets left out), for tools that read it."""
-    d = to_dict(cfg)
-    flat: dict[str, Any] = {"model": d["base_model"], "project_name": d["project_name"], "data_path": d["data"]["path"],
-                            "train_split": d["data"]["train_split"], "valid_split": d["data"]["valid_split"],
-                            "chat_template": d["data"]["chat_template"], "log": d["log"],
-                            **d["data"]["column_mapping"], **d["params"],
-                            "username": d["hub"].get("username"), "push_to_hub": d["hub"].get("push_to_hub")}
-    (run_dir / PARAMS_FILE).write_text(json.dumps(flat, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,8 +1,8 @@
 """One training run, inside the training process: data -> rows -> model -> TRL trainer -> saved results, with
 every stage reported to events.jsonl. `engine.run` calls `train(run_dir)` and exits with what it returns.
 
-Exit codes (also in the final event): 0 completed, 2 a problem with the config or the data, 1 failed,
-130 stopped on request (a checkpoint was saved).
+Exit codes (engine.exit_codes, also in the final event): OK completed, USER a problem with the config or the
+data, FAILED failed, STOPPED stopped on request (a checkpoint was saved).
 
 A full disk must not silence the run: a reserve file is kept in the run directory and given up when the disk
 fills, so the failure can still be written to events.jsonl and train.log, saying what was being saved and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import math
 import os
@@ -24,18 +25,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from engine import checkpoints, launch
+from engine import checkpoints, control
 from engine.checkpoints import mb
-from engine.config import RunConfig, load_config
+from engine.config import RunConfig, load_config, to_dict
 from engine.errors import DataError, UserError
-from engine.events import EVENTS_FILE, EventWriter
-from engine.launch import LOG_FILE
+from engine.events import EventWriter
+from engine.exit_codes import ExitCode
 from engine.manifest import Manifest
-from engine.rundir import CONFIG_FILE, MERGED_DIR, PARAMS_FILE, write_training_params
+from engine.run_files import CHECKPOINT_PREFIX, EVENTS_FILE, PARAMS_FILE, RESERVE_FILE, RunDir
 from engine.trainers.nonfinite import TrainingDiverged
 
 log = logging.getLogger("llmtune")
-EXIT_OK, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 130
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "tokenizers", "llmtune")
 
 
@@ -43,7 +43,6 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-RESERVE_FILE = ".llmtune-reserve"
 RESERVE_BYTES = 8 * 2**20  # room to write the failure (events, log, model card) once the disk is full
 
 
@@ -51,7 +50,7 @@ class DiskReserve:
     """A file of RESERVE_BYTES in the run directory, deleted when the disk is full (and at the end)."""
 
     def __init__(self, run_dir: Path, manifest: Manifest) -> None:
-        self.path = run_dir / RESERVE_FILE
+        self.path = RunDir(run_dir).reserve
         try:
             manifest.add(RESERVE_FILE)
             with open(self.path, "wb") as f:
@@ -66,21 +65,21 @@ class DiskReserve:
         self.path.unlink(missing_ok=True)
 
 
-def train(run_dir: Path, *, resume: bool = False) -> int:
+def train(run_dir: Path, *, resume: bool = False) -> ExitCode:
     """Train the config in RUN_DIR/config.yaml; with `resume`, continue from the last checkpoint."""
     manifest = Manifest(run_dir) if rank() == 0 else None
     reserve = DiskReserve(run_dir, manifest) if manifest is not None else None
     if manifest is not None:
         with contextlib.suppress(OSError):  # a full disk: said below, once the reserve is given up
             manifest.add(EVENTS_FILE)
-    writer = EventWriter(run_dir / EVENTS_FILE) if rank() == 0 else None
+    writer = EventWriter(RunDir(run_dir).events) if rank() == 0 else None
     run = Run(run_dir, writer, resume, manifest)
     try:
         return run.execute()
     except UserError as e:
-        return run.finish_failed("user", e.render(), EXIT_USER)
+        return run.finish_failed("user", e.render(), ExitCode.USER)
     except TrainingDiverged as e:
-        return run.finish_failed("diverged", str(e), EXIT_FAILED)
+        return run.finish_failed("diverged", str(e), ExitCode.FAILED)
     except Exception as e:  # noqa: BLE001 - every failure must end the event stream with a reason
         free = checkpoints.free_bytes(run_dir)
         full = checkpoints.is_disk_full(e, free)
@@ -88,7 +87,7 @@ def train(run_dir: Path, *, resume: bool = False) -> int:
             reserve.release()  # now the reason can be written
         _print_traceback()  # stderr is train.log
         kind, message = ("disk_full", run.disk_full_message(free)) if full else _describe(e)
-        return run.finish_failed(kind, message, EXIT_FAILED)
+        return run.finish_failed(kind, message, ExitCode.FAILED)
     finally:
         if reserve is not None:
             reserve.release()
@@ -108,6 +107,7 @@ class Run:
     def __init__(self, run_dir: Path, writer: EventWriter | None, resume: bool = False,
                  manifest: Manifest | None = None) -> None:
         self.run_dir = run_dir
+        self.files = RunDir(run_dir)
         self.writer = writer
         self.resume = resume
         self.manifest = manifest  # None on ranks other than 0
@@ -123,31 +123,47 @@ class Run:
     def step(self) -> int:
         return self.trainer.state.global_step if self.trainer is not None else self.final_step
 
-    def emit(self, type: str, **fields: Any) -> None:
+    def status(self, phase: str, message: str) -> None:
+        """A `status` event, and the same words in train.log (every rank)."""
         if self.writer:
-            self.writer.emit(type, **fields)
-        if type in ("status", "log"):
-            log.info(fields.get("message", ""))
+            self.writer.status(phase=phase, message=message)
+        log.info(message)
+
+    def log(self, level: str, message: str) -> None:
+        """A `log` event, and the same words in train.log (every rank)."""
+        if self.writer:
+            self.writer.log(level=level, message=message)
+        log.info(message)
+
+    def finish(self, status: str, code: ExitCode, *, metrics: dict[str, Any] | None = None,
+               output: str | None = None, merged: str | None = None) -> ExitCode:
+        """End the event stream with the exit code the process ends with: the one place a training process
+        that ends by itself writes `run_finished` (engine.run writes it for one killed by SIGTERM)."""
+        if self.writer:
+            self.writer.run_finished(status=status, exit_code=code, step=self.step, metrics=metrics, output=output,
+                                     merged=merged)
+        return code
 
     def recording(self) -> Any:
         """Books what a stage writes into the run directory as llmtune's (rank 0 keeps the books)."""
         return self.manifest.recording() if self.manifest is not None else contextlib.nullcontext()
 
-    def execute(self) -> int:
-        from engine.preview import checked_block_size, load_and_format, prepare_tokenizer
+    def execute(self) -> ExitCode:
+        from engine.pipeline import prepare
         from engine.trainers.rows import build_rows
 
-        cfg = load_config(self.run_dir / CONFIG_FILE, check_env=True)
-        self.emit("status", phase="loading data", message=f"reading {cfg.data.path} and the tokenizer")
-        tokenizer, setup = prepare_tokenizer(cfg)
-        block_size, note = checked_block_size(cfg, tokenizer)
-        rows = [build_rows(cfg, tokenizer, setup, fs, block_size) for fs in load_and_format(cfg, tokenizer, setup)]
+        cfg = load_config(self.files.config, check_env=True)
+        self.status("loading data", f"reading {cfg.data.path} and the tokenizer")
+        prepared = prepare(cfg)
+        tokenizer, setup, block_size, note = (prepared.tokenizer, prepared.setup, prepared.block_size,
+                                              prepared.block_size_note)
+        rows = [build_rows(prepared, fs) for fs in prepared.splits]
         train_rows, valid_rows = rows[0], (rows[1] if len(rows) > 1 else None)
         if valid_rows is not None and not cfg.data.valid_split:  # held out by params.valid_fraction: say so
-            self.emit("log", level="info", message=f"valid: {valid_rows.stats.source}")
+            self.log("info", f"valid: {valid_rows.stats.source}")
         for r in rows:
             for n in r.notes:
-                self.emit("log", level="warning", message=n)
+                self.log("warning", n)
         if not train_rows.rows:
             raise DataError([cfg.problem("params.block_size", "no training example has a trained token within "
                                          f"block_size {block_size}", "raise block_size, or check the data with "
@@ -158,7 +174,7 @@ class Run:
         return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows)
 
     def _train(self, cfg: RunConfig, tokenizer: Any, setup: Any, block_size: int, note: str, train_rows: Any,
-               valid_rows: Any) -> int:
+               valid_rows: Any) -> ExitCode:
         from engine.model_card import write_model_card
         from engine.trainers import builder
         from engine.trainers.common import Job, epochs_run, total_steps
@@ -172,16 +188,17 @@ class Run:
         counter = TokenCounter(*(_count(resumed, k) for k in ("tokens", "trained_tokens")))
         guard = NonFiniteGuard()
         progress = ProgressCallback(self.writer, self.run_dir, counter, guard, self.manifest)
-        self.emit("status", phase="loading model", message=f"loading {cfg.base_model}")
+        self.status("loading model", f"loading {cfg.base_model}")
         with self.recording():  # TensorBoard's runs/ appears here
             trainer, loaded = builder(cfg.trainer)(job, [progress])
         counter.attach(trainer)
         guard.attach(trainer)
-        trainer.create_model_card = lambda *args, **kwargs: None  # TRL's card ("a fine-tuned version of [None]"); ours below
+        # TRL's card ("a fine-tuned version of [None]"); ours below
+        trainer.create_model_card = lambda *args, **kwargs: None
         for n in loaded.notes + setup.notes:
-            self.emit("log", level="info", message=n)
+            self.log("info", n)
         for w in loaded.warnings:
-            self.emit("log", level="warning", message=w)
+            self.log("warning", w)
         data = {"train": train_rows.stats.as_dict()}
         if valid_rows is not None:
             data["valid"] = valid_rows.stats.as_dict()
@@ -195,19 +212,19 @@ class Run:
 
         self.card = card
         progress.on_saved = lambda: card("running")  # after TRL's own card, which each checkpoint rewrites
-        self.emit("run_started", run_dir=str(self.run_dir), pid=os.getpid(), trainer=cfg.trainer, task=cfg.task,
-                  base_model=cfg.base_model, config=_config_dict(cfg), versions=versions(), device=device_info(),
-                  data=data, total_steps=total_steps(job), epochs=epochs_run(job),
-                  batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
-                  output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
-                  trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))
+        if self.writer:
+            self.writer.run_started(
+                run_dir=str(self.run_dir), pid=os.getpid(), trainer=cfg.trainer, task=cfg.task,
+                base_model=cfg.base_model, config=_config_dict(cfg), versions=versions(), device=device_info(),
+                data=data, total_steps=total_steps(job), epochs=epochs_run(job),
+                batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
+                output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
+                trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))
         card("running")
         self._check_room(cfg, trainer.model, total_steps(job), checkpoint)
-        if "stop" in launch.pending(self.run_dir):  # asked to stop while the data and model were loading
-            launch.clear(self.run_dir, "stop")
-            self.emit("run_finished", status="stopped", exit_code=EXIT_STOPPED, step=0, metrics={}, output=None,
-                      merged=None)
-            return EXIT_STOPPED
+        if "stop" in control.pending(self.run_dir):  # asked to stop while the data and model were loading
+            control.clear(self.run_dir, "stop")
+            return self.finish("stopped", ExitCode.STOPPED)
         self.trainer, self.progress = trainer, progress
         with self.recording():  # checkpoints
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -227,7 +244,7 @@ class Run:
         stopped = progress.stop_requested
         status = "stopped" if stopped else "completed"
         self.saving = "the adapter" if cfg.params.peft else "the model"
-        self.emit("status", phase="saving", message=f"saving {self.saving} to {self.run_dir}")
+        self.status("saving", f"saving {self.saving} to {self.run_dir}")
         with self.recording():
             trainer.save_model(str(self.run_dir))
             tokenizer.save_pretrained(str(self.run_dir))
@@ -243,11 +260,9 @@ class Run:
         if cfg.hub.push_to_hub and not stopped:
             self._push(cfg)
         if stopped:
-            launch.clear(self.run_dir, "stop")
-        code = EXIT_STOPPED if stopped else EXIT_OK
-        self.emit("run_finished", status=status, exit_code=code, step=self.step, metrics=metrics,
-                  output=str(self.run_dir), merged=str(merged) if merged else None)
-        return code
+            control.clear(self.run_dir, "stop")
+        return self.finish(status, ExitCode.STOPPED if stopped else ExitCode.OK, metrics=metrics,
+                           output=str(self.run_dir), merged=str(merged) if merged else None)
 
     def _not_saved_advice(self, cfg: RunConfig) -> str:
         last = checkpoints.last_complete(self.run_dir)
@@ -272,15 +287,15 @@ class Run:
         need = kept * self.checkpoint_bytes + self.result_bytes
         free = checkpoints.free_bytes(self.run_dir)
         if free is not None and free < need:
-            self.emit("log", level="warning", message=f"the disk holding {self.run_dir} has {mb(free)} free; this run "
-                      f"needs about {mb(need)} ({kept} checkpoint(s) of about {mb(self.checkpoint_bytes)} and the "
-                      f"result of about {mb(self.result_bytes)}): it may fail when saving. Free some space, lower "
-                      "params.save_total_limit, or choose a project_name on a larger disk")
+            self.log("warning", f"the disk holding {self.run_dir} has {mb(free)} free; this run "
+                     f"needs about {mb(need)} ({kept} checkpoint(s) of about {mb(self.checkpoint_bytes)} and the "
+                     f"result of about {mb(self.result_bytes)}): it may fail when saving. Free some space, lower "
+                     "params.save_total_limit, or choose a project_name on a larger disk")
 
     def disk_full_message(self, free: int | None) -> str:
         what = (self.progress.saving if self.progress is not None else None) or self.saving
         text = f"disk full while {'saving ' + what if what else 'writing'} under {self.run_dir}: {mb(free)} free"
-        partial = self.run_dir / what if what and what.startswith("checkpoint-") else None
+        partial = self.run_dir / what if what and what.startswith(CHECKPOINT_PREFIX) else None
         need = self.checkpoint_bytes if partial else self.result_bytes if what else None
         if need:
             text += f", {'the checkpoint' if partial else 'it'} needs about {mb(need)}"
@@ -306,38 +321,38 @@ class Run:
                 self.manifest.remove_owned(under=partial.name)
             done = ("deleted it" if not partial.exists() else
                     "left it, as it holds files llmtune did not write; it is never resumed from")
-            self.emit("log", level="warning", message=f"{partial.name} was not saved completely (a full disk, or "
-                      f"the run was killed while saving): {done}; resuming from {checkpoint.name}")
-        self.emit("status", phase="resuming", message=f"resuming from {checkpoint}")
+            self.log("warning", f"{partial.name} was not saved completely (a full disk, or the run was killed "
+                     f"while saving): {done}; resuming from {checkpoint.name}")
+        self.status("resuming", f"resuming from {checkpoint}")
         return checkpoint
 
     def _merge(self, cfg: RunConfig, tokenizer: Any) -> Path | None:
         from engine.trainers.merge import merge_adapter
 
-        self.emit("status", phase="merging", message="merging the adapter into the base model")
+        self.status("merging", "merging the adapter into the base model")
         _free_gpu()
         try:
-            return merge_adapter(cfg, self.run_dir, tokenizer, self.run_dir / MERGED_DIR)
+            return merge_adapter(cfg, self.run_dir, tokenizer, self.files.merged)
         except Exception as e:  # noqa: BLE001 - the adapter is saved; a failed merge must not lose it
             traceback.print_exc()
-            self.emit("log", level="error", message=f"merging the adapter failed ({type(e).__name__}: {e}); the "
-                      f"adapter is kept in {self.run_dir}; the traceback is in {self.run_dir / LOG_FILE}")
+            self.log("error", f"merging the adapter failed ({type(e).__name__}: {e}); the adapter is kept in "
+                     f"{self.run_dir}; the traceback is in {self.files.log}")
             return None
 
     def _push(self, cfg: RunConfig) -> None:
         from engine.hub import push, repo_id
 
-        self.emit("status", phase="pushing", message=f"pushing the result to the Hugging Face Hub ({repo_id(cfg)})")
+        self.status("pushing", f"pushing the result to the Hugging Face Hub ({repo_id(cfg)})")
         try:
             url = push(cfg, self.run_dir)
-            self.emit("log", level="info", message=f"pushed to {url}")
+            self.log("info", f"pushed to {url}")
         except Exception as e:  # noqa: BLE001 - the result is saved locally; say why the push failed
             traceback.print_exc()
-            self.emit("log", level="error", message=f"pushing to the Hub failed ({type(e).__name__}: "
-                      f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); the result is kept in "
-                      f"{self.run_dir}: upload it later with `huggingface-cli upload {repo_id(cfg)} {self.run_dir}`")
+            self.log("error", f"pushing to the Hub failed ({type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); the result is kept in "
+                     f"{self.run_dir}: upload it later with `huggingface-cli upload {repo_id(cfg)} {self.run_dir}`")
 
-    def finish_failed(self, kind: str, message: str, code: int) -> int:
+    def finish_failed(self, kind: str, message: str, code: ExitCode) -> ExitCode:
         log.error(message)
         try:
             if self.card is not None:
@@ -345,9 +360,9 @@ class Run:
         except Exception:  # noqa: BLE001 - the failure itself must still be reported
             _print_traceback()
         try:
-            self.emit("error", kind=kind, message=message, log=str(self.run_dir / LOG_FILE))
-            self.emit("run_finished", status="failed", exit_code=code, step=self.step, metrics={}, output=None,
-                      merged=None)
+            if self.writer:
+                self.writer.error(kind=kind, message=message, log=str(self.files.log))
+            self.finish("failed", code)
         except OSError:  # nowhere to write it: the exit code still says it
             _print_traceback()
         return code
@@ -390,9 +405,18 @@ def _free_gpu() -> None:
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
-    from engine.config import to_dict
-
     return to_dict(cfg)
+
+
+def write_training_params(cfg: RunConfig, run_dir: Path) -> None:
+    """AutoTrain's flat training_params.json (secrets left out), for tools that read it."""
+    d = to_dict(cfg)
+    flat: dict[str, Any] = {"model": d["base_model"], "project_name": d["project_name"], "data_path": d["data"]["path"],
+                            "train_split": d["data"]["train_split"], "valid_split": d["data"]["valid_split"],
+                            "chat_template": d["data"]["chat_template"], "log": d["log"],
+                            **d["data"]["column_mapping"], **d["params"],
+                            "username": d["hub"].get("username"), "push_to_hub": d["hub"].get("push_to_hub")}
+    RunDir(run_dir).params.write_text(json.dumps(flat, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def _trainable(model: Any) -> int:

@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
 
-from engine import launch  # noqa: E402
-from engine.events import EVENTS_FILE, EventWriter  # noqa: E402
+from engine import control  # noqa: E402
+from engine.events import EventWriter  # noqa: E402
+from engine.run_files import EVENTS_FILE  # noqa: E402
 
 WAIT_LIMIT = 20.0  # seconds; a test that forgets to stop or kill the replay does not leave it running
 
@@ -42,11 +43,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def stop_asked(args: argparse.Namespace) -> bool:
-    return not args.ignore_stop and "stop" in launch.pending(args.run_dir)
+    return not args.ignore_stop and "stop" in control.pending(args.run_dir)
 
 
 def end_stopped(args: argparse.Namespace, step: int) -> None:
-    launch.clear(args.run_dir, "stop")
+    control.clear(args.run_dir, "stop")
     checkpoint = str(args.run_dir / f"checkpoint-{step}")
     with EventWriter(args.run_dir / EVENTS_FILE) as writer:
         writer.emit("log", level="info", message=f"stop requested: saving a checkpoint at step {step}, then ending")
@@ -56,8 +57,8 @@ def end_stopped(args: argparse.Namespace, step: int) -> None:
 
 
 def checkpoint_if_asked(args: argparse.Namespace, step: int) -> None:
-    if "checkpoint" in launch.pending(args.run_dir):
-        launch.clear(args.run_dir, "checkpoint")
+    if "checkpoint" in control.pending(args.run_dir):
+        control.clear(args.run_dir, "checkpoint")
         with EventWriter(args.run_dir / EVENTS_FILE) as writer:
             writer.emit("checkpoint", step=step, path=str(args.run_dir / f"checkpoint-{step}"))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +16,8 @@ import yaml
 
 from engine.config import RunConfig, parse_config_text
 from engine.events import read_events
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class TookTooLong(BaseException):
@@ -34,6 +38,12 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def fresh_python(code: str) -> str:
+    """The last line `code` prints, run in a new interpreter from the checkout (what a fresh start imports)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -113,8 +123,8 @@ SETUPS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "dpo": ("llm-dpo", {"train.jsonl": PAIRS}, {"chat_template": "zephyr", "column_mapping": PAIR_COLUMNS}),
     "orpo": ("llm-orpo", {"train.jsonl": PAIRS}, {"chat_template": "tokenizer", "column_mapping": PAIR_COLUMNS}),
 }
-QUICK = {"max_steps": 2, "batch_size": 2, "gradient_accumulation": 1, "block_size": 64, "max_prompt_length": 32, "lr": 1e-3,
-         "logging_steps": 1, "disable_gradient_checkpointing": True}
+QUICK = {"max_steps": 2, "batch_size": 2, "gradient_accumulation": 1, "block_size": 64, "max_prompt_length": 32,
+         "lr": 1e-3, "logging_steps": 1, "disable_gradient_checkpointing": True}
 
 
 def make_config(directory: Path, tiny_model: Path, trainer: str, *, params: dict[str, Any] | None = None,

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from engine import launch
 from engine.errors import UserError
-from engine.events import EVENTS_FILE
+from engine.run_files import EVENTS_FILE
 from tui.app import WizardResult
 from tui.attach import after_app, pick_run
 

@@ -20,7 +20,7 @@ import pytest
 from engine.chat_templates import renderer
 from engine.data import DataSource, Table
 from engine.formatting import LOCATE_TURNS_FROM, Formatter, RowError, format_split
-from engine.preview import prepare_tokenizer
+from engine.pipeline import prepare_tokenizer
 from support import tiny_config
 
 pytestmark = pytest.mark.usefixtures("in_tmp")  # each test in its own directory (conftest)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from engine.config import (
-    RunConfig, build_config, load_config, parse_config_text, to_dict, to_yaml, validate,
+    RunConfig,
+    build_config,
+    load_config,
+    parse_config_text,
+    to_dict,
+    to_yaml,
+    validate,
 )
 from engine.errors import ConfigError
 from engine.params import OPTIMIZERS, SCHEDULERS
+from support import fresh_python
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -289,5 +294,4 @@ def test_light_modules_do_not_import_the_ml_stack() -> None:
             "tui.cli, tui.dry_run, tui.train_start\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'textual', 'bitsandbytes') "
             "if m in sys.modules]\nprint(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"

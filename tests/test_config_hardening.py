@@ -19,8 +19,16 @@ import pytest
 import yaml
 
 from engine.config import (
-    MAX_NESTING, RELOCATED, SECRET_KEYS, RunConfig, build_config, coerce, load_config, parse_config_text,
-    template_fields, validate,
+    MAX_NESTING,
+    RELOCATED,
+    SECRET_KEYS,
+    RunConfig,
+    build_config,
+    coerce,
+    load_config,
+    parse_config_text,
+    template_fields,
+    validate,
 )
 from engine.errors import ConfigError, Problem, show_value
 from support import time_limit

@@ -19,8 +19,9 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 
-from engine import checkpoints, launch
-from engine.events import EVENTS_FILE, EventWriter, read_events
+from engine import checkpoints, control, launch
+from engine.events import EventWriter, read_events
+from engine.run_files import CONTROL_DIR, EVENTS_FILE, LOG_FILE
 from fixtures.events.long_run import long_run_events, write_long_run
 from support import until as until_all
 from tui.app import WizardApp, WizardResult
@@ -29,8 +30,8 @@ from tui.dashboard import DashboardScreen
 from tui.run_state import RunState
 from tui.widgets.confirm import ConfirmDialog
 from tui.widgets.log_tail import LogTail
-from tui.widgets.run_status import metrics_line
 from tui.widgets.run_dir_dialog import RunDirDialog
+from tui.widgets.run_status import metrics_line
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 REPLAY = Path(__file__).with_name("replay_events.py")
@@ -40,7 +41,7 @@ TRAIN_LOG = """--- 2026-01-01 12:00:00 starting: python -m engine.run runs/demo
 Loading weights:   0%|          | 0/21 [00:00<?, ?it/s]\rLoading weights: 100%|##########| 21/21 [00:00<00:00, 8973.14it/s]
 2026-01-01 12:00:02,000 INFO llmtune: loading the model
 {'loss': '2.412', 'grad_norm': '1.2', 'learning_rate': '1e-05', 'epoch': '0.1'}
-"""
+"""  # noqa: E501 (a real progress-bar line)
 
 
 def recorded_run(directory: Path, fixture: str | Path, *, name: str = "run") -> Path:
@@ -49,7 +50,7 @@ def recorded_run(directory: Path, fixture: str | Path, *, name: str = "run") -> 
     run_dir.mkdir(parents=True)
     source = fixture if isinstance(fixture, Path) else FIXTURES / fixture
     shutil.copy(source, run_dir / EVENTS_FILE)
-    (run_dir / launch.LOG_FILE).write_text(TRAIN_LOG)
+    (run_dir / LOG_FILE).write_text(TRAIN_LOG)
     return run_dir
 
 
@@ -195,7 +196,7 @@ async def test_a_finished_run_shows_its_outcome_and_plots(in_tmp: Path) -> None:
         await pilot.press("e")
         assert log.border_title == "train.log" and "Loading weights: 100%" in "\n".join(log.lines)
         await pilot.press("s")  # nothing to stop: said, not done
-        assert not (run_dir / launch.CONTROL_DIR).exists()
+        assert not (run_dir / CONTROL_DIR).exists()
 
 
 async def test_a_failed_run_shows_the_error_and_the_log(in_tmp: Path) -> None:
@@ -262,7 +263,7 @@ async def test_stop_asks_first_then_the_run_ends_with_a_checkpoint(replayed: Cal
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the question")
         await pilot.press("n")
         await until(pilot, lambda: app.screen is screen, "the dashboard")
-        assert launch.pending(handle.run_dir) == set()
+        assert control.pending(handle.run_dir) == set()
         await pilot.press("s")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the question")
         await pilot.press("y")
@@ -299,7 +300,7 @@ async def test_only_a_requested_checkpoint_is_announced(in_tmp: Path) -> None:
             await until(pilot, lambda: "checkpoint 20" in shown(screen.query_one("#run-status")), "its step shown")
             assert toasts() == []
             await pilot.press("c")
-            assert launch.pending(run_dir) == {"checkpoint"}
+            assert control.pending(run_dir) == {"checkpoint"}
             with EventWriter(run_dir / EVENTS_FILE) as writer:
                 writer.emit("checkpoint", step=21, path=str(run_dir / "checkpoint-21"))
             await until(pilot, lambda: toasts(), "the requested checkpoint's toast")

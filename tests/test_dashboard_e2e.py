@@ -19,9 +19,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Button, Input
 
-from engine import launch
+from engine import control, launch
 from engine.config import to_yaml
-from engine.events import EVENTS_FILE, read_events
+from engine.events import read_events
+from engine.run_files import EVENTS_FILE
 from support import tiny_config, until
 from tui.app import WizardApp
 from tui.dashboard import DashboardScreen
@@ -104,7 +105,7 @@ async def test_launch_watch_detach_reattach_and_stop(in_tmp: Path, tiny_model: P
         summary = screen.state.summary
         assert summary.status == "stopped" and summary.exit_code == 130
         assert summary.checkpoint and Path(summary.checkpoint, "model.safetensors").exists()
-    assert not launch.pending(run_dir)
+    assert not control.pending(run_dir)
 
 
 async def test_a_launch_that_cannot_start_says_why_and_stays(in_tmp: Path, tiny_model: Path) -> None:

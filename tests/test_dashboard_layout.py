@@ -6,11 +6,13 @@ test_dashboard.py."""
 
 from __future__ import annotations
 
+from functools import partial
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from test_dashboard import FIXTURES, caught_up, held_alive, live_part, recorded_run, shown, until
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.widget import Widget
@@ -20,18 +22,19 @@ from textual.widgets._select import SelectOverlay
 from textual.widgets._toast import Toast
 
 import tui
-from engine import checkpoints, launch
-from engine.events import EVENTS_FILE, EventWriter, read_events
-from test_dashboard import FIXTURES, caught_up, held_alive, live_part, recorded_run, shown, until
+from engine import checkpoints, control
+from engine.events import EventWriter, read_events
+from engine.run_files import EVENTS_FILE
 from tui.app import WizardApp
 from tui.dashboard import DashboardScreen
+from tui.format import human_bytes
 from tui.headless import LiveDisplay
 from tui.widgets.confirm import ConfirmDialog
 from tui.widgets.loss_plot import LossPlot
-from tui.widgets.memory_panel import size as shown_size
 from tui.widgets.run_dir_dialog import RunDirDialog
 
 SIZE, SMALL = (80, 24), (60, 20)
+shown_size = partial(human_bytes, compact=True)  # as the run directory dialog shows sizes
 
 
 def drawn(widget: Widget) -> list[str]:
@@ -58,7 +61,7 @@ async def test_stop_and_checkpoint_are_offered_only_while_the_run_trains(in_tmp:
             await until(pilot, lambda: "s" not in keys(screen) and "c" not in keys(screen), "the keys to go")
             assert keys(screen)[:3] == ["d", "o", "w"]
             await pilot.press("c")  # no longer bound: nothing is asked of the run
-            assert launch.pending(run_dir) == set()
+            assert control.pending(run_dir) == set()
 
 
 async def test_a_stopping_run_shows_no_eta_and_no_checkpoint_key(in_tmp: Path) -> None:

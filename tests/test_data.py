@@ -447,6 +447,28 @@ def test_read_table_on_a_source(tmp_path: Path) -> None:
     assert "x.jsonl: no such file" in error_text(excinfo)
 
 
+# --- what the wizard shows: formats, split names, cheap row counts
+
+
+def test_formats_split_names_and_the_file_itself(tmp_path: Path) -> None:
+    assert [engine.data.data_format(Path(n)) for n in ("a.TSV", "b.ndjson", "c.json", "d.txt")] == [
+        "csv", "jsonl", "json", None]
+    assert engine.data.split_names(["valid.csv", "train.jsonl", "train.csv"]) == ["train", "valid"]
+    mine = tmp_path / "mine.jsonl"
+    assert [engine.data.is_the_file(mine, s) for s in ("train", "mine", "mine.jsonl", "valid")] == [
+        True, True, True, False]
+
+
+def test_rows_are_counted_without_parsing(tmp_path: Path) -> None:
+    jsonl(tmp_path / "train.jsonl", [{"text": str(i)} for i in range(5)])
+    write(tmp_path / "valid.tsv", "text\tlabel\na\t1\n\t\nb\t2\n")  # a blank record is no row
+    write(tmp_path / "doc.json", json.dumps([{"text": "a"}, {"text": "b"}]))
+    counts = {name: engine.data.count_rows(load_split(str(tmp_path / name), "train", limit=1))
+              for name in ("train.jsonl", "valid.tsv", "doc.json")}
+    assert counts == {"train.jsonl": 5, "valid.tsv": 2, "doc.json": None}  # a JSON document: not cheap
+    assert engine.data.count_rows(load_split(str(tmp_path / "train.jsonl"), "train"), limit_bytes=10) is None
+
+
 # --- import weight
 
 
@@ -458,3 +480,17 @@ def test_import_is_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_a_hub_error_naming_the_splits_or_configs_says_which_to_pick() -> None:
+    from engine.data import DataSource, _hub_error
+
+    source = DataSource("hub", None, None, "org/ds", None, "trian")
+    split = _hub_error(source, ValueError("Unknown split \"trian\". Should be one of ['train', 'test']"), offline=None)
+    [p] = split.problems
+    assert p.message == "the dataset has no split 'trian'; its splits are: train, test"
+    assert p.fix == "set data.train_split (or data.valid_split) to one of: train, test"
+    config = _hub_error(source, ValueError("Please pick one among the available configs: ['a', 'b']"), offline=None)
+    [p] = config.problems
+    assert p.message == "pick a config of 'org/ds': a, b"
+    assert p.fix == "set data.path to org/ds:CONFIG, CONFIG one of: a, b"

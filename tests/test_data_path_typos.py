@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from support import tiny_config, write
 
 from engine.config import validate
 from engine.data import check_split, is_hub_id, load_split, resolve_split
 from engine.errors import ConfigError, DataError
+from support import tiny_config, write
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 

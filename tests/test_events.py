@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from engine.events import (
-    EVENT_FIELDS, SCHEMA_VERSION, EventTail, EventWriter, read_events, summarize, validate_event,
+    EVENT_FIELDS,
+    SCHEMA_VERSION,
+    EventTail,
+    EventWriter,
+    read_events,
+    summarize,
+    validate_event,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"

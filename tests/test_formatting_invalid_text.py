@@ -14,7 +14,8 @@ from engine.chat_templates import renderer
 from engine.data import DataSource, Table
 from engine.errors import DataError
 from engine.formatting import format_split
-from engine.preview import build_preview, prepare_tokenizer
+from engine.pipeline import prepare_tokenizer
+from engine.preview import build_preview
 from support import tiny_config
 
 pytestmark = pytest.mark.usefixtures("in_tmp")  # each test in its own directory (conftest)

@@ -357,7 +357,8 @@ def test_mutated_configs_exit_0_or_2_quickly_without_a_traceback(config: Path, t
         if wrong:
             failures.append(f"--- {case.name} ({path}); --set {case.overrides}\n{wrong}\n--- the YAML:\n"
                             f"{shown(case.text())}")
-    assert not failures, f"{len(failures)} of {CASES_PER_CONFIG} cases failed:\n" + "\n\n".join(failures[:FAILURES_SHOWN])
+    assert not failures, (f"{len(failures)} of {CASES_PER_CONFIG} cases failed:\n"
+                          + "\n\n".join(failures[:FAILURES_SHOWN]))
 
 
 def test_the_cases_are_reproducible() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engine import launch
+from engine import control, launch
 from engine.launch import RunHandle
 from tui.headless import PlainDisplay, follow
 
@@ -75,7 +75,8 @@ def test_plain_output_has_throttled_steps_and_every_other_line(tmp_path: Path) -
     assert evals[0].startswith("eval step 60 epoch 1.00 eval_loss 0.3915 rewards/chosen -0.2131")
     assert lines[lines.index(evals[0]) - 1].startswith("step 60/120")  # its step's metrics just above
     assert "checkpoint step 120: /data/runs/qwen-dpo/checkpoint-120" in lines
-    assert re.search(r"^completed: 120/120 steps, final loss 0\.\d{4}, eval loss 0\.3377, elapsed 0:03:20$", out, re.M)  # wall time, loading included
+    # elapsed: wall time, loading included
+    assert re.search(r"^completed: 120/120 steps, final loss 0\.\d{4}, eval loss 0\.3377, elapsed 0:03:20$", out, re.M)
     assert "output: /data/runs/qwen-dpo\nmerged: /data/runs/qwen-dpo/merged" in out
 
 
@@ -130,13 +131,13 @@ def test_stop_request_ends_the_run_as_stopped(tmp_path: Path) -> None:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.01)
-        launch.request(tmp_path, "stop")
+        control.request(tmp_path, "stop")
 
     threading.Thread(target=stop_after_the_last_step, daemon=True).start()
     code, out = follow_plain(handle)
     assert code == 130
     assert "stopped: 24/24 steps" in out and f"checkpoint: {tmp_path / 'checkpoint-24'}" in out
-    assert launch.pending(tmp_path) == set()  # the run cleared the request it handled
+    assert control.pending(tmp_path) == set()  # the run cleared the request it handled
 
 
 def test_run_dying_without_a_final_event_shows_the_log_tail(tmp_path: Path) -> None:
@@ -211,16 +212,16 @@ def test_following_an_attached_run(tmp_path: Path) -> None:
 
 
 def test_requests_are_files_in_the_control_dir(tmp_path: Path) -> None:
-    assert launch.pending(tmp_path / "missing") == set()
-    launch.request(tmp_path, "stop")
-    launch.request(tmp_path, "checkpoint")
-    assert launch.pending(tmp_path) == {"stop", "checkpoint"}
+    assert control.pending(tmp_path / "missing") == set()
+    control.request(tmp_path, "stop")
+    control.request(tmp_path, "checkpoint")
+    assert control.pending(tmp_path) == {"stop", "checkpoint"}
     assert sorted(os.listdir(tmp_path / "control")) == ["checkpoint", "stop"]  # no temporary files left
-    launch.clear(tmp_path, "stop")
-    launch.clear(tmp_path, "stop")  # twice is fine
-    assert launch.pending(tmp_path) == {"checkpoint"}
+    control.clear(tmp_path, "stop")
+    control.clear(tmp_path, "stop")  # twice is fine
+    assert control.pending(tmp_path) == {"checkpoint"}
     with pytest.raises(ValueError, match="unknown run request 'pause'"):
-        launch.request(tmp_path, "pause")
+        control.request(tmp_path, "pause")
 
 
 # ---- Ctrl-C, in a follower of its own (as on a terminal, SIGINT reaches the follower, never the run) ----

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from engine import checkpoints, launch
+from engine import checkpoints
+from engine.control import request
 from engine.manifest import Manifest
-from engine.rundir import CONFIG_FILE, prepare
+from engine.run_files import CHECKPOINT_MARKER, CONFIG_FILE
+from engine.rundir import prepare
 from engine.train import train
 from engine.trainers.progress import ProgressCallback
 from support import make_config, run
@@ -32,7 +34,7 @@ def ask_at(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def asking(self: ProgressCallback, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step in ask["steps"]:
-            launch.request(self.run_dir, "checkpoint")
+            request(self.run_dir, "checkpoint")
         step_end(self, args, state, control, **kwargs)
 
     def noting(self: ProgressCallback, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -83,7 +85,7 @@ def test_resume_starts_from_a_kept_checkpoint_when_it_is_the_newest(tiny_model: 
     run_dir = prepare(cfg)
     assert train(run_dir) == 0
     assert steps_of(checkpoints.complete_checkpoints(run_dir)) == [2, 4]
-    (run_dir / "checkpoint-4" / checkpoints.MARKER).unlink()  # as if cut short: not complete
+    (run_dir / "checkpoint-4" / CHECKPOINT_MARKER).unlink()  # as if cut short: not complete
     (run_dir / "checkpoint-4" / "trainer_state.json").unlink()
     assert checkpoints.last_complete(run_dir) == run_dir / "checkpoint-2"
     _set_max_steps(run_dir, 5)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from engine.block_size import AUTO_BLOCK_CAP
 from engine.config import RunConfig
 from engine.memory import (
-    AUTO_BLOCK_CAP,
     GiB,
     estimate_memory,
-    human_bytes,
     lora_parameters,
     model_shape,
 )
 from engine.model_info import ModelInfo
+from engine.units import human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_gradient_checkpointing_keeps_one_hidden_state_per_layer() -> None:
 
 
 def test_block_size_minus_one_resolves_like_the_preview() -> None:
-    from engine.preview import AUTO_BLOCK_CAP as preview_cap
+    from engine.block_size import AUTO_BLOCK_CAP as preview_cap
 
     assert AUTO_BLOCK_CAP == preview_cap
     assert estimate_memory(TINY, config(block_size=-1), gpu_total=None).sequence == 1024

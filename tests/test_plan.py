@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from support import PAIRS, TEXTS, tiny_config
 
 from engine.plan import (
     ASSUMED_UTILIZATION,
@@ -22,6 +21,7 @@ from engine.plan import (
     plan_for_preview,
     steps_line,
 )
+from support import PAIRS, TEXTS, tiny_config
 
 
 def test_steps_agree_with_the_trainers_total_steps() -> None:
@@ -44,7 +44,8 @@ def test_the_examples_counted_from_a_preview_are_the_rows_the_trainer_gets(in_tm
                                                                            trainer: str) -> None:
     """The dry run's plan counts what engine.trainers.rows hands the trainer: SFT and DPO leave out the
     examples with nothing to train (block_size 12 cuts some answers off), the generic trainer packs blocks."""
-    from engine.preview import build_preview, load_and_format, prepare_tokenizer
+    from engine.pipeline import prepare
+    from engine.preview import build_preview
     from engine.trainers.rows import build_rows
 
     long_chats = [{"messages": [{"role": "user", "content": "Tell me a long story about a fox " * (i % 3)},
@@ -63,9 +64,10 @@ def test_the_examples_counted_from_a_preview_are_the_rows_the_trainer_gets(in_tm
                                                                     "batch_size": 2, "gradient_accumulation": 1},
                       **data)
     preview = build_preview(cfg, n_samples=0)
-    tokenizer, setup = prepare_tokenizer(cfg)
-    [fs] = load_and_format(cfg, tokenizer, setup)
-    rows = build_rows(cfg, tokenizer, setup, fs, preview.block_size)
+    prepared = prepare(cfg)
+    [fs] = prepared.splits
+    assert prepared.block_size == preview.block_size
+    rows = build_rows(prepared, fs)
     plan = plan_for_preview(preview)
     assert plan is not None and plan.examples.how == "exact"
     assert plan.examples.count == len(rows.rows)

@@ -14,7 +14,8 @@ import pytest
 from engine.config import RunConfig
 from engine.encoding import Encoded, encode_examples, encode_pairs
 from engine.errors import ConfigError
-from engine.preview import Part, Preview, build_preview, load_and_format, prepare_tokenizer
+from engine.pipeline import load_and_format, prepare_tokenizer
+from engine.preview import Part, Preview, build_preview
 from support import tiny_config
 
 CONVERSATION = [

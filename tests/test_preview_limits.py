@@ -13,18 +13,17 @@ from typing import Any
 import pytest
 
 from engine.encoding import Encoded
+from engine.pipeline import prepare
 from engine.preview import (
     PREVIEW_PART_CHARS,
     Part,
     Segment,
     _part,
     build_preview,
-    load_and_format,
-    prepare_tokenizer,
     training_problems,
 )
-from tui.dry_run import MAX_PART_CHARS, render_part, shorten
 from support import tiny_config, write_files
+from tui.dry_run import MAX_PART_CHARS, render_part, shorten
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = [{"messages": [{"role": "user", "content": "hello there, how are you today? " * 3},
@@ -146,9 +145,9 @@ def test_the_skipped_count_is_what_the_trainers_leave_out(tmp_path: Path, tiny_m
     cfg = tiny_config(tmp_path, tiny_model, {"train.jsonl": rows}, chat_template="tokenizer",
                       column_mapping={"text_column": "messages"}, params={"block_size": 16})
     preview = build_preview(cfg, n_samples=0)
-    tokenizer, setup = prepare_tokenizer(cfg)
-    [train] = load_and_format(cfg, tokenizer, setup)
-    assert build_rows(cfg, tokenizer, setup, train, preview.block_size).stats.skipped == preview.splits[0].skipped
+    prepared = prepare(cfg)
+    [train] = prepared.splits
+    assert build_rows(prepared, train).stats.skipped == preview.splits[0].skipped
 
 
 def test_preference_pairs_cut_to_nothing(tmp_path: Path, tiny_model: Path) -> None:

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import checkpoints, launch
+from engine import checkpoints, control, launch
 from engine.errors import ConfigError
 from engine.events import EventWriter, read_events
-from engine.manifest import MANIFEST_FILE, Manifest
-from engine.rundir import CONFIG_FILE, check_resumable, prepare, resume_token
+from engine.manifest import Manifest
+from engine.run_files import CHECKPOINT_MARKER, CONFIG_FILE, MANIFEST_FILE
+from engine.rundir import check_resumable, prepare, resume_token
 from support import make_config, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_resume_uses_only_complete_checkpoints_and_keeps_counting_tokens(in_tmp:
     last_step = [e for e in first if e["type"] == "step"][-1]
     assert marker is not None and marker["tokens"] == last_step["tokens"] > 0
     # checkpoint-2 cut short (as a full disk leaves it): resume must take checkpoint-1, and delete the rest
-    for name in ("trainer_state.json", "scheduler.pt", checkpoints.MARKER):
+    for name in ("trainer_state.json", "scheduler.pt", CHECKPOINT_MARKER):
         (run_dir / "checkpoint-2" / name).unlink()
     assert checkpoints.last_complete(run_dir) == run_dir / "checkpoint-1"
     at_1 = checkpoints.read_marker(run_dir / "checkpoint-1")
@@ -263,14 +264,14 @@ def test_a_disk_that_fills_during_a_checkpoint_fails_clearly_and_the_run_resumes
         proc = subprocess.Popen([sys.executable, "-m", "tui.cli", *args, "--yes"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, cwd=in_tmp, env=env)
         _wait("a step", lambda: any(e["type"] == "step" for e in _events(run_dir)))
-        launch.request(run_dir, "checkpoint")
+        control.request(run_dir, "checkpoint")
         _wait("the first checkpoint", lambda: checkpoints.complete_checkpoints(run_dir))
         good = checkpoints.complete_checkpoints(run_dir)[0]
         free = checkpoints.free_bytes(disk)
         assert free is not None
         with open(filler, "wb") as f:  # leave less room than half a checkpoint
             f.write(bytes(max(0, free - checkpoints.size_on_disk(good) // 3)))
-        launch.request(run_dir, "checkpoint")
+        control.request(run_dir, "checkpoint")
         output, _ = proc.communicate(timeout=180)
         assert proc.returncode == 1, output
         assert "disk full while saving checkpoint-" in output and "needs about" in output, output
@@ -286,7 +287,7 @@ def test_a_disk_that_fills_during_a_checkpoint_fails_clearly_and_the_run_resumes
                                    stderr=subprocess.STDOUT, text=True, cwd=in_tmp, env=env)
         before = len(_events(run_dir))
         _wait("a step after resuming", lambda: any(e["type"] == "step" for e in _events(run_dir)[before:]))
-        launch.request(run_dir, "stop")
+        control.request(run_dir, "stop")
         output, _ = resumed.communicate(timeout=180)
         assert resumed.returncode == 130, output
         assert f"resuming from {good}" in output

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from test_dashboard import caught_up, shown
 
 from engine import launch
-from engine.events import EVENTS_FILE, read_events, summarize
-from test_dashboard import caught_up, shown
+from engine.events import read_events, summarize
+from engine.run_files import EVENTS_FILE
 from tui.app import WizardApp
-from tui.headless import PlainDisplay, duration, follow
+from tui.format import hms as duration
+from tui.headless import PlainDisplay, follow
 from tui.run_state import RunState
 from tui.widgets.run_status import times_line
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import math
 import random
+from functools import partial
 
 import pytest
 from textual.app import App, ComposeResult
 
 from engine.events import read_events, validate_event
 from fixtures.events.long_run import START, long_run_events, write_long_run
+from tui.format import human_count
+from tui.format import short_number as format_value
 from tui.series import Bucket, Series
-from tui.widgets.loss_plot import LossPlot, PlotLine, format_step, format_value
+from tui.widgets.loss_plot import LossPlot, PlotLine
+
+format_step = partial(human_count, si=True)  # the x axis's step labels
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import tiny_config
 
 from engine.config import (
     parse_config_text,
@@ -20,6 +19,7 @@ from engine.config import (
 )
 from engine.errors import ConfigError
 from engine.preview import build_preview
+from support import tiny_config
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 
@@ -83,7 +83,8 @@ def test_a_section_with_several_columns_stays_while_one_has_text(in_tmp: Path, t
 # ---------------------------------------------------------------- writing templates back
 
 
-@pytest.mark.parametrize("prompt", ["### Instruction:\n{instruction}\n\n### Response:\n", PROMPT], ids=["plain", "sections"])
+@pytest.mark.parametrize("prompt", ["### Instruction:\n{instruction}\n\n### Response:\n", PROMPT],
+                         ids=["plain", "sections"])
 def test_multi_line_templates_are_written_as_block_scalars_and_read_back_equal(prompt: str) -> None:
     text = MINIMAL + "  prompt_template: " + json.dumps(prompt) + "\n  completion_template: '{output}'\n"
     cfg = parse_config_text(text, environ={})

@@ -82,8 +82,10 @@ def test_chat_template_renders_llama3_style(tokenizer) -> None:
 
 
 def test_chat_template_generation_prompt(tokenizer) -> None:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
-    assert text == "<s><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == ("<s><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                    "<|start_header_id|>assistant<|end_header_id|>\n\n")
     ids = tokenizer(text, add_special_tokens=False).input_ids  # the template already holds the BOS
     assert ids.count(tokenizer.bos_token_id) == 1
 

@@ -16,7 +16,8 @@ import pytest
 
 from engine.config import load_config
 from engine.events import read_events
-from engine.rundir import CONFIG_FILE, prepare
+from engine.run_files import CONFIG_FILE
+from engine.rundir import prepare
 from engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from test_dashboard import caught_up, recorded_run, shown
 
 from engine.events import read_events, validate_event
-from test_dashboard import caught_up, recorded_run, shown
+from support import make_config, run
 from tui.app import WizardApp
 from tui.headless import PlainDisplay
 from tui.run_state import RunState
 from tui.widgets.run_status import metrics_line
-from support import make_config, run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 DPO = read_events(FIXTURES / "dpo_metrics.jsonl")
@@ -43,7 +43,7 @@ def test_step_events_carry_the_trainers_metrics(in_tmp: Path, tiny_model: Path, 
 
 
 def test_the_headline_metrics_of_each_trainer() -> None:
-    from tui.headless import headline_metrics
+    from tui.format import headline_metrics
 
     assert headline_metrics({"rewards/margins": 0.1234, "rewards/accuracies": 0.75, "mean_token_accuracy": 0.3,
                              "rewards/chosen": 0.2}) == [("margin", "0.123"), ("acc", "75%")]

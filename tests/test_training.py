@@ -19,7 +19,8 @@ import torch
 from engine.config import RunConfig, load_config
 from engine.errors import ConfigError
 from engine.events import validate_event
-from engine.rundir import CONFIG_FILE, MERGED_DIR, PARAMS_FILE, prepare
+from engine.run_files import CONFIG_FILE, MERGED_DIR, PARAMS_FILE
+from engine.rundir import prepare
 from support import CHATS, PAIRS, SETUPS, make_config, run
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
@@ -136,7 +137,7 @@ def test_int4_lora_keeps_gradients_flowing_after_an_evaluation(in_tmp: Path, tin
     """bitsandbytes 0.50 on AVX512-BF16 CPUs stops gradients after a no-grad forward unless the fast path is off."""
     from peft import get_peft_model
 
-    from engine.preview import prepare_tokenizer
+    from engine.pipeline import prepare_tokenizer
     from engine.trainers.model import load_model, lora_config
 
     cfg = make_config(in_tmp, tiny_model, "sft", params={"peft": True, "quantization": "int4"},

@@ -13,13 +13,13 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from support import CHATS, make_config, run, tiny_config
 
 from engine.config import parse_config_text, to_dict
 from engine.data import DataSource, Table, hold_out
 from engine.errors import ConfigError, DataError
 from engine.params import PARAM_FIELDS
 from engine.preview import build_preview
+from support import CHATS, make_config, run, tiny_config
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 ROOT = Path(__file__).resolve().parents[1]

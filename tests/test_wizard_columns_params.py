@@ -21,11 +21,11 @@ from engine.config import RunConfig
 from engine.data import DataSource, Table
 from engine.memory import GiB
 from engine.model_info import ModelInfo
+from support import until
 from tui.app import WizardApp, new_config
 from tui.steps.columns import NONE, ColumnsStep, suggest_mapping
 from tui.steps.params import ParamsStep, param_fields
 from tui.steps.rows import FieldRow
-from support import until
 
 SIZE = (80, 24)
 COLUMNS, PARAMS = 3, 4

@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_wizard_columns_params import ALPACA, COLUMNS, PARAMS, SIZE, config, open_step, unfold
 from textual import events
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Collapsible, Input, Static
 
 from engine.config import load_config, to_yaml
+from support import until
 from tui.app import WizardApp, WizardResult
 from tui.steps.rows import FieldRow
-from support import until
-from test_wizard_columns_params import ALPACA, COLUMNS, PARAMS, SIZE, config, open_step, unfold
 
 TASK, REVIEW = 1, 6
 CHARS = {"slash": "/", "minus": "-", "full_stop": ".", "space": " "}

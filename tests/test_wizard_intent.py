@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
-from support import until
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static, TextArea
 
 from engine.capabilities import Capabilities, Support
 from engine.config import RunConfig, load_config, parse_config_text, to_yaml
 from engine.params import Params
+from support import until
 from tui.app import WizardApp, new_config
 from tui.steps.columns import NONE, ColumnsStep
 from tui.steps.data import DataRequest, DataStep, read_preview
@@ -329,6 +329,7 @@ async def test_review_resolves_the_block_size_without_the_preview(in_tmp: Path, 
     app = WizardApp(sft_config(in_tmp, tiny_model))
     async with app.run_test(size=SIZE) as pilot:
         app.show(REVIEW)  # straight from the first step, as the command palette can
+        await pilot.pause()  # a step is composed when first shown
         await until(pilot, lambda: "block_size -1 picked 1024" in text_of(app, "#review-summary"),
                     "the block size resolved")
 

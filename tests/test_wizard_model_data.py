@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Input, OptionList, Select, Static
 from engine import model_info as mi
 from engine.config import RunConfig
 from engine.tinymodel import TINY_MODEL_ID
+from engine.units import human_count
 from tui.app import WizardApp, new_config
 from tui.steps.data import DataRequest, DataStep, cell_text, count_label, read_preview
 from tui.steps.model import ModelStep
@@ -431,7 +432,7 @@ def test_sharded_weights_are_counted_from_every_shards_header(tmp_path: Path) ->
 def test_the_estimate_is_close_for_a_real_architecture() -> None:
     estimate = mi.estimate_parameters({"model_type": "qwen2", **QWEN_05B})
     assert estimate is not None and abs(estimate - 494_032_768) / 494_032_768 < 0.001  # Qwen2.5-0.5B
-    assert mi.human_count(494_032_768) == "494M" and mi.human_count(1_543_714_304) == "1.5B"
+    assert human_count(494_032_768) == "494M" and human_count(1_543_714_304) == "1.5B"
 
 
 def test_the_cache_scan_lists_models_with_a_config(empty_hf_cache: Path) -> None:

@@ -22,9 +22,8 @@ from engine.preview import Segment, SplitReport, build_preview
 from support import tiny_config, until
 from tui.app import WizardApp, WizardResult
 from tui.dry_run import STYLES
-from tui.steps.preview import (N_SAMPLES, PREVIEW_LIMIT, STILL_LOADING, PreviewStep, config_copy, over_text,
-                               rows_line)
 from tui.steps.base import Step
+from tui.steps.preview import N_SAMPLES, PREVIEW_LIMIT, STILL_LOADING, PreviewStep, config_copy, over_text, rows_line
 from tui.steps.review import ReviewStep
 from tui.widgets.confirm import ConfirmDialog
 from tui.widgets.masked_text import MaskedText, render_segments

@@ -4,7 +4,13 @@ step with the engine's rules, Back keeps what was entered. Launching pushes the 
 (tui.dashboard) over the wizard; `llmtune-tui attach` opens the app on a dashboard, with the wizard beneath.
 
 Importing this module imports Textual and light engine modules only: the first screen must not wait for
-torch or transformers. Heavy work (tokenizers, previews, the model cache) runs in the steps' workers.
+torch or transformers. Heavy work (tokenizers, previews, the model cache) runs in the steps' workers. A step is
+composed when first shown (`show`), so the first frame waits for the first step only.
+
+The app owns the wizard's state (the config, what the steps learned in their workers, the file saved last):
+steps read it through Step.wizard and change it by posting the messages of tui.messages, handled here. Every
+worker error comes to one handler (`on_worker_state_changed`): the traceback is written to a log file, the
+error shown in the step that ran the worker, or in a dialog. Never lost, never a crash.
 
 Keys are handled one at a time, in the order typed (see `WizardApp.on_event`): Textual runs a widget's own
 key handler at once (an Input inserting a character) but its bindings (End, Ctrl+U, Backspace, Enter, Tab)
@@ -16,9 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -26,31 +34,35 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message_pump import MessagePump
 from textual.screen import Screen
-from textual.widget import Widget
+from textual.widget import AwaitMount, Widget
 from textual.widgets import Button, ContentSwitcher, Footer, Header, Input, Static
+from textual.worker import Worker, WorkerState
 
 from engine.config import RunConfig, to_yaml
 from engine.data import Table
 from engine.model_info import ModelInfo
+from engine.tasks import SPECS
 from tui.commands import WizardCommands
+from tui.errors import write_error_log
+from tui.messages import (
+    CapabilitiesRead,
+    ConfigSaved,
+    DataPreviewed,
+    ExitRequested,
+    ModelInfoChanged,
+    RunLaunched,
+    WizardResult,
+)
 from tui.steps.base import Step
-from tui.widgets.confirm import QuitDialog
-
-
-@dataclass
-class WizardResult:
-    """What the app ends with: the config saved last (if any), and the runs it launched or watched, in order
-    (they go on running: the app only reads them)."""
-
-    config_path: Path | None
-    runs: list[Path] = field(default_factory=list)
+from tui.widgets.confirm import Answer, QuestionDialog, QuitDialog
 
 
 def new_config() -> RunConfig:
     """The config a fresh wizard starts from: AutoTrain's defaults, SFT with LoRA, no model chosen yet."""
-    cfg = RunConfig(task="llm-sft", base_model="", project_name="runs/my-model")
+    usual = SPECS[0]  # the registry lists the usual choice first
+    cfg = RunConfig(task=usual.task, base_model="", project_name="runs/my-model")
     cfg.data.path = ""  # AutoTrain's default "data" would be read as a hub dataset id before anything is typed
-    cfg.params.trainer = "sft"
+    cfg.params.trainer = usual.trainer
     cfg.params.peft = True
     cfg.params.quantization = None
     return cfg
@@ -70,19 +82,45 @@ class KeyInFlight:
 KEY_STUCK_S = 10.0  # a key that never comes back (a bug) holds the keyboard this long at most
 
 
-def step_classes() -> list[type[Step]]:
-    from tui.steps.columns import ColumnsStep
-    from tui.steps.data import DataStep
-    from tui.steps.model import ModelStep
-    from tui.steps.params import ParamsStep
-    from tui.steps.preview import PreviewStep
-    from tui.steps.review import ReviewStep
-    from tui.steps.task import TaskStep
+# The wizard's steps in order, each module imported when its step is first needed: the first frame needs the
+# first step only. (Literal names: the import checks of tests/imports.py read them.)
+STEP_CLASSES: tuple[Callable[[], type[Step]], ...] = (
+    lambda: import_module("tui.steps.model").ModelStep,
+    lambda: import_module("tui.steps.task").TaskStep,
+    lambda: import_module("tui.steps.data").DataStep,
+    lambda: import_module("tui.steps.columns").ColumnsStep,
+    lambda: import_module("tui.steps.params").ParamsStep,
+    lambda: import_module("tui.steps.preview").PreviewStep,
+    lambda: import_module("tui.steps.review").ReviewStep,
+)
 
-    return [ModelStep, TaskStep, DataStep, ColumnsStep, ParamsStep, PreviewStep, ReviewStep]
+
+class Steps(Sequence[Step]):
+    """The wizard's steps, each built when first asked for (by index, slice, or going through them all)."""
+
+    def __init__(self) -> None:
+        self._built: dict[int, Step] = {}
+
+    def __len__(self) -> int:
+        return len(STEP_CLASSES)
+
+    @overload
+    def __getitem__(self, index: int) -> Step: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Step]: ...
+
+    def __getitem__(self, index: int | slice) -> Step | list[Step]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        index = range(len(self))[index]  # a negative index counts from the end; IndexError past it
+        if index not in self._built:
+            self._built[index] = STEP_CLASSES[index]()(id=f"step-{index}")
+        return self._built[index]
 
 
 class WizardApp(App[WizardResult | None]):
+    STEPS_AT_START = 1  # composed with the app; the others when first shown (benchmarks/wizard_startup.py: all)
     TITLE = "llmtune"
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {WizardCommands}
@@ -99,15 +137,17 @@ class WizardApp(App[WizardResult | None]):
         super().__init__()
         self.cfg = cfg or new_config()
         self.initial_problems = problems or []
-        # Read by several steps, set by the step that learns them (in workers, through messages):
-        self.model_info: ModelInfo | None = None  # the model step: what config.json says about the model
-        self.table: Table | None = None  # the data step: the train split's first rows
-        self.splits: list[str] = []  # the data step: the splits found
-        self.capabilities: Any = None  # the parameters step: engine.capabilities.probe(), once
-        self.gpu_total: int | None = None  # the parameters step: the GPU's memory in bytes (None: no CUDA)
-        self.steps: list[Step] = [cls(id=f"step-{i}") for i, cls in enumerate(step_classes())]
-        self.index = 0
-        self.saved_path: Path | None = None  # set by the review step
+        # Read by several steps (Step.wizard), set here on the messages of the step that learns them:
+        self.model_info: ModelInfo | None = None  # ModelInfoChanged: what config.json says about the model
+        self.table: Table | None = None  # DataPreviewed: the train split's first rows
+        self.splits: list[str] = []  # DataPreviewed: the splits found
+        self.capabilities: Any = None  # CapabilitiesRead: engine.capabilities.probe(), once
+        self.gpu_total: int | None = None  # CapabilitiesRead: the GPU's memory in bytes (None: no CUDA)
+        self.steps = Steps()
+        self.index = 0  # the step shown and filled from the config: Next and Back go from there
+        self._unfilled: Step | None = None  # the step shown while it is composed (show), until it is filled
+        self.saved_path: Path | None = None  # ConfigSaved: the file written last
+        self.saved_text: str | None = None  # ConfigSaved: what was written there
         self.runs: list[Path] = []  # the runs shown on a dashboard, the last one last
         self._handles: dict[Path, Any] = {}
         self._attach = attach
@@ -119,8 +159,8 @@ class WizardApp(App[WizardResult | None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="step-title")
-        with ContentSwitcher(initial="step-0", id="steps"):
-            yield from self.steps
+        with ContentSwitcher(initial=self.steps[0].id, id="steps"):
+            yield from self.steps[: self.STEPS_AT_START]
         with Horizontal(id="nav"):
             yield Button("Back", id="back")
             yield Button("Next", id="next", variant="primary")
@@ -155,7 +195,8 @@ class WizardApp(App[WizardResult | None]):
         await super().on_event(event)
 
     async def _hand_on_keys(self) -> None:
-        while self._in_flight is None and self._keys:
+        # A step being composed to be shown holds the keys typed after the one that showed it (_enter_mounted).
+        while self._in_flight is None and self._keys and self._unfilled is None:
             event = self._keys.popleft()
             await super().on_event(event)  # priority bindings (Ctrl+N, Ctrl+Q) run here; else handed on
             if not event.is_forwarded:
@@ -252,6 +293,51 @@ class WizardApp(App[WizardResult | None]):
         """Quit the app and leave every run going."""
         self.exit(WizardResult(self.saved_path, list(self.runs)))
 
+    # ------------------------------------------------------------ what the steps tell (tui.messages)
+
+    @on(ModelInfoChanged)
+    def _model_info_changed(self, message: ModelInfoChanged) -> None:
+        self.model_info = message.info
+
+    @on(DataPreviewed)
+    def _data_previewed(self, message: DataPreviewed) -> None:
+        self.table, self.splits = message.table, message.splits
+
+    @on(CapabilitiesRead)
+    def _capabilities_read(self, message: CapabilitiesRead) -> None:
+        self.capabilities, self.gpu_total = message.capabilities, message.gpu_total
+
+    @on(ConfigSaved)
+    def _config_saved(self, message: ConfigSaved) -> None:
+        self.saved_path, self.saved_text = message.path, message.text
+
+    @on(RunLaunched)
+    def _run_launched(self, message: RunLaunched) -> None:
+        self.open_dashboard(message.run_dir, message.handle)
+
+    @on(ExitRequested)
+    def _exit_requested(self) -> None:
+        self.detach()
+
+    # ------------------------------------------------------------ worker errors: the one funnel
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised (a bug): its traceback goes to a log file under $LLMTUNE_HOME/logs, the error to
+        the step that ran it when the step shows it (Step.worker_failed), else to a dialog. A step hands its
+        workers' errors here (Step.run_worker keeps them from exiting the app)."""
+        error = event.worker.error
+        if event.state != WorkerState.ERROR or error is None:
+            return
+        log = write_error_log(error)
+        node = event.worker.node
+        if isinstance(node, Step) and node.worker_failed(event.worker, error, log):
+            return
+        where = f"The traceback is in {log}." if log is not None else "The traceback could not be written."
+        self.push_screen(QuestionDialog(
+            f"Internal error: {type(error).__name__}: {error}\n{where}\nThis is a bug in llmtune; please report "
+            "it with that log. The wizard goes on.", [Answer("error-ok", "OK", ("o",), "primary")],
+            safe="error-ok", question_id="error-message"))
+
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitDialog):
             return  # answer the question first
@@ -273,16 +359,15 @@ class WizardApp(App[WizardResult | None]):
     def unsaved(self) -> bool:
         """Whether the config (with what the current step shows) differs from the one last saved or loaded."""
         try:
-            self.step.store(self.cfg)  # what the step shows is what the user means, as Next would take it
+            if self.step is not self._unfilled:  # what the step shows is what the user means, as Next takes it
+                self.step.store(self.cfg)
             return to_yaml(self.cfg) != self.clean_yaml()
         except Exception:  # a value the YAML writer chokes on is certainly not saved: ask
             return True
 
     def clean_yaml(self) -> str:
         """The YAML last saved by the Review step, else that of the config the wizard was opened with."""
-        review = self._review()
-        saved = getattr(review, "saved_text", None) if getattr(review, "saved_path", None) is not None else None
-        return saved if isinstance(saved, str) else self.loaded_yaml
+        return self.saved_text if self.saved_path is not None and self.saved_text is not None else self.loaded_yaml
 
     def _review(self) -> Any:
         from tui.steps.review import ReviewStep
@@ -293,11 +378,16 @@ class WizardApp(App[WizardResult | None]):
         if answer == "discard":
             self._leave()
         elif answer == "save":
-            from tui.commands import save
+            review = self._review()
+            if review is None:
+                return
+
+            def save_then_quit() -> None:  # on the Review step: its checks, its file name, its overwrite question
+                review.request_save(launch=False)
+                self.set_timer(0.1, self._quit_when_saved)  # only now: the step may take a while to be shown
 
             self._quit_after_save = True
-            save(self, launch=False)  # on the Review step: its checks, its file name, its overwrite question
-            self.set_timer(0.1, self._quit_when_saved)
+            self.go_to(self.steps.index(review), save_then_quit)
 
     def _quit_when_saved(self) -> None:
         """After "save" in the quit question: leave once the Review step has written the file; stay (and say
@@ -317,22 +407,67 @@ class WizardApp(App[WizardResult | None]):
 
     @property
     def step(self) -> Step:
-        return self.steps[self.index]
+        """The step shown: the one at `index`, or the one still being composed to be shown."""
+        return self._unfilled if self._unfilled is not None else self.steps[self.index]
 
-    def show(self, index: int) -> None:
-        self.index = index
-        step = self.step
-        self.query_one("#steps", ContentSwitcher).current = step.id
+    def show(self, index: int, then: Callable[[], Any] | None = None) -> None:
+        """Show step `index`, filled from the config, and run `then` once it is. A step shown for the first time
+        is composed now, with those before it a jump passed over (so Back never waits), and filled once
+        mounted: a moment later, the keys typed meanwhile waiting for it; `index` follows once it is filled."""
+        step = self.steps[index]
+        switcher = self.query_one("#steps", ContentSwitcher)
+        new = [s for s in self.steps[: index + 1] if s.parent is None]
+        for passed in new[:-1]:
+            passed.display = False  # the switcher shows its current step only
+        if new:
+            switcher.mount_all(new)
+        switcher.current = step.id
         self.query_one("#step-title", Static).update(
             f"Step {index + 1} of {len(self.steps)}: [b]{step.title}[/b]")
         self.query_one("#back", Button).disabled = index == 0
         self.query_one("#next", Button).display = index < len(self.steps) - 1
+        if step.is_mounted:
+            self._unfilled = None
+            self._enter(index, then)
+        else:  # the keys typed after this wait for it (_hand_on_keys)
+            self._unfilled = step
+            self.call_later(self._enter_mounted, index, then)
+
+    async def _enter_mounted(self, index: int, then: Callable[[], Any] | None) -> None:
+        step = self.steps[index]
+        await AwaitMount(self.query_one("#steps", ContentSwitcher), [step])
+        if self._unfilled is step and self.is_running:  # else another was shown meanwhile (or the app ends)
+            self._unfilled = None
+            self._enter(index, then)
+            await self._hand_on_keys()  # those typed meanwhile, in order, on the step now filled
+
+    def _enter(self, index: int, then: Callable[[], Any] | None) -> None:
+        self.index = index
+        step = self.steps[index]
         step.load(self.cfg)
         step.show_problems([])
         step.focus_first()
+        if then is not None:
+            then()
+
+    def go_to(self, index: int, then: Callable[[], Any] | None = None) -> None:
+        """Show step `index`, keeping what was entered on the current one (as Back does: no check)."""
+        if self._unfilled is self.steps[index]:
+            if then is not None:
+                self.call_later(then)  # behind the filling under way, which holds the app's queue until done
+            return
+        if self._unfilled is None:  # a step not filled yet has nothing of the user's to keep
+            if index == self.index:
+                if then is not None:
+                    then()
+                return
+            self.step.store(self.cfg)
+        self.show(index, then)
 
     def action_next(self) -> None:
         step = self.step
+        if step is self._unfilled:
+            return  # not filled yet: nothing to check
         step.store(self.cfg)
         problems = step.problems(self.cfg)
         step.show_problems(problems)
@@ -343,10 +478,8 @@ class WizardApp(App[WizardResult | None]):
             self.show(self.index + 1)
 
     def action_back(self) -> None:
-        if self.index == 0:
-            return
-        self.step.store(self.cfg)
-        self.show(self.index - 1)
+        if self.index > 0 and self._unfilled is None:
+            self.go_to(self.index - 1)
 
     def action_help(self) -> None:
         from tui.help import HelpScreen

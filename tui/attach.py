@@ -18,8 +18,9 @@ from rich.text import Text
 
 from engine import launch
 from engine.errors import Problem, UserError
-from engine.events import EVENTS_FILE, read_events, summarize
-from tui.errors import EXIT_OK
+from engine.events import read_events, summarize
+from engine.exit_codes import ExitCode
+from engine.run_files import EVENTS_FILE, RunDir
 
 DEFAULT_RUNS = Path("runs")
 
@@ -29,7 +30,8 @@ def pick_run(path: Path | None) -> Path:
     from tui.runs_list import find_runs
 
     directory = (path or DEFAULT_RUNS).expanduser()
-    if (directory / EVENTS_FILE).exists() or (directory / launch.PID_FILE).exists():
+    files = RunDir(directory)
+    if files.events.exists() or files.pid.exists():
         return directory.absolute()
     if not directory.is_dir():
         hint = "name a run directory (its project_name), e.g. llmtune-tui attach runs/my-model; " \
@@ -56,7 +58,7 @@ def attach(path: Path | None) -> int:
     from tui.app import WizardApp
 
     cfg, problems = None, []
-    config = run_dir / "config.yaml"
+    config = RunDir(run_dir).config
     if config.exists():
         cfg, problems = load_config_lenient(config)
     result = WizardApp(cfg, problems=problems, attach=(run_dir, handle)).run()
@@ -65,22 +67,24 @@ def attach(path: Path | None) -> int:
 
 def after_app(result: object, console: Console | None = None) -> int:
     """Say what became of the app's runs; the exit code is the last run's when it has ended, else 0."""
-    from tui.headless import exit_code, summary_lines
+    from tui.format import summary_lines
+    from tui.headless import exit_code
 
     console = console or Console(highlight=False)
     if result is None:
-        return EXIT_OK
+        return ExitCode.OK
     config_path, runs = getattr(result, "config_path", None), list(getattr(result, "runs", []))
     if config_path is not None and not runs:
         console.print(f"saved {config_path}\ntrain it with: llmtune-tui --config {config_path} --yes", soft_wrap=True)
-        return EXIT_OK
-    code = EXIT_OK
+        return ExitCode.OK
+    code: int = ExitCode.OK
     for run_dir in runs:
-        summary = summarize(read_events(run_dir / EVENTS_FILE)) if (run_dir / EVENTS_FILE).exists() else None
+        files = RunDir(run_dir)
+        summary = summarize(read_events(files.events)) if files.events.exists() else None
         handle = launch.attach(run_dir)
         if summary is not None and summary.finished:
             console.print(Text(f"{run_dir}:", style="bold"), soft_wrap=True)
-            lines = summary_lines(summary, handle or launch.RunHandle.ended(run_dir))
+            lines = summary_lines(summary, files.log)
             if summary.status == "failed" and summary.error:  # the dashboard showed it; the terminal keeps it
                 lines.insert(1, (f"error ({summary.error_kind}): {summary.error}", "red"))
             for text, style in lines:
@@ -91,9 +95,8 @@ def after_app(result: object, console: Console | None = None) -> int:
             console.print(f"{run_dir}: still training ({step}, pid {handle.pid}); it goes on without this terminal.\n"
                           f"  watch it:  llmtune-tui attach {run_dir}\n"
                           f"  list runs: llmtune-tui runs {run_dir.parent}", soft_wrap=True)
-            code = EXIT_OK
+            code = ExitCode.OK
         else:
-            console.print(f"{run_dir}: ended without a final event; its log: {run_dir / launch.LOG_FILE}",
-                          soft_wrap=True)
-            code = 1
+            console.print(f"{run_dir}: ended without a final event; its log: {files.log}", soft_wrap=True)
+            code = ExitCode.FAILED
     return code

@@ -3,8 +3,9 @@
 
 Only light modules are imported at start-up; the dry run and `--yes` import transformers when they load the
 tokenizer to check the data; training itself runs in its own process (engine.run).
-Exit codes: 0 fine, 2 a problem with the config or the data (no traceback), 1 an internal error or a failed
-run (the message names the log holding the traceback), 130 stopped or interrupted.
+Exit codes (engine.exit_codes.ExitCode): OK fine, USER a problem with the config or the data (no traceback),
+FAILED an internal error or a failed run (the message names the log holding the traceback), STOPPED stopped or
+interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Annotated, Optional
 import typer
 
 from engine.errors import UserError
-from tui.errors import EXIT_OK, EXIT_USER, report_internal_error, report_user_error
+from engine.exit_codes import ExitCode
+from tui.errors import report_internal_error, report_user_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, invoke_without_command=True,
                   help="Fine-tune large language models from AutoTrain-style configs, in the terminal.",
@@ -100,7 +102,7 @@ def _dry_run(config: Path, overrides: list[str], samples: int) -> int:
     preview = build_preview(cfg, n_samples=samples)
     print_preview(preview)
     check_trainable(preview)  # after the preview, which shows where each sample is cut
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _train(config: Path, overrides: list[str]) -> int:
@@ -119,13 +121,13 @@ def _wizard(config: Path | None, overrides: list[str]) -> int:
               "Continue a stopped run: llmtune-tui resume runs/sft-chat\n"
               "Follow a running run:   llmtune-tui attach runs/sft-chat\n"
               "See llmtune-tui --help for the options.", file=sys.stderr)
-        return EXIT_USER
+        return ExitCode.USER
     from tui.app import WizardApp
 
     if overrides:
         print("error: --set works with --dry-run and --yes; in the wizard, change the value on its step",
               file=sys.stderr)
-        return EXIT_USER
+        return ExitCode.USER
     cfg, problems = None, []
     if config is not None:
         from engine.config import load_config_lenient
@@ -151,7 +153,7 @@ def _demo(overrides: list[str]) -> int:
     print(f"llmtune demo: a tiny random model learns short chat answers (config: {path})")
     cfg = load_config(path, overrides, check_env=True)
     code = start_and_follow(cfg)
-    if code == EXIT_OK:
+    if code == ExitCode.OK:
         show_demo_answers(cfg)
     return code
 
@@ -163,14 +165,14 @@ def _run(action) -> int:
         return report_user_error(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.STOPPED
     except Exception as e:  # an internal error: a log, not a traceback on screen
         return report_internal_error(e)
 
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(EXIT_USER)
+    raise typer.Exit(ExitCode.USER)
 
 
 def main() -> None:

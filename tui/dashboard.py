@@ -1,7 +1,7 @@
 """The live dashboard of one run: progress, the loss plot, learning rate and grad norm, memory, the log.
 
 It only reads the run directory (events.jsonl, train.log) and asks the run for things through files
-(engine.launch.request), so leaving it, detaching or losing the terminal never touches the run. A worker
+(engine.control.request), so leaving it, detaching or losing the terminal never touches the run. A worker
 thread polls the files and posts one `RunPolled` per change; the screen folds the events into a RunState
 and redraws at most REDRAW_INTERVAL apart, however fast events arrive.
 """
@@ -21,16 +21,18 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Sparkline, Static
 from textual.worker import get_current_worker
 
-from engine import launch
-from tui.headless import end_reason, number
+from engine import control, launch
+from engine.run_files import LOG_FILE
+from tui.format import end_reason, number, shown_path
 from tui.run_follower import RunFollower, RunPolled
-from tui.run_state import RunState, shown_path
+from tui.run_state import RunState
 from tui.series import Series
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_plot import LossPlot, PlotLine
 from tui.widgets.memory_panel import MemoryPanel
 from tui.widgets.run_dir_dialog import RunDirDialog
 from tui.widgets.run_status import Liveness, RunOutcome, RunStatus, training
+from tui.workers import FunnelledWorkers
 
 POLL_INTERVAL = 0.25
 REDRAW_INTERVAL = 0.25
@@ -60,7 +62,7 @@ def spark_values(series: Series, width: int) -> list[float]:
     return [c.ymean for c in columns if c is not None]
 
 
-class DashboardScreen(Screen[None]):
+class DashboardScreen(FunnelledWorkers, Screen[None]):
     """s stop (checkpoint, then end) · c checkpoint now · d detach (the run goes on) · o run directory ·
     w back to the wizard · l log-scale loss · e the run's events instead of train.log (and back).
     Stop and checkpoint are offered only while the run is training (not once it has ended)."""
@@ -246,7 +248,7 @@ class DashboardScreen(Screen[None]):
                              lambda yes: self._request_stop() if yes else None)
 
     def _request_stop(self) -> None:
-        launch.request(self.run_dir, "stop")
+        control.request(self.run_dir, "stop")
         self.live.stop_requested = True
         self.refresh_bindings()  # no checkpoint key while it stops
         self._dirty = True
@@ -259,7 +261,7 @@ class DashboardScreen(Screen[None]):
 
     def action_checkpoint(self) -> None:
         if self._run_reachable():
-            launch.request(self.run_dir, "checkpoint")
+            control.request(self.run_dir, "checkpoint")
             self.live.checkpoint_requested = True
             self.notify("checkpoint requested: saved after this step, and kept (never rotated away)")
 
@@ -290,8 +292,8 @@ class DashboardScreen(Screen[None]):
 
     def _title_log(self) -> None:
         log = self.query_one(LogTail)
-        log.border_title = "events" if self.show_events else "train.log"
-        log.border_subtitle = "e: train.log" if self.show_events else "e: events"
+        log.border_title = "events" if self.show_events else LOG_FILE
+        log.border_subtitle = f"e: {LOG_FILE}" if self.show_events else "e: events"
 
     def _title_plot(self) -> None:
         """The scale is state the eye cannot read off the labels: the border says it while it is log."""

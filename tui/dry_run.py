@@ -15,6 +15,7 @@ from rich.text import Text
 from engine.config import RunConfig
 from engine.plan import Plan, duration_line, plan_for_preview, steps_line
 from engine.preview import Preview, Sample, Segment, SplitReport
+from tui.format import length_stats
 
 STYLES = {"trained": "bold green", "masked": "grey50", "cut": "red strike"}
 MAX_PART_CHARS = 2000  # longer parts are shortened in the middle
@@ -34,7 +35,7 @@ def print_validated(cfg: RunConfig, what: str = "llmtune dry run") -> None:
 def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | None = None) -> list[tuple[str, str]]:
     """The resolved config in a few lines (also used by the wizard's review and the headless start); with a
     plan, the optimizer steps and the duration estimate too."""
-    p, d = cfg.params, cfg.data
+    p, d, spec = cfg.params, cfg.data, cfg.spec
     trainer = cfg.trainer
     rows = [("task", f"{cfg.task} (trainer: {trainer})"),
             ("base model", cfg.base_model),
@@ -44,14 +45,14 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
     if preview and preview.template.notes:
         template += " (" + "; ".join(preview.template.notes) + ")"
     rows.append(("chat template", template))
-    if trainer == "sft":
+    if spec.responses_only:
         rows.append(("loss on", "all tokens" if p.train_on_all_tokens else
                      "assistant turns / completion only (train_on_all_tokens: false)"))
     if preview:
         rows.append(("block size", preview.block_size_note))
     else:
         rows.append(("block size", str(p.block_size)))
-    if trainer in ("dpo", "orpo"):
+    if spec.prompt_limits:
         rows.append(("lengths", f"max_prompt_length {p.max_prompt_length}, max_completion_length "
                      f"{p.max_completion_length or 'fits the block'}, beta {p.dpo_beta}"))
     steps = f"max_steps {p.max_steps}" if p.max_steps > 0 else f"epochs {p.epochs}"
@@ -147,7 +148,7 @@ def print_split(out: Console, report: SplitReport) -> None:
     out.print(Text(f"  columns used: {used or '-'}"
                    + (f"; dropped before training: {dropped_columns}" if dropped_columns else "")))
     for s in report.lengths:
-        line = (f"  tokens ({s.name}): min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}")
+        line = f"  tokens ({s.name}): {length_stats(s)}"
         if s.limit:
             line += f"; {s.over} of {s.count} longer than {s.limit}" + (" (truncated)" if s.over else "")
         out.print(Text(line, style="yellow" if s.over else ""))

@@ -8,8 +8,7 @@ import traceback
 from pathlib import Path
 
 from engine.errors import UserError
-
-EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+from engine.exit_codes import ExitCode
 
 
 def log_dir() -> Path:
@@ -18,9 +17,9 @@ def log_dir() -> Path:
     return llmtune_home() / "logs"
 
 
-def report_user_error(error: UserError) -> int:
+def report_user_error(error: UserError) -> ExitCode:
     print(f"error: {error.render()}", file=sys.stderr)
-    return EXIT_USER
+    return ExitCode.USER
 
 
 def write_error_log(error: BaseException) -> Path | None:
@@ -29,14 +28,27 @@ def write_error_log(error: BaseException) -> Path | None:
     try:
         directory = log_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"error-{dt.datetime.now():%Y%m%d-%H%M%S}.log"
-        path.write_text(text, encoding="utf-8")
+        stamp = f"error-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        for n in range(1, 1000):  # two errors in one second get two files
+            path = directory / (f"{stamp}.log" if n == 1 else f"{stamp}-{n}.log")
+            try:
+                with path.open("x", encoding="utf-8") as f:
+                    f.write(text)
+                return path
+            except FileExistsError:
+                continue
     except OSError:
         return None
-    return path
+    return None
 
 
-def report_internal_error(error: BaseException) -> int:
+def report_fix(error: BaseException) -> str:
+    """The fix line of a problem that is a bug caught in the wizard: the log now holding its traceback."""
+    path = write_error_log(error)
+    return f"please report it with the traceback in {path}" if path else "please report it"
+
+
+def report_internal_error(error: BaseException) -> ExitCode:
     """Write the traceback to a log file and point to it: no traceback on the terminal."""
     path = write_error_log(error)
     if path is not None:
@@ -47,4 +59,4 @@ def report_internal_error(error: BaseException) -> int:
         where = f"the traceback could not be written to {log_dir()}{at}"
     print(f"internal error: {type(error).__name__}: {error}\n{where}\n"
           "This is a bug in llmtune; please report it with that log.", file=sys.stderr)
-    return EXIT_INTERNAL
+    return ExitCode.FAILED

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import launch
-from engine.events import EVENTS_FILE, EventTail
+from engine.events import EventTail
+from engine.run_files import RunDir
+from tui.log_reader import read_log_tail
 
 LOG_LINES = 200  # lines of train.log kept for the log panel (it shows the end; scrolling shows more)
-LOG_TAIL_BYTES = 128 * 1024
 
 
 @dataclass
@@ -31,33 +32,6 @@ class RunPolled:
         return not self.events and self.log is None
 
 
-def clean_log_line(line: str) -> str:
-    """What a terminal would show of a line: tqdm redraws with carriage returns, keep the last drawing."""
-    line = line.rstrip("\r\n")
-    if "\r" in line:
-        parts = [p for p in line.split("\r") if p.strip()]
-        line = parts[-1] if parts else ""
-    return line.replace("\t", "    ")
-
-
-def read_log_tail(path: Path, count: int = LOG_LINES, max_bytes: int = LOG_TAIL_BYTES) -> list[str]:
-    """The last `count` lines of the log as a terminal shows them; [] when there is no log yet."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(size - max_bytes, 0))
-            data = f.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    if len(data) >= max_bytes:
-        lines = lines[1:]  # the first line was cut in the middle
-    cleaned = [clean_log_line(line) for line in lines]
-    while cleaned and not cleaned[-1]:
-        cleaned.pop()
-    return cleaned[-count:]
-
-
 class RunFollower:
     """Follows one run directory. `handle` is None for a run no process of ours can reach (finished, or
     started on another machine); `alive` is then False from the start."""
@@ -65,8 +39,9 @@ class RunFollower:
     def __init__(self, run_dir: Path, handle: launch.RunHandle | None) -> None:
         self.run_dir = Path(run_dir)
         self.handle = handle
-        self.tail = EventTail(self.run_dir / EVENTS_FILE)
-        self.log_path = self.run_dir / launch.LOG_FILE
+        files = RunDir(self.run_dir)
+        self.tail = EventTail(files.events)
+        self.log_path = files.log
         self._log_stamp: tuple[int, int] | None = None
 
     def poll(self) -> RunPolled:
@@ -85,4 +60,4 @@ class RunFollower:
         if stamp == self._log_stamp:
             return None
         self._log_stamp = stamp
-        return read_log_tail(self.log_path)
+        return read_log_tail(self.log_path, LOG_LINES)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import RunSummary
-from tui.headless import LoggedMetrics, event_lines
+from tui.format import event_lines
 from tui.series import Series
 
 NOTABLE_LINES = 500
@@ -31,13 +31,21 @@ class GpuMemory:
     peak: int | None = None
 
 
-def shown_path(path: Path | str) -> str:
-    """A path as the user would type it here: relative to the current directory when under it."""
-    path = Path(path)
-    try:
-        return str(path.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+class LoggedMetrics:
+    """Step events between logging steps (progress only) carry loss, lr and grad_norm as null and no
+    `metrics`: a display (the dashboard, `--yes`) shows the last logged values instead of blanks."""
+
+    NAMES = ("loss", "lr", "grad_norm", "metrics")
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def fill(self, event: dict) -> dict:
+        """The step event with its null metrics replaced by the last logged ones."""
+        for name in self.NAMES:
+            if event.get(name) is not None:
+                self.values[name] = event[name]
+        return {**event, **self.values}
 
 
 def _int(value: Any) -> int | None:

@@ -11,16 +11,17 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import launch
-from engine.events import EVENTS_FILE, RunSummary, read_events_counted, summarize
-from tui.headless import number
+from engine.events import RunSummary, read_events_counted, summarize
+from engine.run_files import EVENTS_FILE, RunDir
+from tui.format import number, steps_done
 
 
 def find_runs(directory: Path) -> list[Path]:
     """`directory` itself when it is a run, else the runs one or two levels below it."""
-    if (directory / EVENTS_FILE).exists():
+    if RunDir(directory).events.exists():
         return [directory]
     found = {p.parent for pattern in (f"*/{EVENTS_FILE}", f"*/*/{EVENTS_FILE}") for p in directory.glob(pattern)}
-    return sorted(found, key=lambda d: (d / EVENTS_FILE).stat().st_mtime, reverse=True)
+    return sorted(found, key=lambda d: RunDir(d).events.stat().st_mtime, reverse=True)
 
 
 def run_status(run_dir: Path, summary: RunSummary) -> str:
@@ -41,7 +42,7 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
     skipped: list[str] = []
     for run_dir in runs:
         try:
-            events, bad = read_events_counted(run_dir / EVENTS_FILE)
+            events, bad = read_events_counted(RunDir(run_dir).events)
         except OSError as e:  # gone or unreadable since it was listed: say so, list the others
             events, bad = [], 0
             skipped.append(f"{_shown(run_dir, directory)}: cannot read {EVENTS_FILE} ({e.strerror or e})")
@@ -49,11 +50,10 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
             skipped.append(f"{_shown(run_dir, directory)}: {bad} line(s) of {EVENTS_FILE} are not readable events "
                            "and were skipped")
         summary = summarize(events)
-        steps = f"{summary.step}/{summary.total_steps}" if summary.total_steps else str(summary.step)
         when = events[-1].get("time") if events else None
         last = dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M") if isinstance(when, (int, float)) else "-"
-        table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-", steps,
-                      number(summary.loss, ".4f"), number(summary.eval_loss, ".4f"), last)
+        table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-",
+                      steps_done(summary), number(summary.loss, ".4f"), number(summary.eval_loss, ".4f"), last)
     console.print(table)
     for line in skipped:
         console.print(f"note: {line}", style="yellow", soft_wrap=True)

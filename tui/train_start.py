@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.text import Text
 
-from engine import launch
+from engine import control, launch
 from engine.config import RunConfig
 from engine.rundir import child_env, prepare
 from tui.dry_run import console, preview_plan, print_validated, summary_rows
@@ -63,14 +63,15 @@ def resume_and_follow(run_dir: Path) -> int:
 
     from engine.config import load_config
     from engine.errors import ConfigError
-    from engine.rundir import CONFIG_FILE, check_resumable, resume_token
+    from engine.run_files import RunDir
+    from engine.rundir import check_resumable, resume_token
 
     problems = check_resumable(run_dir, wait=RESUME_WAIT_S)
     if problems:
         raise ConfigError(problems, title="cannot resume")
     token_env, token_note = resume_token(run_dir, dict(os.environ))
-    cfg = load_config(run_dir / CONFIG_FILE, environ={**os.environ, **token_env}, check_env=True)
-    launch.clear(run_dir, "stop")  # the request that stopped it last time
+    cfg = load_config(RunDir(run_dir).config, environ={**os.environ, **token_env}, check_env=True)
+    control.clear(run_dir, "stop")  # the request that stopped it last time
     handle = launch.start(run_dir, env={**child_env(cfg), **token_env}, resume=True)
     out = console()
     out.print(f"resuming {run_dir} from its last complete checkpoint (pid {handle.pid})", soft_wrap=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-MODULES = {"default": "sft", "sft": "sft", "reward": "reward", "dpo": "dpo", "orpo": "orpo"}
+from engine.tasks import spec
 
 
 def builder(trainer: str) -> Callable[..., Any]:
-    return importlib.import_module(f"engine.trainers.{MODULES[trainer]}").build
+    """The `build` of the module the trainer's spec names (engine.tasks)."""
+    return importlib.import_module(spec(trainer).build_module).build

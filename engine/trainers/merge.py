@@ -15,7 +15,7 @@ def merge_adapter(cfg: RunConfig, run_dir: Path, tokenizer: Any, out_dir: Path) 
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {"dtype": "auto", "token": cfg.hub.token or None}
-    if cfg.trainer == "reward":
+    if cfg.spec.scores:
         base = AutoModelForSequenceClassification.from_pretrained(model_path(cfg), num_labels=1, **kwargs)
     else:
         base = AutoModelForCausalLM.from_pretrained(model_path(cfg), **kwargs)

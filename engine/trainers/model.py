@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from engine.config import RunConfig, resolve_local
+from engine.precision import load_dtype_name
 from engine.tinymodel import resolve_model
 
 log = logging.getLogger("llmtune")
@@ -38,14 +39,8 @@ def device() -> str:
 
 
 def load_dtype(cfg: RunConfig) -> torch.dtype:
-    """The dtype weights are loaded in. Full fine-tuning in fp16 keeps fp32 master weights (the grad scaler
-    refuses fp16 parameters); LoRA can hold the frozen base in half precision."""
-    mp = cfg.params.mixed_precision
-    if mp == "bf16":
-        return torch.bfloat16
-    if mp == "fp16" and cfg.params.peft:
-        return torch.float16
-    return torch.float32
+    """The dtype weights are loaded in (the rule: engine.precision)."""
+    return getattr(torch, load_dtype_name(cfg.params))
 
 
 def quantization_config(cfg: RunConfig) -> Any | None:
@@ -70,8 +65,9 @@ def attention_implementation(cfg: RunConfig, warnings: list[str]) -> str:
     return "sdpa"
 
 
-def load_model(cfg: RunConfig, tokenizer: Any, *, kind: str = "causal", name: str | None = None) -> LoadedModel:
-    """`kind` is "causal" (a language-model head) or "reward" (a one-label sequence classification head)."""
+def load_model(cfg: RunConfig, tokenizer: Any, *, name: str | None = None) -> LoadedModel:
+    """The model with the head the trainer's spec names: a language-model head, or a one-label sequence
+    classification head (reward)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     notes: list[str] = []
@@ -83,7 +79,7 @@ def load_model(cfg: RunConfig, tokenizer: Any, *, kind: str = "causal", name: st
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": torch.cuda.current_device() if device() == "cuda" else "cpu"}
-    if kind == "reward":
+    if cfg.spec.scores:
         kwargs["num_labels"] = 1
         model = AutoModelForSequenceClassification.from_pretrained(model_path(cfg, name), **kwargs)
     else:
@@ -124,7 +120,7 @@ def _keep_4bit_trainable_on_cpu(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_config(cfg: RunConfig, loaded: LoadedModel, *, kind: str = "causal") -> Any | None:
+def lora_config(cfg: RunConfig, loaded: LoadedModel) -> Any | None:
     if not cfg.params.peft:
         return None
     from peft import LoraConfig
@@ -138,7 +134,7 @@ def lora_config(cfg: RunConfig, loaded: LoadedModel, *, kind: str = "causal") ->
         extra["trainable_token_indices"] = {_embedding_name(loaded.model): loaded.new_token_ids}
     return LoraConfig(r=cfg.params.lora_r, lora_alpha=cfg.params.lora_alpha, lora_dropout=cfg.params.lora_dropout,
                       target_modules=target_modules, bias="none",
-                      task_type="SEQ_CLS" if kind == "reward" else "CAUSAL_LM", **extra)
+                      task_type="SEQ_CLS" if cfg.spec.scores else "CAUSAL_LM", **extra)
 
 
 def _embedding_name(model: Any) -> str:

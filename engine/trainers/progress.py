@@ -18,16 +18,18 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from engine import checkpoints, gpu_memory, launch
+from engine import checkpoints, gpu_memory
+from engine.control import clear, pending
 from engine.events import EventWriter
 from engine.manifest import Manifest
+from engine.run_files import checkpoint_name
 from engine.trainers.nonfinite import NonFiniteGuard
 
 STEP_EVERY_S = 1.0  # a step event without loss at most this often between logging steps (progress bars)
@@ -99,8 +101,9 @@ class ProgressCallback(TrainerCallback):
             self.save_total_limit, args.save_total_limit = args.save_total_limit, None
         # `step`: where training begins (a resumed run: its checkpoint's step); step events' `elapsed` counts
         # from this event, so followers time the run's pace from here.
-        self._emit("status", phase="training", message=f"training for {state.max_steps} steps",
-                   step=state.global_step)
+        if self.writer:
+            self.writer.status(phase="training", message=f"training for {state.max_steps} steps",
+                               step=state.global_step)
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
@@ -114,7 +117,7 @@ class ProgressCallback(TrainerCallback):
             control.should_save = True
             self.keep_step = state.global_step
             if self.writer:
-                launch.clear(self.run_dir, "checkpoint")
+                clear(self.run_dir, "checkpoint")
         if "stop" in requests:
             control.should_save = True
             control.should_training_stop = True
@@ -135,8 +138,9 @@ class ProgressCallback(TrainerCallback):
             self.last_eval_step = state.global_step
             metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"
                        and not k.endswith(("_runtime", "_per_second", "num_tokens"))}
-            self._emit("eval", step=state.global_step, epoch=_round(state.epoch), eval_loss=logs["eval_loss"],
-                       metrics=metrics)
+            if self.writer:
+                self.writer.eval(step=state.global_step, epoch=_round(state.epoch), eval_loss=logs["eval_loss"],
+                                 metrics=metrics)
         elif "train_runtime" in logs:
             self.final_metrics.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
 
@@ -152,13 +156,13 @@ class ProgressCallback(TrainerCallback):
 
     def _before_save(self, state: TrainerState, control: TrainerControl) -> None:
         if control.should_save:
-            self.saving = f"checkpoint-{state.global_step}"
+            self.saving = checkpoint_name(state.global_step)
             if self.manifest is not None:
                 self.manifest.add(self.saving, tree=True)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.last_save_step = state.global_step
-        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        path = Path(args.output_dir) / checkpoint_name(state.global_step)
         kept = self.keep_step == state.global_step
         self.keep_step = None
         if self.writer:
@@ -168,7 +172,8 @@ class ProgressCallback(TrainerCallback):
             if self.on_saved is not None:
                 self.on_saved()
         self.saving = None
-        self._emit("checkpoint", step=state.global_step, path=str(path), kept=kept)
+        if self.writer:
+            self.writer.checkpoint(step=state.global_step, path=str(path), kept=kept)
 
     def _rotate(self, saved: Path, state: TrainerState) -> None:
         """Delete the oldest checkpoints beyond `save_total_limit`, as transformers would, but never one asked
@@ -199,18 +204,18 @@ class ProgressCallback(TrainerCallback):
         t0, tok0, tr0 = self._last
         dt = self._train_time - t0
         tokens, trained = self.counter.tokens, self.counter.trained
-        self._emit("step", step=state.global_step, total_steps=state.max_steps, epoch=_round(state.epoch),
-                   loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                   tokens=tokens, trained_tokens=trained,
-                   tokens_per_s=(tokens - tok0) / dt if dt > 0 else None,
-                   trained_tokens_per_s=(trained - tr0) / dt if dt > 0 else None,
-                   elapsed=now - self._start, memory=memory(), **({"metrics": metrics} if metrics else {}))
+        self.writer.step(step=state.global_step, total_steps=state.max_steps, epoch=_round(state.epoch),
+                         loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                         tokens=tokens, trained_tokens=trained,
+                         tokens_per_s=(tokens - tok0) / dt if dt > 0 else None,
+                         trained_tokens_per_s=(trained - tr0) / dt if dt > 0 else None,
+                         elapsed=now - self._start, memory=memory(), metrics=metrics)
         self._last = (self._train_time, tokens, trained)
         self._last_emit = now
 
     def _requests(self) -> set[str]:
         """Rank 0 reads the requests; every rank must act on the same step or the processes hang."""
-        found = launch.pending(self.run_dir) if self.writer else set()
+        found = pending(self.run_dir) if self.writer else set()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             flags = torch.tensor([int("stop" in found), int("checkpoint" in found)])
             if torch.cuda.is_available():
@@ -218,10 +223,6 @@ class ProgressCallback(TrainerCallback):
             torch.distributed.broadcast(flags, src=0)
             found = {name for name, on in zip(("stop", "checkpoint"), flags.tolist()) if on}
         return found
-
-    def _emit(self, type: str, **fields: Any) -> None:
-        if self.writer:
-            self.writer.emit(type, **fields)
 
 
 def trainer_metrics(logs: dict[str, Any]) -> dict[str, float]:

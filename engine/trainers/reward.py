@@ -14,11 +14,11 @@ from engine.trainers.model import LoadedModel, load_model, lora_config, quantiza
 
 
 def build(job: Job, callbacks: list[Any]) -> tuple[Any, LoadedModel]:
-    loaded = load_model(job.cfg, job.tokenizer, kind="reward")
+    loaded = load_model(job.cfg, job.tokenizer)
     args = training_args(job, RewardConfig, max_length=None)
     trainer = RewardTrainer(model=loaded.model, args=args, train_dataset=job.dataset(job.train),
                             eval_dataset=job.dataset(job.valid), processing_class=job.tokenizer,
-                            peft_config=lora_config(job.cfg, loaded, kind="reward"), callbacks=callbacks)
+                            peft_config=lora_config(job.cfg, loaded), callbacks=callbacks)
     if quantization_config(job.cfg) is not None:
         _score_head_in_fp32(trainer.model)
     return trainer, loaded

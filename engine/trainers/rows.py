@@ -1,8 +1,8 @@
 """Formatted splits -> the pre-tokenized rows each TRL trainer takes, with the statistics the run reports.
 
-The ids and masks come from `engine.preview.encode_for_training`, the function the preview shows, so what
-is trained is exactly what was previewed. Handing TRL raw text instead would let it re-add EOS, drop
-over-long reward pairs and mask prompt/completion boundaries its own way.
+The ids and masks come from the data pipeline (engine.pipeline), which the preview shows, so what is trained
+is exactly what was previewed; the trainer's spec (engine.tasks) names the row shape. Handing TRL raw text
+instead would let it re-add EOS, drop over-long reward pairs and mask prompt/completion boundaries its own way.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.chat_templates import TemplateSetup
-from engine.config import RunConfig
 from engine.encoding import Encoded, EncodedPair, pack_blocks
 from engine.formatting import FormattedSplit
-from engine.preview import encode_for_training
+from engine.pipeline import Prepared
 
 IGNORE = -100  # label of a token with no loss
 
@@ -42,15 +40,15 @@ class TrainerRows:
     notes: list[str] = field(default_factory=list)
 
 
-def build_rows(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit, block_size: int
-               ) -> TrainerRows:
-    encoded = encode_for_training(cfg, tokenizer, setup, fs, block_size)
+def build_rows(prepared: Prepared, fs: FormattedSplit) -> TrainerRows:
+    encoded = prepared.encoded(fs)
     base = {"rows": fs.rows, "dropped": sum(fs.dropped.values()), "source": fs.source}
-    if cfg.trainer == "default":
-        return _blocks(fs, encoded, block_size, base)
-    if cfg.trainer == "sft":
-        return _sft(fs, encoded, block_size, base)
-    return _pairs(cfg.trainer, fs, encoded, base)
+    shape = prepared.cfg.spec.rows
+    if shape == "blocks":
+        return _blocks(fs, encoded, prepared.block_size, base)
+    if shape == "masked":
+        return _masked(fs, encoded, prepared.block_size, base)
+    return _pairs(shape, fs, encoded, base)
 
 
 def _blocks(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
@@ -62,7 +60,7 @@ def _blocks(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: d
     return TrainerRows(fs.split, rows, stats)
 
 
-def _sft(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
+def _masked(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
     rows, tokens, trained, truncated, skipped = [], 0, 0, 0, 0
     for e in encoded:
         ids = e.ids[:block_size]
@@ -80,11 +78,11 @@ def _sft(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict
                    "them); raise block_size to keep them")
 
 
-def _pairs(trainer: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dict) -> TrainerRows:
+def _pairs(shape: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dict) -> TrainerRows:
     rows, tokens, trained, truncated, skipped = [], 0, 0, 0, 0
     for p in pairs:
         truncated += bool(p.prompt_cut or p.chosen_cut or p.rejected_cut)
-        if trainer == "reward":  # whole texts, each cut to block_size
+        if shape == "scored":  # whole texts, each cut to block_size
             chosen = p.chosen_full.ids[:len(p.chosen_full) - p.chosen_cut]
             rejected = p.rejected_full.ids[:len(p.rejected_full) - p.rejected_cut]
             rows.append({"chosen_ids": chosen, "rejected_ids": rejected})
@@ -95,7 +93,7 @@ def _pairs(trainer: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dic
         if not chosen or not rejected:
             skipped += 1
             continue
-        rows.append(_orpo_row(prompt, chosen, rejected) if trainer == "orpo"
+        rows.append(_orpo_row(prompt, chosen, rejected) if shape == "labelled-pairs"
                     else {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
         tokens += 2 * len(prompt) + len(chosen) + len(rejected)
         trained += len(chosen) + len(rejected)

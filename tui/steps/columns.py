@@ -20,25 +20,22 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from engine.chat_templates import BUILTIN, TemplateSetup
-from engine.config import REQUIRED_COLUMNS, RunConfig, template_fields
+from engine.config import RunConfig
 from engine.data import Table
 from engine.errors import Problem, UserError
-from engine.formatting import PairExample, TextExample, format_split, needed_columns
+from engine.formatting import (
+    PairExample,
+    TextExample,
+    format_split,
+    holds_messages,
+    mapping_problems,
+    needed_columns,
+)
+from engine.tasks import PROMPT, ROLES, TEXT, TrainerSpec, spec
 from tui.steps.base import Step, step_problems
 from tui.steps.rows import FieldRow, compact_input
 
 NONE = "\x00none"  # the Select value of "(none)": never a column name
-PREFERENCE = ("dpo", "orpo", "reward")
-ALL_ROLES = ("prompt_text_column", "text_column", "rejected_text_column")  # the order they are shown in
-ROLES: dict[str, tuple[str, ...]] = {  # trainer -> the roles it reads
-    "sft": ("text_column", "prompt_text_column"),
-    "default": ("text_column",),
-    "reward": ("text_column", "rejected_text_column", "prompt_text_column"),
-    "dpo": ALL_ROLES,
-    "orpo": ALL_ROLES,
-}
-# template -> the trainers that read it (reward scores whole texts: the engine refuses a prompt template there)
-TEMPLATES = {"prompt_template": ("sft", "dpo", "orpo"), "completion_template": ("sft",)}
 SAMPLE_ROWS = 3
 SAMPLE_CHARS = 600  # per part: the sample is a look, the Preview step shows everything
 PLAIN_EOS = "<eos>"  # stands for the model's EOS token when no tokenizer is loaded
@@ -75,21 +72,22 @@ class Suggestion:
 
 
 def suggest_mapping(columns: list[str], trainer: str, row: dict[str, Any] | None = None) -> Suggestion:
-    """The mapping the column names point to for `trainer` (sft, default, reward, dpo, orpo)."""
+    """The mapping the column names point to for `trainer` (a params.trainer name)."""
     row = row or {}
+    what = spec(trainer)
 
     def find(names: tuple[str, ...], exclude: tuple[str | None, ...] = ()) -> str | None:
         lowered = {c.lower(): c for c in columns if c not in exclude}
         return next((lowered[n] for n in names if n in lowered), None)
 
     messages = find(MESSAGES_NAMES) or next((c for c in columns if holds_messages(row.get(c))), None)
-    if trainer in PREFERENCE:
+    if what.pairwise:
         chosen, rejected = find(CHOSEN_NAMES), find(REJECTED_NAMES)
         prompt = find(PROMPT_NAMES, exclude=(chosen, rejected))
         lists = chosen is not None and holds_messages(row.get(chosen))
         return Suggestion(text_column=chosen, rejected_text_column=rejected, prompt_text_column=prompt,
                           conversations=lists, reason="chosen/rejected pairs" + (" of conversations" if lists else ""))
-    if trainer == "sft":
+    if answers_prompts(what):
         if messages:
             return Suggestion(text_column=messages, conversations=True, reason=f"conversations in {messages!r}")
         instruction, output = find(INSTRUCTION_NAMES), find(INSTRUCTION_OUTPUT_NAMES)
@@ -109,14 +107,16 @@ def suggest_mapping(columns: list[str], trainer: str, row: dict[str, Any] | None
                       reason="a text column" if text else "")
 
 
-def holds_messages(value: Any) -> bool:
-    """A message list, or a string holding one (CSV cells)."""
-    if isinstance(value, list):
-        return bool(value) and all(isinstance(m, dict) for m in value)
-    if isinstance(value, str):
-        s = value.strip()
-        return s.startswith("[") and s.endswith("]") and ("role" in s[:200] or "from" in s[:200])
-    return False
+def answers_prompts(spec: TrainerSpec) -> bool:
+    """A text trainer that reads an optional prompt column (SFT): conversations, instruction columns or
+    prompt/answer pairs are what it is given."""
+    return not spec.pairwise and PROMPT in spec.roles
+
+
+def required_roles(spec: TrainerSpec) -> tuple[str, ...]:
+    """The roles the user must map here: the prompt may come from a template or a conversation, and a text
+    trainer always reads its text column."""
+    return tuple(r for r in spec.required or (TEXT,) if r != PROMPT)
 
 
 def mapping_fits(cfg: RunConfig, columns: list[str]) -> bool:
@@ -125,7 +125,7 @@ def mapping_fits(cfg: RunConfig, columns: list[str]) -> bool:
         needed = needed_columns(cfg)
     except ValueError:  # a template that does not parse
         return False
-    required = [r for r in REQUIRED_COLUMNS.get(cfg.trainer, ()) if r != "prompt_text_column"]
+    required = [r for r in cfg.spec.required if r != PROMPT]
     return all(c in columns for c in needed) and all(getattr(cfg.data.column_mapping, r) for r in required)
 
 
@@ -152,9 +152,9 @@ def set_mapping_value(cfg: RunConfig, name: str, value: Any) -> None:
 def plain_single_text(cfg: RunConfig, row: dict[str, Any]) -> bool:
     """Whether the trainer reads one column of plain text: a chat template would refuse every row."""
     cm, d = cfg.data.column_mapping, cfg.data
-    if d.prompt_template or cfg.trainer not in ("sft", "default"):
+    if d.prompt_template or cfg.spec.pairwise:
         return False
-    if cfg.trainer == "sft" and cm.prompt_text_column:
+    if answers_prompts(cfg.spec) and cm.prompt_text_column:
         return False
     return isinstance(row.get(cm.text_column), str) and not holds_messages(row.get(cm.text_column))
 
@@ -304,7 +304,7 @@ class ColumnsStep(Step):
     def compose(self) -> ComposeResult:
         yield Static(classes="problems")
         yield Static(id="columns-found", classes="hint")
-        for role in ALL_ROLES:
+        for role in ROLES:
             select: Select[str] = Select([], prompt="(choose a column)", compact=True, id=f"col-{_kebab(role)}")
             yield FieldRow(role, select, key=f"data.column_mapping.{role}", id=f"row-{_kebab(role)}")
         for name in ("prompt_template", "completion_template"):
@@ -321,7 +321,7 @@ class ColumnsStep(Step):
 
     @property
     def table(self) -> Table | None:
-        return getattr(self.app, "table", None)
+        return self.wizard.table
 
     @property
     def columns(self) -> list[str]:
@@ -367,19 +367,18 @@ class ColumnsStep(Step):
     def _suggest(self, cfg: RunConfig, suggestion: Suggestion) -> None:
         apply_suggestion(cfg, suggestion)
         self._note = f"Suggested from the column names ({suggestion.reason})." if suggestion.reason else ""
-        missing = [role for role in REQUIRED_COLUMNS.get(cfg.trainer, ("text_column",))
-                   if role != "prompt_text_column" and not getattr(cfg.data.column_mapping, role)]
+        missing = [role for role in required_roles(cfg.spec) if not getattr(cfg.data.column_mapping, role)]
         if missing:
             self._note += f" No column name points to {' or '.join(missing)}: choose it below."
 
     def _fill_unset(self, cfg: RunConfig, suggestion: Suggestion, user: dict[str, Any]) -> None:
         """The mapping fits, but a role it leaves empty has a column the names point to (a pair file whose
         prompt the config did not map): set it, and say so, unless the user set that role for this task."""
-        if cfg.trainer not in PREFERENCE or cfg.data.prompt_template:
+        if not cfg.spec.pairwise or cfg.data.prompt_template:
             return
         cm, taken = cfg.data.column_mapping, set(mapping_values(cfg).values())
         filled = []
-        for role in ROLES[cfg.trainer]:
+        for role in cfg.spec.roles:
             value = getattr(suggestion, role)
             if value and getattr(cm, role) is None and role not in user and value not in taken:
                 setattr(cm, role, value)
@@ -396,10 +395,10 @@ class ColumnsStep(Step):
         row = table.rows[0] if table.rows else {}
         cm = cfg.data.column_mapping
         conversations = holds_messages(row.get(cm.text_column)) or (
-            cfg.trainer == "sft" and holds_messages(row.get(cm.prompt_text_column)))
+            answers_prompts(cfg.spec) and holds_messages(row.get(cm.prompt_text_column)))
         if conversations and cfg.data.chat_template == "none":
             # Message lists need a chat template to become text; Parameters is where it can be changed.
-            info = getattr(self.app, "model_info", None)
+            info = self.wizard.model_info
             cfg.data.chat_template = "tokenizer" if getattr(info, "has_chat_template", None) else "chatml"
             self._note += (f" The data holds conversations, so the chat template is now "
                            f"{cfg.data.chat_template} (change it under Parameters).")
@@ -410,12 +409,11 @@ class ColumnsStep(Step):
         self._note = self._note.strip()
 
     def _fill(self, cfg: RunConfig) -> None:
-        columns, trainer = self.columns, cfg.trainer
-        roles = ROLES.get(trainer, ("text_column",))
+        columns, roles = self.columns, cfg.spec.roles
         found = ", ".join(columns) if columns else "none yet: choose the data first (step 3)"
         self.query_one("#columns-found", Static).update(f"Columns in the data: {found}\n{self._note}".rstrip())
         with self.prevent(Select.Changed, Input.Changed):  # the widgets take cfg's values: nothing to store
-            for role in ALL_ROLES:
+            for role in ROLES:
                 self._fill_role(cfg, role, role in roles)
             self._fill_templates(cfg)
 
@@ -423,7 +421,7 @@ class ColumnsStep(Step):
         columns = self.columns
         row = self.query_one(f"#row-{_kebab(role)}", FieldRow)
         row.display = used
-        row.query_one(".field-label", Label).update(role_label(role, cfg.trainer))
+        row.query_one(".field-label", Label).update(role_label(role, cfg.spec))
         select = self.query_one(f"#col-{_kebab(role)}", Select)
         optional = role == "prompt_text_column"
         select.set_options(([("(none)", NONE)] if optional else []) + [(c, c) for c in columns])
@@ -444,13 +442,13 @@ class ColumnsStep(Step):
         conversations = holds_messages(first.get(cfg.data.column_mapping.text_column))
         multi = (len(self.columns) > 1 and not conversations) or bool(cfg.data.prompt_template)
         for name in ("prompt_template", "completion_template"):
-            self.query_one(f"#row-{_kebab(name)}", FieldRow).display = multi and cfg.trainer in TEMPLATES[name]
-        self.query_one("#templates-hint", Static).display = multi and cfg.trainer in TEMPLATES["prompt_template"]
+            self.query_one(f"#row-{_kebab(name)}", FieldRow).display = multi and name in cfg.spec.templates
+        self.query_one("#templates-hint", Static).display = multi and "prompt_template" in cfg.spec.templates
 
     def store(self, cfg: RunConfig) -> None:
         cm = cfg.data.column_mapping
-        roles = ROLES.get(cfg.trainer, ("text_column",))
-        for role in ALL_ROLES:
+        roles = cfg.spec.roles
+        for role in ROLES:
             if role not in roles:
                 if role != "text_column":
                     setattr(cm, role, None)  # not read by this task: left out of the saved config
@@ -462,7 +460,7 @@ class ColumnsStep(Step):
                 setattr(cm, role, value)
         for name in ("prompt_template", "completion_template"):
             text = self.query_one(f"#col-{_kebab(name)}", Input).value
-            setattr(cfg.data, name, unescape_template(text) if cfg.trainer in TEMPLATES[name] else None)
+            setattr(cfg.data, name, unescape_template(text) if name in cfg.spec.templates else None)
 
     # -- checks
 
@@ -489,22 +487,7 @@ class ColumnsStep(Step):
 
     def column_problems(self, cfg: RunConfig) -> list[Problem]:
         """Mapped columns (and template fields) that the data does not have."""
-        if self.table is None:
-            return []
-        try:
-            needed = needed_columns(cfg)
-        except ValueError:
-            return []  # a template that does not parse: the engine's own problem says so
-        columns = ", ".join(self.columns)
-        out = []
-        for key, value, name in _keys_of(cfg, [c for c in needed if c not in self.columns]):
-            if key.startswith("data.column_mapping"):
-                out.append(cfg.problem(key, f"names no column of the data; its columns are: {columns}",
-                                       "pick one of the data's columns", value))
-            else:
-                out.append(cfg.problem(key, f"uses {{{name}}}, which is no column of the data; its columns are: "
-                                       f"{columns}", "write the data's column names in braces", value))
-        return out
+        return [] if self.table is None else mapping_problems(cfg, self.columns)
 
     def show_problems(self, problems: list[Problem]) -> None:
         """Each problem next to its field; the rest at the top."""
@@ -517,7 +500,7 @@ class ColumnsStep(Step):
 
     def refresh_sample(self) -> None:
         sample = self.query_one("#sample", Static)
-        table, cfg = self.table, self.app.cfg
+        table, cfg = self.table, self.wizard.cfg
         if table is None or not table.rows:
             sample.update("No rows to show yet.")
             return
@@ -557,7 +540,7 @@ class ColumnsStep(Step):
 
     @work(thread=True, group="columns-tokenizer")  # not exclusive: each result is kept, by its key
     def _load_tokenizer(self, cfg: RunConfig, key: tuple[str, str]) -> None:
-        from engine.preview import prepare_tokenizer
+        from engine.pipeline import prepare_tokenizer
 
         cfg.data.chat_template = key[1]
         try:
@@ -582,42 +565,19 @@ class ColumnsStep(Step):
     @on(Select.Changed)
     @on(Input.Changed)
     def _changed(self, event: Message) -> None:
-        if self.app.step is not self:
+        if not self.changed_by_user(event):
             return
-        self.store(self.app.cfg)
-        self._show_templates(self.app.cfg)
+        self.store(self.wizard.cfg)
+        self._show_templates(self.wizard.cfg)
         self.refresh_sample()
 
 
-def role_label(role: str, trainer: str) -> str:
-    if role == "text_column":
-        what = "chosen" if trainer in PREFERENCE else "messages/text" if trainer == "sft" else "text"
+def role_label(role: str, spec: TrainerSpec) -> str:
+    if role == TEXT:
+        what = "chosen" if spec.pairwise else "messages/text" if answers_prompts(spec) else "text"
     else:
         what = {"prompt_text_column": "prompt", "rejected_text_column": "rejected"}[role]
     return f"{what} ({role})"
-
-
-def _keys_of(cfg: RunConfig, missing: list[str]) -> list[tuple[str, str, str]]:
-    """(the config key naming each missing column, its value, the column) for the messages."""
-    out = []
-    cm, d = cfg.data.column_mapping, cfg.data
-    for name in missing:
-        for template in ("prompt_template", "completion_template"):
-            value = getattr(d, template)
-            if value and name in _fields(value):
-                out.append((f"data.{template}", value, name))
-                break
-        else:
-            role = next((r for r in ALL_ROLES if getattr(cm, r) == name), "text_column")
-            out.append((f"data.column_mapping.{role}", name, name))
-    return out
-
-
-def _fields(template: str) -> list[str]:
-    try:
-        return template_fields(template)
-    except ValueError:
-        return []
 
 
 def _kebab(name: str) -> str:

@@ -3,7 +3,7 @@ split trains and which validates, and a look at the first rows.
 
 Reading runs in a thread worker a moment after typing stops: the first rows (at most PREVIEW_ROWS) come back
 first, the row counts after them (counting reads the whole file). The app keeps the first rows of the train
-split as `app.table` and the splits found as `app.splits` for the Columns step.
+split and the splits found (DataPreviewed) for the Columns step.
 
 A split found under a validation name (VALID_NAMES) becomes the validation split unless the user, or the
 config file the wizard was opened with, chose one (or none). With no validation split, a share of the train
@@ -12,7 +12,6 @@ rows can be held out instead (params.valid_fraction).
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,17 +27,29 @@ from textual.widgets import Button, DataTable, Input, Select, Static
 from textual.worker import get_current_worker
 
 from engine.config import RunConfig, coerce, data_problems, resolve_local
-from engine.data import EXTENSIONS, Table, find_splits, is_hub_id, list_data_files, load_split
+from engine.data import (
+    EXTENSIONS,
+    Table,
+    count_rows,
+    data_format,
+    is_hub_id,
+    is_the_file,
+    list_data_files,
+    load_split,
+    split_names,
+)
 from engine.errors import Problem, UserError
+from tui.errors import report_fix
+from tui.format import shown_path
+from tui.messages import DataPreviewed
 from tui.steps.base import Step, step_problems
 from tui.steps.rows import compact_input
-from tui.widgets.path_picker import PathPicker, display_path
+from tui.widgets.path_picker import PathPicker
 
 DEBOUNCE_S = 0.3
 PREVIEW_ROWS = 200  # rows read for the table (and for the Columns step)
 SHOWN_COLUMNS = 8
 CELL_WIDTH = 40
-COUNT_LIMIT_BYTES = 1 << 30  # larger files are not counted: it would take a while and the number is only shown
 HUB_SPLITS = ("train", "validation", "test")  # a hub dataset's splits are not listed offline: the usual names
 NO_VALID = ""  # the valid-split Select's "(none)"
 VALID_NAMES = ("valid", "validation", "val", "test", "dev")  # split names that mean "held out", preferred first
@@ -117,19 +128,19 @@ def _choices(request: DataRequest, base_dir: Path | None) -> DataPreview:
     splits: list[str] = []
     if local is not None and local.is_dir():
         files = list_data_files(local)
-        splits = find_splits(request.path, base_dir=base_dir)
-        formats = sorted({EXTENSIONS[Path(f).suffix.lower()] for f in files})
+        splits = split_names(files)
+        formats = sorted({data_format(Path(f)) or "" for f in files})
         found = (f"a directory with {len(files)} {'/'.join(formats)} file{'s' if len(files) != 1 else ''}: "
                  f"split{'s' if len(splits) != 1 else ''} {', '.join(splits)}"
                  if files else "a directory with no data files")
         train = [(s, s) for s in splits]
         valid = [(s, s) for s in splits]
     elif local is not None:
-        fmt = EXTENSIONS.get(local.suffix.lower())
+        fmt = data_format(local)
         found = f"one {fmt} file" if fmt else f"a {local.suffix or 'extensionless'} file (not a data file)"
-        siblings = sorted({Path(f).stem for f in list_data_files(local.parent)} - {local.stem})
+        siblings = [s for s in split_names(list_data_files(local.parent)) if s != local.stem]
         splits = [local.stem, *siblings]
-        own = request.train if request.train in (local.stem, local.name) else "train"  # both mean the file
+        own = request.train if is_the_file(local, request.train) else "train"
         train = [(f"{local.name} (this file)", own), *[(s, s) for s in siblings]]
         valid = [(s, s) for s in siblings]
     elif is_hub_id(request.path, base_dir):
@@ -166,39 +177,8 @@ def count_label(table: Table, limit: int = PREVIEW_ROWS) -> str:
     """The number of rows as shown: exact when cheap to count, else "200+"."""
     if len(table.rows) < limit:
         return f"{len(table.rows):,}"
-    counted = count_file_rows(table)
+    counted = count_rows(table)
     return f"{counted:,}" if counted is not None else f"{limit}+"
-
-
-def count_file_rows(table: Table) -> int | None:
-    """The rows of a local data file, counted without parsing them (None: not cheap, or not a file)."""
-    source = table.source
-    if source.kind != "file" or source.path is None:
-        return None
-    try:
-        if source.path.stat().st_size > COUNT_LIMIT_BYTES:
-            return None
-        if source.format == "jsonl" and all(":" in loc and loc.rsplit(":", 1)[1].isdigit()
-                                            for loc in table.locations[:1]):
-            with source.path.open("rb") as f:
-                return sum(1 for line in f if line.strip())
-        if source.format == "csv":
-            return _count_csv(source.path)
-        if source.format == "parquet":
-            import pyarrow.parquet as pq  # lazy: only for Parquet files
-
-            return pq.ParquetFile(source.path).metadata.num_rows
-    except (OSError, ValueError, csv.Error, ImportError):
-        return None
-    return None  # a JSON document: counting means parsing it all
-
-
-def _count_csv(path: Path) -> int:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    csv.field_size_limit(2**31 - 1)
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        records = sum(1 for record in csv.reader(f, delimiter=delimiter) if any(cell.strip() for cell in record))
-    return max(records - 1, 0)  # the header
 
 
 def cell_text(value: Any, width: int = CELL_WIDTH) -> Text:
@@ -378,7 +358,7 @@ class DataStep(Step):
             preview = read_preview(request, base_dir, pick_valid=pick_valid)
         except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
             preview = DataPreview(request, "could not be read", [], [("(none)", NO_VALID)], [], problems=[
-                Problem("data.path", f"internal error: {type(e).__name__}: {e}", "please report it")])
+                Problem("data.path", f"internal error: {type(e).__name__}: {e}", report_fix(e))])
         if worker.is_cancelled:
             return
         self.post_message(DataRead(asked, preview))
@@ -392,11 +372,15 @@ class DataStep(Step):
         if message.asked != self.request:
             return  # asked for something else since
         self.request = message.preview.request  # with the validation split picked by its name, if one was
-        self.preview = message.preview
-        self.app.table = message.preview.table
-        self.app.splits = message.preview.splits
-        self._show(message.preview)
-        self.show_problems([])
+        preview = message.preview
+        self.tell_app(DataPreviewed(preview.table, preview.splits), then=lambda: self._previewed(preview))
+
+    def _previewed(self, preview: DataPreview) -> None:
+        """The app has the rows: show them here too (unless asked for other data meanwhile)."""
+        if preview.request == self.request:
+            self.preview = preview
+            self._show(preview)
+            self.show_problems([])
 
     @on(RowsCounted)
     def _counted(self, message: RowsCounted) -> None:
@@ -425,8 +409,7 @@ class DataStep(Step):
         note.update(f"Validation: {picked} (found by its name; choose (none) for no evaluation)"
                     if picked and valid == picked else "")
         note.display = bool(picked and valid == picked)
-        cfg = getattr(self.app, "cfg", None)
-        self.query_one("#data-holdout").display = none and cfg is not None and hasattr(cfg.params, "valid_fraction")
+        self.query_one("#data-holdout").display = none and hasattr(self.wizard.cfg.params, "valid_fraction")
 
     def _set_choices(self, selector: str, choices: list[tuple[str, str]], value: str) -> None:
         select: Select[str] = self.query_one(selector, Select)
@@ -482,8 +465,7 @@ class DataStep(Step):
 
     @on(Select.Changed)
     def _split_changed(self, event: Select.Changed) -> None:
-        # Selects post Changed when first mounted too: only a change on the shown step is the user's
-        if getattr(self.app, "step", None) is not self:
+        if not self.changed_by_user(event):
             return
         if event.select.id == "valid-split":
             self._valid_chosen.add(self._current().path)  # the user's choice: never replaced by a pick
@@ -503,5 +485,5 @@ class DataStep(Step):
     def _browsed(self, path: Path | None) -> None:
         if path is not None:
             with self.prevent(Input.Changed):
-                self.query_one("#data-path", Input).value = display_path(path)
+                self.query_one("#data-path", Input).value = shown_path(path)
             self.read()

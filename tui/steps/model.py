@@ -1,7 +1,7 @@
 """Step 1, Model: the base model to fine-tune, picked from the local Hugging Face cache, typed, or browsed to.
 
 What the model is (architecture, size, context, chat template) is read from its files in a thread worker, a
-moment after typing stops, and shown beside the list; the app keeps the result as `app.model_info` for the
+moment after typing stops, and shown beside the list; the app keeps the result (ModelInfoChanged) for the
 steps after this one (the memory estimate).
 """
 
@@ -23,10 +23,13 @@ from textual.worker import get_current_worker
 
 from engine.config import RunConfig, model_problems, resolve_local
 from engine.errors import Problem
-from engine.model_info import ModelInfo, cached_models, human_count, read_model_info
+from engine.model_info import ModelInfo, cached_models, read_model_info
 from engine.tinymodel import TINY_MODEL_ID
+from tui.errors import report_fix
+from tui.format import human_count, shown_path
+from tui.messages import ModelInfoChanged
 from tui.steps.base import Step, step_problems
-from tui.widgets.path_picker import PathPicker, display_path
+from tui.widgets.path_picker import PathPicker
 
 DEBOUNCE_S = 0.3  # read the model this long after the last key press, not on every key
 TINY_LABEL = f"{TINY_MODEL_ID} (built locally, for trying the tool)"
@@ -168,7 +171,7 @@ class ModelStep(Step):
             self._timer.stop()
             self._timer = None
         self.reading = name
-        self.app.model_info = None  # until the new one is read: never a stale model for the memory estimate
+        self.tell_app(ModelInfoChanged(None))  # until the new one is read: never a stale model for the estimate
         slow = " (built the first time: a few seconds)" if name == TINY_MODEL_ID else ""
         self._panel(Text(f"Reading {name}…{slow}", style="dim"))
         self._read_worker(name, self._base_dir)
@@ -179,7 +182,7 @@ class ModelStep(Step):
             info = read_model_info(name, base_dir)
         except Exception as e:  # a bug or an odd file: say so in the panel rather than crash the wizard
             info = ModelInfo(name, reason=f"cannot read it ({type(e).__name__}: {e})",
-                             fix="pick another model, or report this if the model loads elsewhere")
+                             fix="pick another model, or if the model loads elsewhere: " + report_fix(e))
         if not get_current_worker().is_cancelled:
             self.post_message(ModelInfoRead(info))
 
@@ -189,9 +192,13 @@ class ModelStep(Step):
         info = message.info
         if info.name != self.query_one("#model-input", Input).value.strip():
             return  # typed on since: a newer read is coming
-        self.info, self.reading = info, None
-        self.app.model_info = info
-        self._panel(describe(info))
+        self.tell_app(ModelInfoChanged(info), then=lambda: self._info_known(info))
+
+    def _info_known(self, info: ModelInfo) -> None:
+        """The app has the model's info: show it here too (unless typed on meanwhile)."""
+        if info.name == self.query_one("#model-input", Input).value.strip():
+            self.info, self.reading = info, None
+            self._panel(describe(info))
 
     def show_problems(self, problems: list[Problem]) -> None:
         super().show_problems(problems)
@@ -220,7 +227,8 @@ class ModelStep(Step):
     # ------------------------------------------------------------ input
 
     def _nothing_chosen(self) -> None:
-        self.info = self.app.model_info = None
+        self.info = None
+        self.tell_app(ModelInfoChanged(None))
         self._panel(Text("Pick a model from the list, type its id, or browse to a local directory.", style="dim"))
 
     @on(Input.Changed, "#model-input")
@@ -255,7 +263,7 @@ class ModelStep(Step):
 
     def _browsed(self, path: Path | None) -> None:
         if path is not None:
-            self._choose(display_path(path))
+            self._choose(shown_path(path))
 
     def _choose(self, name: str) -> None:
         field = self.query_one("#model-input", Input)

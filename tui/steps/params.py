@@ -16,13 +16,15 @@ from textual.widgets import Checkbox, Collapsible, Input, Select, Static
 
 from engine.config import CHAT_TEMPLATES, DataConfig, RunConfig, coerce, machine_problems, static_problems
 from engine.errors import Problem
-from engine.memory import estimate_memory, human_bytes
+from engine.memory import estimate_memory
 from engine.params import PARAM_FIELDS, param_default
+from tui.format import human_bytes
+from tui.messages import CapabilitiesRead
 from tui.steps.base import Step, step_problems
 from tui.steps.rows import FieldRow, compact_input
 
-# Shown only where the task reads them (the engine ignores them elsewhere). The Task step owns `trainer`.
-PREFERENCE_ONLY = ("dpo_beta", "max_prompt_length", "max_completion_length")
+# Params only some trainers read (engine.tasks) are shown only where the task reads them. The Task step owns
+# `trainer`.
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "merge_adapter")
 NEVER = ("trainer", "valid_fraction")  # set on other steps: the task (trainer), the data (its hold-out share)
 # The two fields outside `params:` that belong here; their help, as the params table has none for them.
@@ -70,21 +72,17 @@ def param_fields() -> list[ParamField]:
 
 def field_visible(field: ParamField, cfg: RunConfig) -> bool:
     """Whether the task (and LoRA) use the field at all."""
-    name, trainer = field.name, cfg.trainer
+    name, spec = field.name, cfg.spec
     if not field.key.startswith("params."):
         return True
     if name in NEVER:
         return False
     if name == "unsloth":
         return bool(cfg.params.unsloth)  # unsupported: shown only to be switched off
-    if name in PREFERENCE_ONLY:
-        return trainer in ("dpo", "orpo")
+    if not spec.reads(name):
+        return False
     if name == "model_ref":
-        return trainer == "dpo" and not cfg.params.peft  # with LoRA the base itself is the reference
-    if name == "train_on_all_tokens":
-        return trainer == "sft"
-    if name == "add_eos_token":
-        return trainer == "default"
+        return not cfg.params.peft  # with LoRA the base itself is the reference
     if name in LORA_ONLY:
         return bool(cfg.params.peft)
     return True
@@ -215,8 +213,8 @@ class ParamsStep(Step):
         await self.query_one("#params-fields", Vertical).mount_all([*basic, advanced])
         self.built.update(f.key for f in self.fields if f.group == "basic")
         self.ready = True
-        self._fill(self.app.cfg, self.fields)
-        if self.app.step is self:
+        self._fill(self.wizard.cfg, self.fields)
+        if self.is_current:
             self.focus_first()  # the app focused before the fields existed
 
     @on(Collapsible.Expanded, "#advanced")
@@ -228,7 +226,7 @@ class ParamsStep(Step):
         await self.query_one("#advanced", Collapsible).query_one(Collapsible.Contents).mount_all(
             [self._row(f) for f in fields])
         self.built.update(f.key for f in fields)
-        self._fill(self.app.cfg, fields)
+        self._fill(self.wizard.cfg, fields)
         if self._shown_problems:
             self.show_problems(self._shown_problems)  # those about advanced fields go next to them now
         self.advanced_ready = True
@@ -237,7 +235,7 @@ class ParamsStep(Step):
         tooltip = f"{field.key}: {field.help} (default: {default_text(field)})"
         row = FieldRow(field_label(field), build_widget(field), key=field.key, tooltip=tooltip,
                        id=f"row-{field.widget_id}")
-        row.display = field_visible(field, self.app.cfg)  # right from the start, not one refresh later
+        row.display = field_visible(field, self.wizard.cfg)  # right from the start, not one refresh later
         return row
 
     # -- load / store
@@ -306,7 +304,7 @@ class ParamsStep(Step):
         return found
 
     def _machine_known(self) -> bool:
-        return getattr(self.app, "capabilities", None) is not None and probe_known()
+        return self.wizard.capabilities is not None and probe_known()
 
     def show_problems(self, problems: list[Problem]) -> None:
         """Each problem next to its field; the rest (hidden fields, other keys) at the top."""
@@ -314,7 +312,7 @@ class ParamsStep(Step):
         if not self.ready:
             super().show_problems(problems)
             return
-        cfg = self.app.cfg
+        cfg = self.wizard.cfg
         rows = {row.key: row for row in self.query(FieldRow)}
         here = {key for key in rows if field_visible(self._field(key), cfg)}
         for key, row in rows.items():
@@ -341,16 +339,16 @@ class ParamsStep(Step):
     @on(Checkbox.Changed)
     def _changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
         field = self.by_widget.get(event.control.id or "")
-        if field is None or self.app.step is not self:
+        if field is None or not self.changed_by_user(event):
             return
         if isinstance(event.control, Checkbox):
             event.control.label = value_text(event.control.value)
-        self._assign(self.app.cfg, field, self._widget_value(field))
+        self._assign(self.wizard.cfg, field, self._widget_value(field))
         self._refresh()
 
     def _refresh(self) -> None:
         """After any change: which fields apply, the engine's words next to each, the memory estimate."""
-        cfg = self.app.cfg
+        cfg = self.wizard.cfg
         for row in self.query(FieldRow):
             if row.display != (visible := field_visible(self._field(row.key), cfg)):
                 row.display = visible
@@ -395,11 +393,9 @@ class ParamsStep(Step):
 
     def update_memory(self) -> None:
         panel = self.query_one("#memory", Static)
-        info = getattr(self.app, "model_info", None)
-        caps = getattr(self.app, "capabilities", None)
-        gpu_total = getattr(self.app, "gpu_total", None)
+        info, caps, gpu_total = self.wizard.model_info, self.wizard.capabilities, self.wizard.gpu_total
         try:
-            est = estimate_memory(info, self.app.cfg, gpu_total=gpu_total, device=getattr(caps, "device", "cpu"))
+            est = estimate_memory(info, self.wizard.cfg, gpu_total=gpu_total, device=getattr(caps, "device", "cpu"))
         except ValueError as e:
             panel.update(Text(f"Memory: no estimate ({e}).", style="italic"))
             return
@@ -415,7 +411,7 @@ class ParamsStep(Step):
         panel.tooltip = "\n".join(["An estimate from the model's shape and these values.", *est.notes])
 
     def _start_probe(self) -> None:
-        if getattr(self.app, "capabilities", None) is not None or self._probing or self._probe_error:
+        if self.wizard.capabilities is not None or self._probing or self._probe_error:
             return
         self._probing = True
         self._probe()
@@ -433,12 +429,14 @@ class ParamsStep(Step):
             self.post_message(GpuProbed(caps, total))
 
     def on_gpu_probed(self, message: GpuProbed) -> None:
-        self._probing = False
         if message.error:
             self._probe_error = message.error
-        else:
-            self.app.capabilities = message.capabilities
-            self.app.gpu_total = message.gpu_total
+            self._probed()
+        else:  # the app keeps what the machine runs; shown here once the app has it
+            self.tell_app(CapabilitiesRead(message.capabilities, message.gpu_total), then=self._probed)
+
+    def _probed(self) -> None:
+        self._probing = False
         self.update_memory()
-        if self.app.step is self:
-            self._validate(self.app.cfg)
+        if self.is_current:
+            self._validate(self.wizard.cfg)

@@ -27,6 +27,9 @@ from engine.config import RunConfig, to_yaml
 from engine.errors import Problem, UserError
 from engine.plan import Plan, duration_line, steps_line
 from engine.preview import LengthStats, Preview, Sample, SplitReport
+from engine.tasks import TrainerSpec
+from tui.errors import report_fix
+from tui.format import length_stats
 from tui.steps.base import Step
 from tui.widgets.masked_text import MaskedText, legend
 
@@ -95,7 +98,7 @@ def rows_line(report: SplitReport, limit: int | None) -> str:
 
 
 def length_line(stats: LengthStats) -> str:
-    return f"  {stats.name}: min {stats.min}, median {stats.median:g}, p95 {stats.p95}, max {stats.max}"
+    return f"  {stats.name}: {length_stats(stats)}"
 
 
 def over_text(stats: LengthStats) -> str:
@@ -163,13 +166,13 @@ def build_plan(preview: Preview, limit: int, parameters: int | None, capabilitie
                         capabilities=capabilities)
 
 
-def sample_flag(sample: Sample, trainer: str) -> str:
+def sample_flag(sample: Sample, spec: TrainerSpec) -> str:
     """Why a sample teaches nothing, and what to change; empty when it does teach something."""
     if not sample.no_trained_tokens:
         return ""
     if not any(part.cut for part in sample.parts):
         return "nothing is trained in this sample: it has no answer (no assistant turn or completion)"
-    if trainer in ("dpo", "orpo"):
+    if spec.prompt_limits:
         return ("nothing is trained in this sample: the answers were cut off; raise params.block_size or lower "
                 "params.max_prompt_length")
     return "nothing is trained in this sample: the answer was cut off; raise params.block_size"
@@ -208,7 +211,7 @@ class PreviewStep(Step):
         self.preview: Preview | None = None
         self.plan: Plan | None = None  # the steps (and duration) of the previewed run
         self.errors: list[Problem] = []
-        self.building = False
+        self.building = True  # until the first preview is built: it starts when the step is first shown
         self.sample_index = 0
         self.limit = PREVIEW_LIMIT
         self._key: str | None = None
@@ -238,9 +241,9 @@ class PreviewStep(Step):
         self._key, self.building, self.preview, self.errors, self.sample_index = key, True, None, [], 0
         self.plan = None
         self._refresh()
-        info = getattr(self.app, "model_info", None)
+        info = self.wizard.model_info
         parameters = info.parameters if info is not None and info.name == cfg.base_model else None
-        self._build(config_copy(cfg), key, parameters, getattr(self.app, "capabilities", None))
+        self._build(config_copy(cfg), key, parameters, self.wizard.capabilities)
 
     def problems(self, cfg: RunConfig) -> list[Problem]:
         return [STILL_LOADING] if self.building else list(self.errors)
@@ -269,7 +272,7 @@ class PreviewStep(Step):
             message = PreviewFailed(key, list(e.problems))
         except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
             message = PreviewFailed(key, [Problem("preview", f"internal error: {type(e).__name__}: {e}",
-                                                  "please report it; the dry run (--dry-run) may say more")])
+                                                  report_fix(e) + "; the dry run (--dry-run) may say more")])
         if not get_current_worker().is_cancelled:
             self.post_message(message)
 
@@ -339,7 +342,7 @@ class PreviewStep(Step):
         self.query_one("#preview-chosen", MaskedText).show(parts.get("chosen"))
         self.query_one("#preview-rejected", MaskedText).show(parts.get("rejected"))
         self.query_one("#preview-pair").display = "chosen" in parts
-        flag = sample_flag(sample, self.preview.cfg.trainer) if sample and self.preview else ""
+        flag = sample_flag(sample, self.preview.cfg.spec) if sample and self.preview else ""
         self.query_one("#preview-flag", Static).update(flag)
         self.query_one("#preview-flag").display = bool(flag)
         if sample:

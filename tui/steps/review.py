@@ -23,13 +23,14 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Static, TextArea
 from textual.widgets.text_area import LanguageDoesNotExist
+from textual.worker import Worker
 
 from engine.config import RunConfig, to_yaml, validate
 from engine.errors import Problem, UserError
 from engine.plan import Plan
 from engine.preview import Preview
-from tui.app import WizardResult
 from tui.dry_run import summary_rows
+from tui.messages import ConfigSaved, ExitRequested, RunLaunched
 from tui.steps.base import Step
 from tui.steps.preview import PreviewStep, config_copy, config_key
 from tui.widgets.confirm import ConfirmDialog
@@ -201,8 +202,9 @@ class ReviewStep(Step):
 
     def _preview(self, cfg: RunConfig) -> tuple[Preview | None, Plan | None]:
         """The Preview step's preview and plan, when they were built for this very config."""
-        for step in self.app.query(PreviewStep).results(PreviewStep):
-            if step.preview is not None and not step.building and step._key == config_key(cfg):
+        for step in self.wizard.steps:
+            if isinstance(step, PreviewStep) and step.preview is not None and not step.building \
+                    and step._key == config_key(cfg):
                 return step.preview, step.plan
         return None, None
 
@@ -224,7 +226,8 @@ class ReviewStep(Step):
     @work(thread=True, group="review-block-size")  # not exclusive: a cancelled worker would fail until()
     def _resolve_block_size(self, cfg: RunConfig, key: str) -> None:
         """-1, or a size beyond the tokenizer's limit, is resolved with the tokenizer, as the run resolves it."""
-        from engine.preview import prepare_tokenizer, resolve_block_size
+        from engine.block_size import resolve_block_size
+        from engine.pipeline import prepare_tokenizer
 
         try:
             tokenizer, _ = prepare_tokenizer(cfg)
@@ -268,14 +271,11 @@ class ReviewStep(Step):
 
     @work(thread=True, exclusive=True, group="save")
     def _check(self, cfg: RunConfig, path: Path, text: str, launch: bool) -> None:
-        try:
+        try:  # a bug in a check goes to the app's funnel, then back here (worker_failed)
             validate(cfg)
             problems: list[Problem] = []
         except UserError as e:
             problems = list(e.problems)
-        except Exception as e:  # a bug in a check must not lose the user's work: say it, keep the wizard open
-            problems = [Problem("validate", f"internal error while checking: {type(e).__name__}: {e}",
-                                "please report it")]
         self.post_message(ConfigChecked(path, text, launch, problems))
 
     @on(ConfigChecked)
@@ -283,11 +283,7 @@ class ReviewStep(Step):
         message.stop()
         self._set_checking(False)
         if message.problems:
-            n = len(message.problems)
-            self._status(f"not saved: {n} problem{'s' if n != 1 else ''} to fix first (Esc goes back to the "
-                         "steps)")
-            self.show_problems(message.problems)
-            self.call_after_refresh(self.query_one(".problems").scroll_visible)  # below the fold at 80x24
+            self._not_saved(message.problems)
             return
         if message.path.exists() and not self._is_ours(message.path):
             self._status(f"{message.path} exists: overwrite it?")
@@ -296,6 +292,12 @@ class ReviewStep(Step):
                                      f"not saved: {message.path} was left as it was"))
             return
         self._write(message)
+
+    def _not_saved(self, problems: list[Problem]) -> None:
+        n = len(problems)
+        self._status(f"not saved: {n} problem{'s' if n != 1 else ''} to fix first (Esc goes back to the steps)")
+        self.show_problems(problems)
+        self.call_after_refresh(self.query_one(".problems").scroll_visible)  # below the fold at 80x24
 
     def _is_ours(self, path: Path) -> bool:
         """The file this wizard saved a moment ago, or the one it was opened from: saving it needs no question."""
@@ -314,7 +316,7 @@ class ReviewStep(Step):
             self.call_after_refresh(self.query_one(".problems").scroll_visible)
             return
         self.saved_path, self.saved_text = path, message.text
-        self.app.saved_path = path
+        self.tell_app(ConfigSaved(path, message.text))
         self.app.notify(f"saved {path}")
         if message.launch:
             self._set_checking(True)
@@ -331,15 +333,8 @@ class ReviewStep(Step):
 
         try:
             handle = check_and_start(path)
-        except UserError as e:
+        except UserError as e:  # a bug goes to the app's funnel, then back here (worker_failed)
             self.post_message(RunStartFailed(list(e.problems)))
-            return
-        except Exception as e:  # an internal error: shown, and the traceback kept in a log
-            from tui.errors import write_error_log
-
-            log = write_error_log(e)
-            self.post_message(RunStartFailed([Problem("launch", f"internal error: {type(e).__name__}: {e}",
-                                                      f"the traceback is in {log}; please report it")]))
             return
         self.post_message(RunStarted(handle))
 
@@ -348,15 +343,31 @@ class ReviewStep(Step):
         message.stop()
         self._set_checking(False)
         self._status(f"started {message.handle.run_dir} (pid {message.handle.pid})")
-        self.app.open_dashboard(message.handle.run_dir, message.handle)
+        self.tell_app(RunLaunched(message.handle.run_dir, message.handle))
 
     @on(RunStartFailed)
     def _run_start_failed(self, message: RunStartFailed) -> None:
         message.stop()
+        self._not_started(message.problems)
+
+    def _not_started(self, problems: list[Problem]) -> None:
         self._set_checking(False)
         self._status("not started: fix this first (the config was saved)")
-        self.show_problems(message.problems)
+        self.show_problems(problems)
         self.call_after_refresh(self.query_one(".problems").scroll_visible)
+
+    def worker_failed(self, worker: Worker[Any], error: BaseException, log: Path | None) -> bool:
+        """A bug while checking or starting: said here, where Save was pressed; the user's work is kept."""
+        fix = f"the traceback is in {log}; please report it" if log is not None else "please report it"
+        what = f"{type(error).__name__}: {error}"
+        if worker.name == "_check":
+            self._set_checking(False)
+            self._not_saved([Problem("validate", f"internal error while checking: {what}", fix)])
+        elif worker.name == "_start":
+            self._not_started([Problem("launch", f"internal error: {what}", fix)])
+        else:
+            return False
+        return True
 
     def _set_checking(self, checking: bool) -> None:
         self.checking = checking
@@ -385,4 +396,4 @@ class ReviewStep(Step):
     @on(Button.Pressed, "#exit")
     def _exit_pressed(self) -> None:
         if self.saved_path is not None:
-            self.app.exit(WizardResult(self.saved_path, list(getattr(self.app, "runs", []))))
+            self.tell_app(ExitRequested())

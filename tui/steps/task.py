@@ -7,21 +7,9 @@ from collections.abc import Callable
 from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
 
-from engine.config import TASKS, RunConfig
+from engine.config import RunConfig
+from engine.tasks import BY_TRAINER, GENERIC_TASK, SPECS, TASKS, spec_for_task
 from tui.steps.base import Step
-
-# task -> (name, what it is for, the columns it needs)
-TASK_INFO: dict[str, tuple[str, str, str]] = {
-    "llm-sft": ("SFT", "learn to answer (chat/instructions); loss on answers",
-                "messages (a chat), or prompt + completion, or one text column"),
-    "llm-generic": ("Generic causal LM", "continue pre-training on plain text",
-                    "one text column"),
-    "llm-reward": ("Reward model", "learn to score answers: chosen above rejected", "chosen, rejected (prompt optional)"),
-    "llm-dpo": ("DPO", "prefer chosen over rejected answers, against a frozen reference",
-                "prompt, chosen, rejected"),
-    "llm-orpo": ("ORPO", "SFT and preference in one pass, no reference model", "prompt, chosen, rejected"),
-}
-assert set(TASK_INFO) <= set(TASKS)
 
 
 class TaskChoice(RadioSet):
@@ -80,14 +68,14 @@ class TaskStep(Step):
     def compose(self) -> ComposeResult:
         yield Static("What should the model learn?", classes="label")
         with TaskChoice(id="task"):
-            for task, (name, what, _) in TASK_INFO.items():
-                yield RadioButton(f"{name}: {what}", id=f"task-{task}")
+            for spec in SPECS:
+                yield RadioButton(f"{spec.label}: {spec.purpose}", id=f"task-{spec.task}")
         yield Static(id="task-columns", classes="hint")
         yield Static(classes="problems")
 
     def load(self, cfg: RunConfig) -> None:
-        task = "llm-generic" if cfg.task == "llm" and cfg.trainer == "default" else cfg.task
-        task = {"llm": f"llm-{cfg.trainer}"}.get(task, task)
+        # `task: llm` runs params.trainer: the button of that trainer's own task
+        task = BY_TRAINER[cfg.trainer].task if cfg.task == GENERIC_TASK and cfg.trainer in BY_TRAINER else cfg.task
         button = next((b for b in self.query(RadioButton) if b.id == f"task-{task}"), None)
         if button is not None and not button.value:
             button.value = True  # the set turns the others off (turning one off by hand, it would turn it back on)
@@ -107,5 +95,5 @@ class TaskStep(Step):
             self._describe(pressed.id.removeprefix("task-"))
 
     def _describe(self, task: str) -> None:
-        info = TASK_INFO.get(task)
-        self.query_one("#task-columns", Static).update(f"Columns needed: {info[2]}" if info else "")
+        spec = spec_for_task(task)
+        self.query_one("#task-columns", Static).update(f"Columns needed: {spec.columns_hint}" if spec else "")

@@ -26,6 +26,7 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
+from tui.format import human_count, short_number
 from tui.series import Bucket, Series
 
 BRAILLE = 0x2800
@@ -44,33 +45,6 @@ class PlotLine:
     series: Series
     style: str           # a Rich colour or style ("cyan"), or a Textual theme variable ("$accent")
     markers: bool = False  # a sparse series (eval every N steps): a bead at each point, joined with lines
-
-
-def format_value(value: float, width: int = LABEL_WIDTH) -> str:
-    """A y value in at most `width` characters where possible: 7.6, 0.25, 0.00123, 1.2e-5, 1.23e4."""
-    if value == 0:
-        return "0"
-    text = ""
-    for digits in (3, 2, 1):
-        text = f"{value:.{digits}g}"
-        if "e" in text:  # 1.2e-05 -> 1.2e-5
-            mantissa, exponent = text.split("e")
-            text = f"{mantissa}e{int(exponent)}"
-        if len(text) <= width:
-            break
-    return text
-
-
-def format_step(x: float) -> str:
-    """A step count for the x axis: 0, 950, 2.5k, 12k, 1.2M."""
-    if not math.isfinite(x):
-        return str(x)
-    for unit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= unit:
-            scaled = x / unit
-            text = f"{scaled:.1f}" if abs(scaled) < 10 else f"{scaled:.0f}"
-            return text.removesuffix(".0") + suffix
-    return f"{x:.0f}" if x == int(x) else f"{x:.3g}"
 
 
 class _Canvas:
@@ -250,7 +224,7 @@ class LossPlot(Widget, can_focus=False):
         # The labels set the gutter's width, and so the plot's.
         ticks = 5 if rows >= 12 else 3
         tick_rows = sorted({round(i * (rows - 1) / (ticks - 1)) for i in range(ticks)})
-        labels = {r: format_value(value_at(r * 4 + 1.5)) for r in tick_rows}
+        labels = {r: short_number(value_at(r * 4 + 1.5), LABEL_WIDTH) for r in tick_rows}
         gutter = max(map(len, labels.values())) + 1
         if width - gutter < 4:  # too narrow for labels: all plot
             labels, gutter = {}, 0
@@ -304,9 +278,9 @@ class LossPlot(Widget, can_focus=False):
     def _x_axis(self, x_lo: float, x_hi: float, width: int, gutter: int, dim: Style, base: Style) -> Strip:
         cols = width - gutter
         axis = [" "] * cols
-        left, right = format_step(x_lo), format_step(x_hi)
+        left, right = human_count(x_lo, si=True), human_count(x_hi, si=True)
         mid_x = x_lo / 2 + x_hi / 2
-        mid = format_step(round(mid_x) if x_hi - x_lo >= 10 else mid_x)  # steps are whole: 100, not 99.5
+        mid = human_count(round(mid_x) if x_hi - x_lo >= 10 else mid_x, si=True)  # steps are whole: 100, not 99.5
         axis[:len(left)] = left
         if len(left) + len(right) < cols:
             axis[cols - len(right):] = right

@@ -8,21 +8,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from tui.format import human_bytes
 from tui.run_state import GpuMemory, RunState
-
-GiB = 2**30
-
-
-def size(nbytes: int | None) -> str:
-    """Compact: 18.6G, 640M, 12K, 310B; "-" when the reading is missing."""
-    if nbytes is None:
-        return "-"
-    if nbytes >= GiB:
-        value = nbytes / GiB
-        return f"{value:.1f}G" if value < 100 else f"{value:.0f}G"
-    if nbytes >= 2**20:
-        return f"{nbytes / 2**20:.0f}M"
-    return f"{nbytes / 1024:.0f}K" if nbytes >= 1024 else f"{nbytes}B"
 
 
 def _used_style(gpu: GpuMemory) -> str:
@@ -32,15 +19,20 @@ def _used_style(gpu: GpuMemory) -> str:
     return "bold red" if share > 0.95 else "yellow" if share > 0.85 else "green"
 
 
+def _sizes(*readings: int | None) -> list[str]:
+    """Readings in the panel's narrow column: 18.6G, 640M, 12K; "-" for a missing one."""
+    return [human_bytes(n, compact=True) for n in readings]
+
+
 def gpu_lines(gpu: GpuMemory, *, compact: bool) -> list[Text]:
-    used = Text(size(gpu.used), style=_used_style(gpu) if gpu.used is not None else "dim")
+    used_text, total, peak, reserved = _sizes(gpu.used, gpu.total, gpu.peak, gpu.reserved)
+    used = Text(used_text, style=_used_style(gpu) if gpu.used is not None else "dim")
     if compact:  # many GPUs: one line each
-        return [Text.assemble((f"GPU{gpu.index} ", "bold"), used, f"/{size(gpu.total)}",
-                              (" pk ", "dim"), size(gpu.peak))]
+        return [Text.assemble((f"GPU{gpu.index} ", "bold"), used, f"/{total}", (" pk ", "dim"), peak)]
     lines = [Text.assemble((f"GPU{gpu.index} ", "bold"), (gpu.name or "", "dim")),
-             Text.assemble("  ", used, f" / {size(gpu.total)}", ("  peak ", "dim"), size(gpu.peak))]
+             Text.assemble("  ", used, f" / {total}", ("  peak ", "dim"), peak)]
     if gpu.used is None and gpu.reserved is not None:  # NVML has no reading: torch's own view is the next best
-        lines.append(Text.assemble(("  torch reserved ", "dim"), size(gpu.reserved)))
+        lines.append(Text.assemble(("  torch reserved ", "dim"), reserved))
     return lines
 
 
@@ -55,7 +47,8 @@ def memory_lines(state: RunState, height: int) -> list[Text]:
     if state.rss is None and state.rss_peak is None:
         lines.append(Text("RAM -" if state.last_step else "waiting for the first step…", style="dim"))
     else:
-        lines.append(Text.assemble(("RAM ", "bold"), size(state.rss), ("  peak ", "dim"), size(state.rss_peak)))
+        rss, rss_peak = _sizes(state.rss, state.rss_peak)
+        lines.append(Text.assemble(("RAM ", "bold"), rss, ("  peak ", "dim"), rss_peak))
     return lines
 
 

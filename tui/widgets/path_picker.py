@@ -13,14 +13,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Static
 
-
-def display_path(path: Path) -> str:
-    """A path as a person would type it: relative to the current directory when under it."""
-    try:
-        relative = path.relative_to(Path.cwd())
-    except ValueError:
-        return str(path)
-    return str(relative) if str(relative) != "." else "."
+from tui.format import shown_path
 
 
 class PickerTree(DirectoryTree):
@@ -103,7 +96,7 @@ class PathPicker(ModalScreen[Path | None]):
             yield Static(self.title_text, id="picker-title")
             with Horizontal():
                 yield Button("..", id="picker-up", tooltip="the parent directory (Backspace in the tree)")
-                yield Input(display_path(self.start), id="picker-path", placeholder="type a path, Enter chooses")
+                yield Input(shown_path(self.start), id="picker-path", placeholder="type a path, Enter chooses")
                 yield Button("Choose", id="picker-choose", variant="primary")
             yield PickerTree(self.start, dirs_only=self.dirs_only, suffixes=self.suffixes, id="picker-tree")
             yield Static("Enter choose · Space/→ open · ← close · Backspace parent · Esc cancel",
@@ -116,7 +109,7 @@ class PathPicker(ModalScreen[Path | None]):
     @on(PickerTree.NodeHighlighted)
     def _highlighted(self, event: PickerTree.NodeHighlighted) -> None:
         if event.node.data is not None:
-            self.query_one("#picker-path", Input).value = display_path(Path(event.node.data.path))
+            self.query_one("#picker-path", Input).value = shown_path(Path(event.node.data.path))
 
     @on(PickerTree.Chosen)
     def _chosen(self, event: PickerTree.Chosen) -> None:
@@ -143,9 +136,9 @@ class PathPicker(ModalScreen[Path | None]):
 
     def _why_not(self, path: Path) -> str | None:
         if not path.exists():
-            return f"{display_path(path)}: no such file or directory"
+            return f"{shown_path(path)}: no such file or directory"
         if self.dirs_only and not path.is_dir():
-            return f"{display_path(path)} is a file; pick a directory"
+            return f"{shown_path(path)} is a file; pick a directory"
         return None
 
     def action_cancel(self) -> None:

@@ -14,15 +14,22 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from engine import checkpoints
-from tui.widgets.memory_panel import size
+from engine import checkpoints, run_files
+from tui.format import human_bytes
 
-DESCRIPTIONS = {"config.yaml": "the config it runs (paths absolute, secrets as ${VAR})",
-                "events.jsonl": "the event stream the dashboard reads", "train.log": "the training log",
-                "README.md": "model card", "merged": "the merged model", "control": "stop/checkpoint requests",
-                "training_params.json": "AutoTrain's record of the parameters", "runs": "TensorBoard logs",
-                "run.pid": "the training process's id", ".llmtune.json": "what llmtune wrote here",
-                ".llmtune-reserve": "room kept to report a full disk"}
+DESCRIPTIONS = {
+    run_files.CONFIG_FILE: "the config it runs (paths absolute, secrets as ${VAR})",
+    run_files.EVENTS_FILE: "the event stream the dashboard reads",
+    run_files.LOG_FILE: "the training log",
+    run_files.MODEL_CARD: "model card",
+    run_files.MERGED_DIR: "the merged model",
+    run_files.CONTROL_DIR: "stop/checkpoint requests",
+    run_files.PARAMS_FILE: "AutoTrain's record of the parameters",
+    run_files.TENSORBOARD_DIR: "TensorBoard logs",
+    run_files.PID_FILE: "the training process's id",
+    run_files.MANIFEST_FILE: "what llmtune wrote here",
+    run_files.RESERVE_FILE: "room kept to report a full disk",
+}
 
 
 def _entry_size(path: Path) -> int | None:
@@ -50,9 +57,10 @@ def listing(run_dir: Path, limit: int = 14, width: int = 86) -> Text:
     room = width - name_width - SIZE_WIDTH - 2  # for the description
     lines = []
     for entry, name in zip(shown, names):
-        described = DESCRIPTIONS.get(entry.name) or (_checkpoint(entry) if entry.name.startswith("checkpoint-") else "")
+        checkpoint = entry.name.startswith(run_files.CHECKPOINT_PREFIX)
+        described = DESCRIPTIONS.get(entry.name) or (_checkpoint(entry) if checkpoint else "")
         line = Text.assemble(_cut(name, name_width).ljust(name_width), " ",
-                             size(_entry_size(entry)).rjust(SIZE_WIDTH))
+                             human_bytes(_entry_size(entry), compact=True).rjust(SIZE_WIDTH))
         if described and room >= 8:
             line.append(" " + _cut(described, room), style="dim")
         lines.append(line)

@@ -13,10 +13,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from engine import checkpoints, launch
-from tui.headless import ICONS as STATUS_ICONS
-from tui.headless import STYLES, duration, headline_metrics, number, run_time
-from tui.run_state import RunState, shown_path
+from engine import checkpoints
+from engine.run_files import RunDir
+from tui.format import ICONS as STATUS_ICONS
+from tui.format import STYLES, headline_metrics, hms, number, run_time, shown_path, steps_done
+from tui.run_state import RunState
 
 ICONS = {status: (icon, STYLES[status]) for status, icon in STATUS_ICONS.items()}
 GAP = "  "
@@ -37,10 +38,6 @@ def training(state: RunState, live: Liveness) -> bool:
     """Whether the run is going on, as far as anyone can tell: not ended (no final event, its process not
     seen gone) and not asked to stop. Only then do an ETA, and the stop and checkpoint keys, mean anything."""
     return not state.finished and not live.ended_without_event and not live.stop_requested
-
-
-def _count(value: float | None, spec: str = ",.0f") -> str:
-    return number(value, spec)
 
 
 def fit(parts: list[tuple[Text, int]], width: int | None) -> Text:
@@ -70,8 +67,7 @@ def phase_line(state: RunState, live: Liveness, width: int) -> RenderableType:
     s = state.summary
     if s.status is not None:
         icon, style = ICONS.get(s.status, ("?", "bold"))
-        steps = f"{s.step}/{s.total_steps}" if s.total_steps else str(s.step)
-        return Text.assemble((f"{icon} {s.status}", style), f"  step {steps}")
+        return Text.assemble((f"{icon} {s.status}", style), f"  step {steps_done(s)}")
     if live.ended_without_event:
         return Text.assemble(("✖ ended without a final event", "bold red"), f"  step {s.step}")
     if state.last_step is None:
@@ -98,11 +94,11 @@ def times_line(state: RunState, live: Liveness | None = None, width: int | None 
     s, event = state.summary, state.last_step or {}
     # max_steps can end a run before its epochs, or after them (run_started's `epochs` is the config's)
     epochs = f"/{number(state.epochs, 'g')}" if state.epochs and (s.epoch or 0) <= state.epochs else ""
-    parts = [(Text(f"epoch {number(s.epoch, '.2f')}{epochs}"), 1), (Text(f"elapsed {duration(run_time(s))}"), 0)]
+    parts = [(Text(f"epoch {number(s.epoch, '.2f')}{epochs}"), 1), (Text(f"elapsed {hms(run_time(s))}"), 0)]
     if training(state, live or Liveness()) and s.phase in ("training", None):  # not while saving, merging
-        parts.append((Text(f"eta {duration(s.eta) if event else '-:--:--'}"), 0))
-    parts += [(Text(f"tok/s {_count(event.get('tokens_per_s'))}"), 2),
-              (Text(f"trained tok/s {_count(event.get('trained_tokens_per_s'))}"), 3)]
+        parts.append((Text(f"eta {hms(s.eta if event else None)}"), 0))
+    parts += [(Text(f"tok/s {number(event.get('tokens_per_s'), ',.0f')}"), 2),
+              (Text(f"trained tok/s {number(event.get('trained_tokens_per_s'), ',.0f')}"), 3)]
     text = fit(parts, width)
     if state.last_step is None:
         text.stylize("dim")
@@ -138,7 +134,7 @@ def outcome(state: RunState, live: Liveness, width: int = 78, lines: int = 4) ->
     """Nothing while the run goes on; then where its result is, or what went wrong and where to read more
     (in at most `lines` lines of `width`)."""
     s = state.summary
-    log = shown_path(s.log or state.run_dir / launch.LOG_FILE)
+    log = shown_path(s.log or RunDir(state.run_dir).log)
     run = shown_path(state.run_dir)
     if s.status == "completed":
         paths = [f"{name}: {shown_path(path)}" for name, path in (("output", s.output), ("merged", s.merged)) if path]
