@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.formatting import PairExample, Span, TextExample
 from engine.tasks import TrainerSpec
+from engine.work_progress import Report, Tally
 
 BATCH = 512
 
@@ -54,9 +55,10 @@ class EncodedPair:
         return self.rejected_full.ids[self.n_prompt:len(self.rejected_full) - self.rejected_cut]
 
 
-def encode_texts(tokenizer: Any, texts: list[str], spans: list[list[Span]], *, add_special_tokens: bool
-                 ) -> list[Encoded]:
+def encode_texts(tokenizer: Any, texts: list[str], spans: list[list[Span]], *, add_special_tokens: bool,
+                 progress: Report | None = None, what: str = "tokenizing") -> list[Encoded]:
     out: list[Encoded] = []
+    tally = Tally(progress, what, len(texts), unit="texts")
     for start in range(0, len(texts), BATCH):
         batch = tokenizer(texts[start:start + BATCH], add_special_tokens=add_special_tokens,
                           return_offsets_mapping=True, return_attention_mask=False)
@@ -65,24 +67,28 @@ def encode_texts(tokenizer: Any, texts: list[str], spans: list[list[Span]], *, a
             trained = [i > 0 and e > s and any(s < b and a < e for a, b in text_spans)
                        for i, (s, e) in enumerate(offsets)]
             out.append(Encoded(list(ids), trained, offsets))
+        tally.add(len(batch["input_ids"]))
+    tally.finish()
     return out
 
 
-def encode_examples(tokenizer: Any, examples: list[TextExample], *, add_special_tokens: bool) -> list[Encoded]:
+def encode_examples(tokenizer: Any, examples: list[TextExample], *, add_special_tokens: bool,
+                    progress: Report | None = None, what: str = "tokenizing") -> list[Encoded]:
     return encode_texts(tokenizer, [e.text for e in examples], [e.spans for e in examples],
-                        add_special_tokens=add_special_tokens)
+                        add_special_tokens=add_special_tokens, progress=progress, what=what)
 
 
 def encode_pairs(tokenizer: Any, examples: list[PairExample], *, add_special_tokens: bool,
-                 max_prompt_length: int | None, max_completion_length: int | None, max_length: int
-                 ) -> list[EncodedPair]:
+                 max_prompt_length: int | None, max_completion_length: int | None, max_length: int,
+                 progress: Report | None = None, what: str = "tokenizing") -> list[EncodedPair]:
     texts, spans = [], []
     for e in examples:
         for completion in (e.chosen, e.rejected):
             text = e.prompt + completion
             texts.append(text)
             spans.append([(len(e.prompt), len(text))])
-    encoded = encode_texts(tokenizer, texts, spans, add_special_tokens=add_special_tokens)
+    encoded = encode_texts(tokenizer, texts, spans, add_special_tokens=add_special_tokens, progress=progress,
+                           what=what)
     pairs = []
     for i in range(len(examples)):
         chosen, rejected = encoded[2 * i], encoded[2 * i + 1]
@@ -97,8 +103,8 @@ def encode_pairs(tokenizer: Any, examples: list[PairExample], *, add_special_tok
 
 
 def encode_split(tokenizer: Any, examples: list, *, spec: TrainerSpec, add_special_tokens: bool, block_size: int,
-                 max_prompt_length: int | None, max_completion_length: int | None
-                 ) -> list[Encoded] | list[EncodedPair]:
+                 max_prompt_length: int | None, max_completion_length: int | None,
+                 progress: Report | None = None, what: str = "tokenizing") -> list[Encoded] | list[EncodedPair]:
     """The one tokenization the preview shows and the trainers train on. Pairs scored whole (reward) are cut
     to block_size only; DPO/ORPO prompts and completions are also cut to their own limits."""
     if spec.pairwise:
@@ -106,8 +112,8 @@ def encode_split(tokenizer: Any, examples: list, *, spec: TrainerSpec, add_speci
         return encode_pairs(tokenizer, examples, add_special_tokens=add_special_tokens,
                             max_prompt_length=max_prompt_length if limits else None,
                             max_completion_length=max_completion_length if limits else None,
-                            max_length=block_size)
-    return encode_examples(tokenizer, examples, add_special_tokens=add_special_tokens)
+                            max_length=block_size, progress=progress, what=what)
+    return encode_examples(tokenizer, examples, add_special_tokens=add_special_tokens, progress=progress, what=what)
 
 
 def _prompt_len(e: Encoded) -> int:

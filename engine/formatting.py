@@ -27,6 +27,7 @@ from engine.config import RunConfig
 from engine.data import Table
 from engine.errors import DataError, Problem
 from engine.tasks import PROMPT, ROLES, TEMPLATES, TEXT
+from engine.work_progress import Report, Tally
 
 ROLE_ALIASES = {
     "system": "system", "user": "user", "assistant": "assistant",
@@ -107,8 +108,9 @@ class Dropped(Exception):
 
 
 def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Render | None, eos_token: str,
-                 split: str = "train") -> FormattedSplit:
-    """Turn a table into examples for cfg's trainer; raise DataError naming the rows that cannot be used."""
+                 split: str = "train", progress: Report | None = None) -> FormattedSplit:
+    """Turn a table into examples for cfg's trainer; raise DataError naming the rows that cannot be used.
+    `progress` gets a line at most once a second while it works (engine.work_progress)."""
     needed = needed_columns(cfg)
     _check_columns(table, needed)
     pairwise = cfg.spec.pairwise
@@ -118,7 +120,9 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
                          columns_dropped=[c for c in table.columns if c not in needed])
     problems = _RowProblems()
     shapes: Counter = Counter()
+    tally = Tally(progress, f"formatting {split}", len(table.rows))
     for row, location in zip(table.rows, table.locations):
+        tally.add()
         try:
             if pairwise:
                 example, shape = fmt.pair(row, location)
@@ -139,6 +143,7 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
             continue
         shapes[shape] += 1
         out.examples.append(example)
+    tally.finish()
     problems.raise_if_any()
     if not out.examples:  # fail now, not in the middle of a training run
         why = "; ".join(f"{n} {reason}" for reason, n in out.dropped.most_common()) or "the file has no rows"

@@ -17,6 +17,7 @@ from engine.data import Table, hold_out, load_split
 from engine.encoding import Encoded, EncodedPair, encode_split
 from engine.errors import ConfigError
 from engine.formatting import FormattedSplit, format_split
+from engine.work_progress import Report
 
 
 @dataclass
@@ -30,17 +31,21 @@ class Prepared:
     block_size: int
     block_size_note: str
     splits: list[FormattedSplit]
+    progress: Report | None = None  # lines on long work (engine.work_progress)
 
     def encoded(self, fs: FormattedSplit) -> list[Encoded] | list[EncodedPair]:
-        return encode_for_training(self.cfg, self.tokenizer, self.setup, fs, self.block_size)
+        return encode_for_training(self.cfg, self.tokenizer, self.setup, fs, self.block_size,
+                                   progress=self.progress)
 
 
-def prepare(cfg: RunConfig, *, tokenizer: Any | None = None, limit: int | None = None) -> Prepared:
+def prepare(cfg: RunConfig, *, tokenizer: Any | None = None, limit: int | None = None,
+            progress: Report | None = None) -> Prepared:
     """Load (or take) the tokenizer, check the block size, read and format the splits (the first `limit` rows
-    of each, or all)."""
+    of each, or all). `progress` gets a line at most once a second while formatting and tokenizing."""
     tokenizer, setup = prepare_tokenizer(cfg, tokenizer)
     block_size, note = checked_block_size(cfg, tokenizer)
-    return Prepared(cfg, tokenizer, setup, block_size, note, load_and_format(cfg, tokenizer, setup, limit=limit))
+    splits = load_and_format(cfg, tokenizer, setup, limit=limit, progress=progress)
+    return Prepared(cfg, tokenizer, setup, block_size, note, splits, progress)
 
 
 def load_tokenizer(cfg: RunConfig) -> Any:
@@ -74,8 +79,8 @@ def prepare_tokenizer(cfg: RunConfig, tokenizer: Any | None = None) -> tuple[Any
     return tokenizer, setup
 
 
-def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, limit: int | None = None
-                    ) -> list[FormattedSplit]:
+def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, limit: int | None = None,
+                    progress: Report | None = None) -> list[FormattedSplit]:
     """Read the train (and valid) split and format it for the trainer. The one place splits are made, for the
     preview and the training process alike: without data.valid_split, params.valid_fraction holds out part of
     the train rows as the valid split (engine.data.hold_out; of the rows read, with a `limit`)."""
@@ -90,14 +95,16 @@ def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, lim
         parts = [(role, table)]
         if role == "train" and cfg.params.valid_fraction and not cfg.data.valid_split:
             parts = list(zip(("train", "valid"), hold_out(table, cfg.params.valid_fraction, cfg.params.seed)))
-        out += [format_split(t, cfg, setup, render, tokenizer.eos_token, split=r) for r, t in parts]
+        out += [format_split(t, cfg, setup, render, tokenizer.eos_token, split=r, progress=progress)
+                for r, t in parts]
     return out
 
 
 def encode_for_training(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit,
-                        block_size: int) -> list[Encoded] | list[EncodedPair]:
+                        block_size: int, progress: Report | None = None) -> list[Encoded] | list[EncodedPair]:
     """The one tokenization the preview shows and the trainers train on."""
     p = cfg.params
     return encode_split(tokenizer, fs.examples, spec=cfg.spec, add_special_tokens=not setup.is_chat,
                         block_size=block_size, max_prompt_length=p.max_prompt_length,
-                        max_completion_length=p.max_completion_length)
+                        max_completion_length=p.max_completion_length, progress=progress,
+                        what=f"tokenizing {fs.split}")

@@ -154,7 +154,7 @@ class Run:
 
         cfg = load_config(self.files.config, check_env=True)
         self.status("loading data", f"reading {cfg.data.path} and the tokenizer")
-        prepared = prepare(cfg)
+        prepared = prepare(cfg, progress=lambda line: self.status("preparing data", line))
         tokenizer, setup, block_size, note = (prepared.tokenizer, prepared.setup, prepared.block_size,
                                               prepared.block_size_note)
         rows = [build_rows(prepared, fs) for fs in prepared.splits]
