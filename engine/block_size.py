@@ -24,7 +24,7 @@ def resolve_block_size(cfg: RunConfig, tokenizer: Any) -> tuple[int, str]:
     limit_text = "no limit" if limit >= NO_LIMIT else str(limit)
     requested = cfg.params.block_size
     if requested == -1:
-        picked = min(cfg.params.model_max_length, limit, AUTO_BLOCK_CAP)
+        picked = auto_block_size(cfg.params.model_max_length, limit)
         return picked, (f"block_size -1 picked {picked} = min(model_max_length {cfg.params.model_max_length}, "
                         f"tokenizer limit {limit_text}, {AUTO_BLOCK_CAP})")
     if requested > limit:

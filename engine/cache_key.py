@@ -37,9 +37,8 @@ def source_fingerprint(source: DataSource) -> dict[str, Any]:
 def data_fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """Where each split's rows come from, with the hold-out that makes a validation split out of train."""
     d, p = cfg.data, cfg.params
-    splits = {"train": resolve_split(d.path, d.train_split, base_dir=cfg.base_dir)}
-    if d.valid_split:
-        splits["valid"] = resolve_split(d.path, d.valid_split, base_dir=cfg.base_dir, split_key="data.valid_split")
+    splits = {role: resolve_split(d.path, split, base_dir=cfg.base_dir, split_key=f"data.{role}_split")
+              for role, split in d.splits()}
     held_out = {"fraction": p.valid_fraction, "seed": p.seed} if p.valid_fraction and not d.valid_split else None
     return {"splits": {role: source_fingerprint(s) for role, s in splits.items()}, "held_out": held_out}
 

@@ -71,6 +71,10 @@ class DataConfig:
     prompt_template: str | None = None
     completion_template: str | None = None
 
+    def splits(self) -> list[tuple[str, str]]:
+        """(role, split name) of the splits read: train, and valid when data.valid_split names one."""
+        return [("train", self.train_split)] + ([("valid", self.valid_split)] if self.valid_split else [])
+
 
 @dataclass
 class HubConfig:

@@ -85,11 +85,8 @@ def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, lim
     preview and the training process alike: without data.valid_split, params.valid_fraction holds out part of
     the train rows as the valid split (engine.data.hold_out; of the rows read, with a `limit`)."""
     render = renderer(tokenizer) if setup.is_chat else None
-    splits = [("train", cfg.data.train_split)]
-    if cfg.data.valid_split:
-        splits.append(("valid", cfg.data.valid_split))
     out = []
-    for role, split in splits:
+    for role, split in cfg.data.splits():
         table: Table = load_split(cfg.data.path, split, base_dir=cfg.base_dir, token=cfg.hub.token or None,
                                   limit=limit, split_key=f"data.{role}_split")
         parts = [(role, table)]
