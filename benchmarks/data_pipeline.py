@@ -4,8 +4,8 @@ run, each in a fresh process so that its peak RSS is its own.
 
 Run: .venv/bin/python benchmarks/data_pipeline.py [--rows 100000] [--procs 2]
 (issue 14's targets: llmtune's first preparation no slower than 1.5x the hand-written map, masks included;
-from cache <= 0.2x of that; peak RSS at 100k rows <= 1.3x the peak at 2k rows. There is no cache yet: that
-line says so until the cached pipeline lands.)
+from cache <= 0.2x of that; peak RSS at N rows <= 1.3x the peak at 2k rows, which it measures too.)
+The cache lives in a temporary LLMTUNE_HOME, so every run starts cold.
 
 The data: N generated two-turn chats of ~60 words; the model: llmtune's tiny Llama (its tokenizer is a real
 BPE tokenizer with a chatml template), so the figures measure the data path, not a model download.
@@ -48,18 +48,17 @@ print(len(ds), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_S
 LLMTUNE = """
 import sys, time
 from engine.config import load_config
-from engine.pipeline import prepare
 from engine.preview import build_preview
-from engine.trainers.rows import build_rows
+from engine.dataset_prep import prepare_dataset
 config, stage = sys.argv[1], sys.argv[2]
 cfg = load_config(config)
 start = time.perf_counter()
-if stage == "check":  # what --yes does in the CLI before it starts the run: every row, formatted and encoded
-    preview = build_preview(cfg, n_samples=0)
-    n = len(preview.splits[0].formatted.examples)
-else:  # what the training process does before its first step
-    prepared = prepare(cfg)
-    n = len(build_rows(prepared, prepared.splits[0]).rows)
+if stage == "check":  # what --yes does in the CLI before it starts the run: every row prepared (into the cache)
+    n = build_preview(cfg, n_samples=0).splits[0].formatted.used
+else:  # what the training process does before its first step: the rows the check stored, memory-mapped
+    data = prepare_dataset(cfg)
+    assert data.from_cache, "the training process found no prepared data"
+    n = len(data.trainer_rows(data.splits[0]).rows)
 import resource
 print(n, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -91,10 +90,14 @@ def write_config(directory: Path, model: Path) -> Path:
     return path
 
 
-def measure(code: str, *args: str) -> tuple[int, float, float]:
+PROCS = [2]  # llmtune's processes: the same as the hand-written map's num_proc
+
+
+def measure(code: str, *args: str, home: Path) -> tuple[int, float, float]:
     """(examples, seconds, its own peak RSS in GB) of `code` run in a fresh interpreter. With num_proc the
-    hand-written map's worker processes are not counted in its peak: it is a lower bound for that line."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    worker processes are not counted in a peak (the hand-written map's and llmtune's alike)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "LLMTUNE_HOME": str(home), "PYTHONPATH": str(ROOT), "LLMTUNE_DATA_PROCS": str(PROCS[0])}
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
@@ -106,30 +109,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--small", type=int, default=2_000, help="the rows whose peak RSS the large run's is "
+                        "compared with")
     args = parser.parse_args()
+    PROCS[0] = args.procs
     from engine.tinymodel import tiny_model_path
 
     model = tiny_model_path()
     with tempfile.TemporaryDirectory(prefix="llmtune-bench-") as tmp:
-        directory = Path(tmp)
-        started = time.perf_counter()
-        data = write_data(directory, args.rows)
-        config = write_config(directory, model)
-        print(f"{args.rows:,} chat rows ({data.stat().st_size / 2**20:.0f} MB) written in "
-              f"{time.perf_counter() - started:.1f} s; tokenizer: {model.name}")
-        rows = [("hand-written datasets.map", HAND_WRITTEN, (str(data), str(model), str(args.procs))),
-                ("llmtune --yes check (CLI)", LLMTUNE, (str(config), "check")),
-                ("llmtune training process", LLMTUNE, (str(config), "train"))]
-        results = {}
-        for name, code, argv in rows:
-            results[name] = measure(code, *argv)
-            n, seconds, rss = results[name]
-            print(f"  {name:28s} {seconds:7.1f} s  {n / seconds:9,.0f} rows/s  peak RSS {rss:5.2f} GB")
-        base = results[rows[0][0]][1]
-        both = results[rows[1][0]][1] + results[rows[2][0]][1]
-        print(f"  llmtune before its first step: {both:.1f} s = {both / base:.1f}x the hand-written map "
-              "(target: 1.5x for the first preparation)")
-        print("  llmtune from cache: n/a (no cache yet; issue 14)")
+        peaks = {}
+        for n in (args.small, args.rows):
+            directory = Path(tmp) / str(n)
+            directory.mkdir()
+            started = time.perf_counter()
+            data = write_data(directory, n)
+            config = write_config(directory, model)
+            print(f"{n:,} chat rows ({data.stat().st_size / 2**20:.0f} MB) written in "
+                  f"{time.perf_counter() - started:.1f} s; tokenizer: {model.name}; {args.procs} processes")
+            home = directory / "home"
+            rows = [("hand-written datasets.map", HAND_WRITTEN, (str(data), str(model), str(args.procs))),
+                    ("llmtune first preparation", LLMTUNE, (str(config), "check")),
+                    ("llmtune from cache", LLMTUNE, (str(config), "train"))]
+            results = {}
+            for name, code, argv in rows:
+                results[name] = measure(code, *argv, home=home)
+                examples, seconds, rss = results[name]
+                print(f"  {name:28s} {seconds:7.2f} s  {examples / seconds:9,.0f} rows/s  peak RSS {rss:5.2f} GB")
+            base, first, cached = (results[name][1] for name, _, _ in rows)
+            print(f"  first preparation: {first / base:.2f}x the hand-written map (target <= 1.5x); from cache: "
+                  f"{cached / first:.3f}x the first preparation (target <= 0.2x)")
+            peaks[n] = (results[rows[1][0]][2], results[rows[2][0]][2])
+        (check_small, train_small), (check_large, train_large) = peaks[args.small], peaks[args.rows]
+        print(f"peak RSS at {args.rows:,} rows / at {args.small:,}: the CLI's preparation "
+              f"{check_large / check_small:.2f}x, the training process's reading {train_large / train_small:.2f}x "
+              "(target <= 1.3x)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 `datasets` hub id.
 
 Resolving (`resolve_split`, `check_split`) is cheap and reads nothing, so config validation can call it.
-Reading (`read_table`) never shows a traceback for bad data: every failure is a `DataError` naming the
-file and the line, row or byte, what is wrong, and how to fix it.
+Reading (`read_table`; `read_chunks` for data too big to hold at once) never shows a traceback for bad data:
+every failure is a `DataError` naming the file and the line, row or byte, what is wrong, and how to fix it.
 
 Importing this module stays light: `datasets` and `pyarrow` are imported inside the functions that need them.
 """
@@ -20,8 +20,9 @@ import re
 import socket
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -535,10 +536,8 @@ def read_table(source: DataSource, *, token: str | None = None, limit: int | Non
     if source.path is None or source.format not in FORMATS:
         raise ValueError(f"not a readable file source: {source!r}")
     where = source.location()
-    special = _special_file(source.path)
-    if special:
-        raise data_error(where, f"is {special}", fix=_SPECIAL_FIX)
-    try:
+    _check_file(source.path, where)
+    with _file_errors(where):
         _sniff(source.path, source.format, where)
         if source.format == "parquet":
             rows, columns, locations = _read_parquet(source.path, where, limit)
@@ -548,14 +547,121 @@ def read_table(source: DataSource, *, token: str | None = None, limit: int | Non
             rows, columns, locations = _read_jsonl(source.path, where, limit)
         else:
             rows, columns, locations = _read_json(source.path, where, limit)
+    return Table(rows, columns, source, locations)
+
+
+def read_chunks(source: DataSource, *, token: str | None = None, limit: int | None = None,
+                chunk_rows: int = 1000) -> Iterator[Table]:
+    """The rows of `source` as consecutive Tables of at most chunk_rows rows each, for reading huge data in
+    bounded memory.
+
+    Concatenated, the chunks' rows and locations are read_table(source, token=token, limit=limit)'s (at most
+    `limit` rows in all); each chunk's columns are those seen so far, in read_table's order (the last chunk's are
+    read_table's columns), and its source is `source`. JSONL is read line by line, CSV/TSV record by record,
+    Parquet a batch at a time (iter_batches), a hub split a slice of its memory-mapped Dataset at a time: only
+    the chunk being made is held, besides the one the caller holds. A JSON document is read whole, as read_table
+    reads it, then cut into chunks: a .json file, and a .jsonl file whose lines fail before the first row because
+    it holds one (a list, or pretty-printed objects).
+
+    Raises the DataError read_table raises, with the same message and location. What read_table finds before
+    any row (a missing, empty, UTF-16, binary or special file, an unknown hub dataset or split) is raised by the
+    first next(); nothing is read before it. An error at row k is raised after the chunks before it were yielded,
+    and so is one of CSV's checks across records (a quote left open in the last record, a record far longer
+    than all others), which run once the last row is read. A bad `limit`, `chunk_rows` or source raises ValueError
+    at once.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    if source.kind != "hub" and (source.path is None or source.format not in FORMATS):
+        raise ValueError(f"not a readable file source: {source!r}")
+    return _chunks(source, token=token, limit=limit, chunk_rows=chunk_rows)
+
+
+def _chunks(source: DataSource, *, token: str | None, limit: int | None, chunk_rows: int) -> Iterator[Table]:
+    parts = (_hub_parts(source, token=token, limit=limit, chunk_rows=chunk_rows) if source.kind == "hub"
+             else _file_parts(source, limit=limit, chunk_rows=chunk_rows))
+    with closing(parts):
+        for rows, columns, locations in parts:
+            yield Table(rows, columns, source, locations)
+
+
+def _file_parts(source: DataSource, *, limit: int | None, chunk_rows: int) -> Iterator[_Read]:
+    """read_table's reading of a file, a chunk at a time."""
+    path, fmt, where = source.path, source.format, source.location()
+    assert path is not None and fmt is not None
+    _check_file(path, where)
+    with _file_errors(where):
+        _sniff(path, fmt, where)
+        if fmt == "parquet":
+            parts = _parquet_parts(path, where, limit, chunk_rows)
+        elif fmt == "csv":
+            header: list[str] = []  # filled in by _csv_rows before the first row
+            parts = _gather(_csv_rows(path, where, limit, _delimiter(path), header), chunk_rows, None, header)
+        elif fmt == "jsonl":
+            parts = _jsonl_parts(path, where, limit, chunk_rows)
+        else:
+            parts = _gather(_pairs(_read_json(path, where, limit)), chunk_rows, None, None)
+        with closing(parts):
+            yield from parts
+
+
+_Read = tuple[list[dict[str, Any]], list[str], list[str]]  # rows, columns, locations
+
+
+def _check_file(path: Path, where: str) -> None:
+    special = _special_file(path)
+    if special:
+        raise data_error(where, f"is {special}", fix=_SPECIAL_FIX)
+
+
+@contextmanager
+def _file_errors(where: str) -> Iterator[None]:
+    """The OSErrors of reading a data file as DataErrors."""
+    try:
+        yield
     except FileNotFoundError:
         raise data_error(where, "no such file (it was there when the config was checked)") from None
     except OSError as e:
         raise data_error(where, f"cannot read the file: {e.strerror or e}", fix="check its permissions") from None
-    return Table(rows, columns, source, locations)
 
 
-_Read = tuple[list[dict[str, Any]], list[str], list[str]]  # rows, columns, locations
+def _gather(pairs: Iterator[tuple[dict[str, Any], str]], chunk_rows: int, limit: int | None,
+            columns: list[str] | None, *, empty: Callable[[], DataError] | None = None) -> Iterator[_Read]:
+    """(row, location) pairs as chunks of at most chunk_rows rows; after `limit` rows no more pair is asked for
+    (a bad line after the limit is never read). `columns`: the columns of every row, read as each chunk is made
+    (a reader may fill the list in once it has read a header); None: the union of the rows' keys so far, in
+    first-seen order. `empty`: the error when there is no row at all."""
+    seen: dict[str, None] = {}
+    rows: list[dict[str, Any]] = []
+    locations: list[str] = []
+    total = 0
+    try:
+        for row, location in pairs:
+            if columns is None:
+                _union(seen, row)
+            rows.append(row)
+            locations.append(location)
+            total += 1
+            if len(rows) >= chunk_rows or total == limit:
+                yield rows, list(seen) if columns is None else list(columns), locations
+                rows, locations = [], []
+                if total == limit:
+                    return
+        if rows:
+            yield rows, list(seen) if columns is None else list(columns), locations
+        elif not total and empty is not None:
+            raise empty()
+    finally:
+        close = getattr(pairs, "close", None)
+        if close is not None:
+            close()
+
+
+def _pairs(read: _Read) -> Iterator[tuple[dict[str, Any], str]]:
+    rows, _, locations = read
+    return zip(rows, locations)
 
 
 def _sniff(path: Path, fmt: str, where: str) -> None:
@@ -637,14 +743,43 @@ def _read_jsonl(path: Path, where: str, limit: int | None) -> _Read:
         with closing(_lines(path, where)) as lines:  # closing: a limit may stop before the end of the file
             return _parse_jsonl(lines, where, limit)
     except DataError as error:
-        # A JSON document (a list, or pretty-printed) saved as .jsonl: read it as JSON rather than fail on line 1.
-        document = _try_json_document(path)
-        if isinstance(document, (list, dict)):
-            return _json_rows(document, where, limit)
-        if isinstance(error, _LineEndsEarly) and error.first_line:
-            # Objects pretty-printed one after another (`jq .` output): read them, or say where one is broken.
-            return _parse_json_stream(_decode(path.read_bytes(), where, path.name), where, limit)
-        raise
+        return _jsonl_fallback(path, where, limit, error)
+
+
+def _jsonl_fallback(path: Path, where: str, limit: int | None, error: DataError) -> _Read:
+    """What a .jsonl file that failed as JSON lines holds, if not `error`."""
+    # A JSON document (a list, or pretty-printed) saved as .jsonl: read it as JSON rather than fail on line 1.
+    document = _try_json_document(path)
+    if isinstance(document, (list, dict)):
+        return _json_rows(document, where, limit)
+    if isinstance(error, _LineEndsEarly) and error.first_line:
+        # Objects pretty-printed one after another (`jq .` output): read them, or say where one is broken.
+        return _parse_json_stream(_decode(path.read_bytes(), where, path.name), where, limit)
+    raise error
+
+
+def _jsonl_parts(path: Path, where: str, limit: int | None, chunk_rows: int) -> Iterator[_Read]:
+    """_read_jsonl's rows, chunk_rows at a time, reading line by line.
+
+    Only a failure before the first row can mean the file holds a JSON document, so only then is it read whole
+    (_jsonl_fallback, as _read_jsonl does). Once a line held an object the file is no JSON document: it would
+    have to end with that object, and _read_jsonl's fallback fails for any later error too, re-raising it."""
+    lines = _lines(path, where)
+    pairs = _jsonl_rows(lines, where)
+    try:
+        first = next(pairs, None)
+        if first is None:
+            raise _empty(where)
+    except DataError as error:
+        lines.close()
+        read = _jsonl_fallback(path, where, limit, error)
+    else:
+        try:
+            yield from _gather(chain([first], pairs), chunk_rows, limit, None)
+        finally:
+            lines.close()  # a limit (or the caller) may stop before the end of the file
+        return
+    yield from _gather(_pairs(read), chunk_rows, None, None)
 
 
 def _try_json_document(path: Path) -> Any:
@@ -659,6 +794,19 @@ def _parse_jsonl(lines: Iterable[tuple[int, str]], where: str, limit: int | None
     rows: list[dict[str, Any]] = []
     locations: list[str] = []
     columns: dict[str, None] = {}
+    for row, location in _jsonl_rows(lines, where):
+        _union(columns, row)
+        rows.append(row)
+        locations.append(location)
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise _empty(where)
+    return rows, list(columns), locations
+
+
+def _jsonl_rows(lines: Iterable[tuple[int, str]], where: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """(row, location) for each non-blank line; a DataError at the first line that is not a JSON object."""
     first = True
     for number, text in lines:
         if not text.strip():
@@ -680,14 +828,7 @@ def _parse_jsonl(lines: Iterable[tuple[int, str]], where: str, limit: int | None
                 fix='each line must hold one JSON object, e.g. {"text": "..."}',
             )
         first = False
-        _union(columns, row)
-        rows.append(row)
-        locations.append(location)
-        if limit is not None and len(rows) >= limit:
-            break
-    if not rows:
-        raise _empty(where)
-    return rows, list(columns), locations
+        yield row, location
 
 
 def _jsonl_error(location: str, number: int, text: str, error: json.JSONDecodeError, *, first_line: bool
@@ -909,21 +1050,34 @@ def _delimiter(path: Path) -> str:
 
 
 def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Read:
+    header: list[str] = []
+    rows: list[dict[str, Any]] = []
+    locations: list[str] = []
+    for row, location in _csv_rows(path, where, limit, delimiter, header):
+        rows.append(row)
+        locations.append(location)
+    return rows, header, locations
+
+
+def _csv_rows(path: Path, where: str, limit: int | None, delimiter: str, header: list[str]
+              ) -> Iterator[tuple[dict[str, Any], str]]:
+    """(row, location) for the first `limit` rows, read record by record; `header` is filled in before the
+    first row. The checks that look across records (a quote left open in the last one, a record far longer
+    than all others) run once the last row is read: only when the caller asks past it."""
     csv.field_size_limit(2**31 - 1)  # long documents in one cell are normal for training data
     lines = _lines(path, where)
     tape = _Tape(lines)
     reader = csv.reader(iter(tape), delimiter=delimiter)
     kind = "TSV" if delimiter == "\t" else "CSV"
+    count = 0
     try:
-        header = _csv_header(reader, where, kind)
+        header[:] = _csv_header(reader, where, kind)
         head = tape.take()  # the header's lines, and any blank ones before it
         _check_quotes(head, reader.line_num - len(head) + 1, where, delimiter)
-        rows: list[dict[str, Any]] = []
-        locations: list[str] = []
         longest = _LongestRecord(len(header), delimiter)
         raw: list[str] = []
         last = 0  # the first line of the last record read
-        while limit is None or len(rows) < limit:
+        while limit is None or count < limit:
             start = reader.line_num + 1
             record = next(reader, None)
             if record is None:
@@ -931,14 +1085,14 @@ def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Rea
             raw, last = tape.take(), start
             if not record or (len(record) == 1 < len(header) and not record[0].strip()):
                 continue  # a blank line
-            location = f"{where}:row {len(rows) + 1} (line {start})"
+            location = f"{where}:row {count + 1} (line {start})"
             if len(record) != len(header):
                 cell = _check_quotes(raw, start, where, delimiter) if len(raw) > 1 else None
                 raise _ragged(location, start, len(record), len(header), kind,
                               cell.describe(start, len(raw)) if cell else "")
-            longest.add(len(rows) + 1, start, raw, where)
-            rows.append(dict(zip(header, record)))
-            locations.append(location)
+            longest.add(count + 1, start, raw, where)
+            count += 1
+            yield dict(zip(header, record)), location
         # Only the last record can end inside quotes: any other would have gone on to the next line.
         _check_quotes(raw, last, where, delimiter)
         longest.check(where)
@@ -949,10 +1103,9 @@ def _read_csv(path: Path, where: str, limit: int | None, delimiter: str) -> _Rea
             fix='check the quoting: a cell with the delimiter, quotes or newlines must be in "double quotes"',
         ) from None
     finally:
-        lines.close()  # closes the file when a limit stops early
-    if not rows:
+        lines.close()  # closes the file when a limit (or the caller) stops early
+    if not count:
         raise data_error(where, "has a header but no rows", fix="add the rows under the header line")
-    return rows, header, locations
 
 
 class _Tape:
@@ -1135,37 +1288,117 @@ def _ragged(location: str, line: int, got: int, want: int, kind: str, why: str =
 
 
 def _read_parquet(path: Path, where: str, limit: int | None) -> _Read:
+    parquet, columns = _open_parquet(path, where)
+    rows: list[dict[str, Any]] = []
+    batch_size = min(limit, 8192) if limit is not None else 8192
+    for batch in _parquet_batches(parquet, columns, where, batch_size):
+        rows.extend(batch)
+        if limit is not None and len(rows) >= limit:
+            del rows[limit:]
+            break
+    if not rows:
+        raise _no_parquet_rows(where)
+    return rows, columns, [f"{where}:row {i}" for i in range(1, len(rows) + 1)]
+
+
+def _parquet_parts(path: Path, where: str, limit: int | None, chunk_rows: int) -> Iterator[_Read]:
+    """read_table's Parquet rows, chunk_rows at a time: one batch of rows in Python objects at a time."""
+    parquet, columns = _open_parquet(path, where)
+    batch_size = min(chunk_rows, limit or chunk_rows, 8192)
+
+    def pairs() -> Iterator[tuple[dict[str, Any], str]]:
+        number = 0
+        for batch in _parquet_batches(parquet, columns, where, batch_size):
+            for row in batch:
+                number += 1
+                yield row, f"{where}:row {number}"
+
+    try:
+        yield from _gather(pairs(), chunk_rows, limit, columns, empty=lambda: _no_parquet_rows(where))
+    finally:
+        parquet.close()
+
+
+def _open_parquet(path: Path, where: str) -> tuple[Any, list[str]]:
+    """The ParquetFile and its data columns."""
     import pyarrow as pa  # lazy: importing engine.data stays light
     import pyarrow.parquet as pq
 
-    rows: list[dict[str, Any]] = []
     try:
         parquet = pq.ParquetFile(path)
         # pandas stores a non-default index as `__index_level_N__`: not a data column.
-        columns = [c for c in parquet.schema_arrow.names if not re.fullmatch(r"__index_level_\d+__", c)]
-        batch_size = min(limit, 8192) if limit is not None else 8192
-        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
-            rows.extend(batch.to_pylist())
-            if limit is not None and len(rows) >= limit:
-                del rows[limit:]
-                break
+        return parquet, [c for c in parquet.schema_arrow.names if not re.fullmatch(r"__index_level_\d+__", c)]
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise data_error(
-            where,
-            f"not a readable Parquet file ({e})",
-            fix="check that it was written completely; re-export it, e.g. pandas DataFrame.to_parquet(path)",
-        ) from None
-    if not rows:
-        raise data_error(where, "has no rows", fix="write the rows into it, or point data.path at another file")
-    return rows, columns, [f"{where}:row {i}" for i in range(1, len(rows) + 1)]
+        raise _unreadable_parquet(where, e) from None
+
+
+def _parquet_batches(parquet: Any, columns: list[str], where: str, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """The rows of `parquet`, batch_size (at most) at a time; a DataError when a batch cannot be read."""
+    import pyarrow as pa
+
+    try:
+        batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise _unreadable_parquet(where, e) from None
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            rows = batch.to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise _unreadable_parquet(where, e) from None
+        yield rows
+
+
+def _unreadable_parquet(where: str, error: Exception) -> DataError:
+    return data_error(
+        where,
+        f"not a readable Parquet file ({error})",
+        fix="check that it was written completely; re-export it, e.g. pandas DataFrame.to_parquet(path)",
+    )
+
+
+def _no_parquet_rows(where: str) -> DataError:
+    return data_error(where, "has no rows", fix="write the rows into it, or point data.path at another file")
 
 
 # --- Hub datasets
 
 
 def _read_hub(source: DataSource, *, token: str | None, limit: int | None) -> Table:
-    name = source.dataset_id or ""
     where = source.location()
+    loaded = _load_hub(source, token=token)
+    if limit is not None and len(loaded) > limit:
+        loaded = loaded.select(range(limit))
+    rows = loaded.to_list()
+    if not rows:
+        raise _no_hub_rows(source)
+    return Table(rows, list(loaded.column_names), source, [f"{where}:row {i}" for i in range(1, len(rows) + 1)])
+
+
+def _hub_parts(source: DataSource, *, token: str | None, limit: int | None, chunk_rows: int) -> Iterator[_Read]:
+    """read_table's hub rows, chunk_rows at a time: slices of the memory-mapped Dataset, each made into rows
+    by the same to_list read_table uses (so JSON fields are decoded alike)."""
+    where = source.location()
+    loaded = _load_hub(source, token=token)
+    total = len(loaded) if limit is None else min(len(loaded), limit)
+    if not total:
+        raise _no_hub_rows(source)
+    columns = list(loaded.column_names)
+    for start in range(0, total, chunk_rows):
+        stop = min(start + chunk_rows, total)
+        rows = loaded.select(range(start, stop)).to_list()
+        yield rows, list(columns), [f"{where}:row {i}" for i in range(start + 1, stop + 1)]
+
+
+def _no_hub_rows(source: DataSource) -> DataError:
+    return data_error(source.location(), f"split {source.split!r} has no rows", fix="pick another split")
+
+
+def _load_hub(source: DataSource, *, token: str | None) -> Any:
+    """The split as a `datasets.Dataset` (memory-mapped, nothing read into Python objects)."""
+    name = source.dataset_id or ""
     # Why the hub is not asked, if it is not: offline mode, or no route to it. Either way a cached
     # dataset still loads, and a missing one fails at once instead of after a minute of retries.
     offline = "offline mode is on (HF_HUB_OFFLINE)" if datasets_offline() else None
@@ -1178,18 +1411,12 @@ def _read_hub(source: DataSource, *, token: str | None, limit: int | None) -> Ta
 
     restore = _force_offline() if offline else None
     try:
-        loaded = datasets.load_dataset(name, name=source.config_name, split=source.split, token=token)
+        return datasets.load_dataset(name, name=source.config_name, split=source.split, token=token)
     except Exception as e:  # noqa: BLE001 - every failure of the hub stack becomes a message for people
         raise _hub_error(source, e, offline=offline) from None
     finally:
         if restore:
             restore()
-    if limit is not None and len(loaded) > limit:
-        loaded = loaded.select(range(limit))
-    rows = loaded.to_list()
-    if not rows:
-        raise data_error(where, f"split {source.split!r} has no rows", fix="pick another split")
-    return Table(rows, list(loaded.column_names), source, [f"{where}:row {i}" for i in range(1, len(rows) + 1)])
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

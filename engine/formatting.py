@@ -69,14 +69,26 @@ class FormattedSplit:
     roles_mapped: Counter = field(default_factory=Counter)  # "human -> user" -> messages
     columns_used: list[str] = field(default_factory=list)
     columns_dropped: list[str] = field(default_factory=list)
+    # Examples made from the rows. `examples` holds them all when the split is formatted in memory; the data
+    # pipeline (engine.dataset_prep) keeps only the first SAMPLES_KEPT, for samples, and streams the rest.
+    used: int = 0
 
 
-class _RowProblems:
+class RowProblems:
     """Collects per-row problems so one bad file reports several rows at once, not just the first."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.more = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+    def merge(self, later: RowProblems) -> None:
+        """Add the problems of rows that come after these (a later chunk of the same split)."""
+        for p in later.problems:
+            self.add(p.key, p.message, p.fix)
+        self.more += later.more
 
     def add(self, location: str, message: str, fix: str | None = None) -> None:
         if len(self.problems) < MAX_ROW_PROBLEMS:
@@ -112,17 +124,35 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
     """Turn a table into examples for cfg's trainer; raise DataError naming the rows that cannot be used.
     `progress` gets a line at most once a second while it works (engine.work_progress)."""
     needed = needed_columns(cfg)
-    _check_columns(table, needed)
-    pairwise = cfg.spec.pairwise
+    check_columns(table.columns, needed, table.source.describe())
     fmt = Formatter(cfg, setup, render, eos_token)
+    chunk = format_rows(table, fmt, needed, Tally(progress, f"formatting {split}", len(table.rows)))
+    chunk.problems.raise_if_any()
     out = FormattedSplit(split=split, source=table.source.describe(), shape="", rows=len(table.rows),
-                         examples=[], columns_used=[c for c in table.columns if c in needed],
+                         examples=chunk.examples, columns_used=[c for c in table.columns if c in needed],
                          columns_dropped=[c for c in table.columns if c not in needed])
-    problems = _RowProblems()
-    shapes: Counter = Counter()
-    tally = Tally(progress, f"formatting {split}", len(table.rows))
+    out.dropped, out.roles_mapped = chunk.dropped, fmt.roles_mapped
+    return finish_split(out, chunk.shapes, len(chunk.examples))
+
+
+@dataclass
+class FormattedRows:
+    """What formatting some rows gave: the examples, and the rows left out or refused (not raised yet)."""
+
+    examples: list[Any]
+    dropped: Counter = field(default_factory=Counter)
+    shapes: Counter = field(default_factory=Counter)
+    problems: RowProblems = field(default_factory=lambda: RowProblems())
+
+
+def format_rows(table: Table, fmt: Formatter, needed: list[str], tally: Tally | None = None) -> FormattedRows:
+    """Format each row of `table`; the rows that cannot be used are collected in .problems, not raised."""
+    pairwise = fmt.spec.pairwise
+    out = FormattedRows([])
+    problems = out.problems
     for row, location in zip(table.rows, table.locations):
-        tally.add()
+        if tally is not None:
+            tally.add()
         try:
             if pairwise:
                 example, shape = fmt.pair(row, location)
@@ -141,17 +171,22 @@ def format_split(table: Table, cfg: RunConfig, setup: TemplateSetup, render: Ren
         except RecursionError:  # str() of a value nested thousands deep
             problems.add(location, *_too_deep(row, needed))
             continue
-        shapes[shape] += 1
+        out.shapes[shape] += 1
         out.examples.append(example)
-    tally.finish()
-    problems.raise_if_any()
-    if not out.examples:  # fail now, not in the middle of a training run
+    if tally is not None:
+        tally.finish()
+    return out
+
+
+def finish_split(out: FormattedSplit, shapes: Counter, used: int) -> FormattedSplit:
+    """Fail when nothing is left to train on (now, not in the middle of a training run); name the shape."""
+    if not used:
         why = "; ".join(f"{n} {reason}" for reason, n in out.dropped.most_common()) or "the file has no rows"
-        raise DataError([Problem(out.source, f"no usable rows in the {split} split ({why})",
+        raise DataError([Problem(out.source, f"no usable rows in the {out.split} split ({why})",
                                  "check data.column_mapping and data.chat_template against the data")],
                         title="the data does not fit the config")
+    out.used = used
     out.shape = " + ".join(s for s, _ in shapes.most_common()) or "none"
-    out.roles_mapped = fmt.roles_mapped
     return out
 
 
@@ -216,16 +251,17 @@ def _keys_of(cfg: RunConfig, missing: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _check_columns(table: Table, needed: list[str]) -> None:
-    missing = [c for c in needed if c not in table.columns]
+def check_columns(columns: list[str], needed: list[str], source: str) -> None:
+    """Raise DataError for each needed column the data (`source`, as described to people) lacks."""
+    missing = [c for c in needed if c not in columns]
     if not missing:
         return
     problems = []
     for name in missing:
-        close = difflib.get_close_matches(name, table.columns, n=1)
+        close = difflib.get_close_matches(name, columns, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        problems.append(Problem(table.source.describe(), f"has no column {name!r} (the config maps it); its "
-                                f"columns are: {', '.join(table.columns)}",
+        problems.append(Problem(source, f"has no column {name!r} (the config maps it); its "
+                                f"columns are: {', '.join(columns)}",
                                 f"{hint}fix data.column_mapping (or the template) to name an existing column"))
     raise DataError(problems, title="the data does not fit the config")
 
@@ -356,7 +392,7 @@ class Formatter:
     def _turn_span(self, messages: Messages, i: int, full: str) -> Span:
         """Where assistant turn i lies in the rendered text: what the template adds after the generation prompt."""
         before = self._render(messages[:i], add_generation_prompt=True) if i else ""
-        upto = self._render(messages[: i + 1])
+        upto = full if i + 1 == len(messages) else self._render(messages[: i + 1])  # the last turn: all of it
         if not (full.startswith(upto) and upto.startswith(before)):
             raise RowError("the chat template renders a conversation differently from its beginning, so the "
                            "assistant turns cannot be told apart",

@@ -39,10 +39,12 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig, *, tokenizer: Any | None = None, limit: int | None = None,
-            progress: Report | None = None) -> Prepared:
+            progress: Report | None = None, setup: TemplateSetup | None = None) -> Prepared:
     """Load (or take) the tokenizer, check the block size, read and format the splits (the first `limit` rows
-    of each, or all). `progress` gets a line at most once a second while formatting and tokenizing."""
-    tokenizer, setup = prepare_tokenizer(cfg, tokenizer)
+    of each, or all). `progress` gets a line at most once a second while formatting and tokenizing. With
+    `setup`, the tokenizer is already set up for the chat template (by prepare_tokenizer)."""
+    if setup is None or tokenizer is None:
+        tokenizer, setup = prepare_tokenizer(cfg, tokenizer)
     block_size, note = checked_block_size(cfg, tokenizer)
     splits = load_and_format(cfg, tokenizer, setup, limit=limit, progress=progress)
     return Prepared(cfg, tokenizer, setup, block_size, note, splits, progress)
@@ -100,8 +102,14 @@ def load_and_format(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, *, lim
 def encode_for_training(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, fs: FormattedSplit,
                         block_size: int, progress: Report | None = None) -> list[Encoded] | list[EncodedPair]:
     """The one tokenization the preview shows and the trainers train on."""
+    return encode_examples_for(cfg, tokenizer, setup, fs.examples, block_size, progress=progress,
+                               what=f"tokenizing {fs.split}")
+
+
+def encode_examples_for(cfg: RunConfig, tokenizer: Any, setup: TemplateSetup, examples: list, block_size: int,
+                        progress: Report | None = None, what: str = "tokenizing") -> list[Encoded] | list[EncodedPair]:
+    """encode_split with the config's lengths: a split formatted in memory, or a chunk of one (engine.dataset_prep)."""
     p = cfg.params
-    return encode_split(tokenizer, fs.examples, spec=cfg.spec, add_special_tokens=not setup.is_chat,
+    return encode_split(tokenizer, examples, spec=cfg.spec, add_special_tokens=not setup.is_chat,
                         block_size=block_size, max_prompt_length=p.max_prompt_length,
-                        max_completion_length=p.max_completion_length, progress=progress,
-                        what=f"tokenizing {fs.split}")
+                        max_completion_length=p.max_completion_length, progress=progress, what=what)

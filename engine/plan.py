@@ -82,7 +82,7 @@ def train_examples(report: Any, trainer: str, block_size: int, *, rows_read: int
     than were read; `valid_fraction`: the share of the train rows to hold out, when the report's rows still
     hold them."""
     fs = report.formatted
-    kept = len(fs.examples) - report.skipped
+    kept = fs.used - report.skipped
     tokens = report.total_tokens
     read = fs.rows if rows_read is None else rows_read
     how = "exact"

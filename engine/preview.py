@@ -7,16 +7,17 @@ Loads the tokenizer only (never the weights); formats and tokenizes every row th
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
-from engine.encoding import Encoded, EncodedPair, pack_blocks
+from engine.encoding import Encoded, EncodedPair
 from engine.errors import DataError, Problem
 from engine.formatting import FormattedSplit
-from engine.pipeline import Prepared, prepare
+from engine.pipeline import Prepared, encode_examples_for, prepare
+from engine.split_counts import LengthStats, SplitCounts, count_blocks, count_pairs, count_texts, empty_counts
+from engine.work_progress import Report
 
 # A sample part carries at most this much text, its first and last halves: ten times what the dry run and the
 # wizard show (they keep the start and the end too), so a 10 MB cell does not make 10 MB of segments.
@@ -54,18 +55,6 @@ class Sample:
 
 
 @dataclass
-class LengthStats:
-    name: str  # what was measured, e.g. "sequence", "prompt", "prompt+chosen"
-    count: int
-    min: int
-    median: float
-    p95: int
-    max: int
-    limit: int | None  # the length it is cut to
-    over: int  # how many exceed the limit (and are truncated)
-
-
-@dataclass
 class SplitReport:
     formatted: FormattedSplit
     lengths: list[LengthStats]
@@ -89,8 +78,19 @@ class Preview:
 
 
 def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None = None,
-                  limit: int | None = None) -> Preview:
-    prepared = prepare(cfg, tokenizer=tokenizer, limit=limit)
+                  limit: int | None = None, progress: Report | None = None) -> Preview:
+    """The report of every row (prepared through the cache, engine.dataset_prep, so that the training process
+    reads the same rows without preparing them again), or, with a `limit`, of the first rows read: then the
+    cached report of every row when there is one, else those rows formatted in memory."""
+    from engine.dataset_prep import PreparedData, find_prepared, prepare_dataset
+
+    if limit is None:
+        return preview_of(prepare_dataset(cfg, tokenizer=tokenizer, progress=progress, n_samples=n_samples),
+                          n_samples)
+    found = find_prepared(cfg, tokenizer=tokenizer, n_samples=n_samples)
+    if isinstance(found, PreparedData):
+        return preview_of(found, n_samples)
+    prepared = prepare(cfg, tokenizer=found[0], setup=found[1], limit=limit)  # set up once: its notes kept
     reports, samples = [], []
     for fs in prepared.splits:
         report, split_samples = _report(prepared, fs, n_samples)
@@ -101,67 +101,65 @@ def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None =
                    samples, list(cfg.warnings))
 
 
+def preview_of(data: Any, n_samples: int) -> Preview:
+    """The preview of prepared data (engine.dataset_prep.PreparedData): its counts, and samples made from the
+    first examples it kept."""
+    cfg = data.cfg
+    reports = [report_of(cfg, s.formatted, s.counts, data.block_size) for s in data.splits]
+    train = data.splits[0].formatted
+    examples = train.examples[:n_samples]
+    encoded = encode_examples_for(cfg, data.tokenizer, data.setup, examples, data.block_size)
+    samples = samples_of(cfg, data.tokenizer, data.block_size, examples, encoded)
+    return Preview(cfg, cfg.base_model, data.block_size, data.block_size_note, data.setup, reports, samples,
+                   list(cfg.warnings))
+
+
 def _report(prepared: Prepared, fs: FormattedSplit, n_samples: int) -> tuple[SplitReport, list[Sample]]:
-    cfg, tokenizer, block_size = prepared.cfg, prepared.tokenizer, prepared.block_size
+    cfg, block_size = prepared.cfg, prepared.block_size
     encoded = prepared.encoded(fs)
+    counts = empty_counts(cfg.spec, cfg.params, block_size)
+    if cfg.spec.pairwise:
+        count_pairs(counts, encoded, cfg.spec.whole_texts)
+    else:
+        count_texts(counts, encoded, block_size, cfg.spec.packs)
+    return report_of(cfg, fs, counts, block_size), samples_of(cfg, prepared.tokenizer, block_size,
+                                                                 fs.examples[:n_samples], encoded)
+
+
+def samples_of(cfg: RunConfig, tokenizer: Any, block_size: int, examples: list, encoded: list) -> list[Sample]:
+    """The samples of these examples, as their trainer sees them."""
     if cfg.spec.pairwise:
         reward = cfg.spec.whole_texts
-        return _pair_report(cfg, tokenizer, fs, encoded, block_size), [
-            _pair_sample(tokenizer, e.location, e.prompt + e.chosen, e.prompt + e.rejected, p, reward)
-            for e, p in zip(fs.examples[:n_samples], encoded)]
-    report = _text_report(cfg, fs, encoded, block_size)
+        return [_pair_sample(tokenizer, e.location, e.prompt + e.chosen, e.prompt + e.rejected, p, reward)
+                for e, p in zip(examples, encoded)]
     packed = cfg.spec.packs  # joined into blocks: a long text continues in the next one, nothing is cut
-    samples = [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc),
-                                         len(enc) if packed else block_size)])
-               for e, enc in zip(fs.examples[:n_samples], encoded)]
-    return report, samples
+    return [Sample(e.location, [_part("text", tokenizer, e.text, enc, 0, len(enc),
+                                      len(enc) if packed else block_size)])
+            for e, enc in zip(examples, encoded)]
 
 
-def _text_report(cfg: RunConfig, fs: FormattedSplit, encoded: list[Encoded], block_size: int) -> SplitReport:
-    lengths = [len(e) for e in encoded]
-    trained = [sum(e.trained[:block_size]) for e in encoded]
-    report = SplitReport(fs, [_stats("sequence", lengths, block_size)], sum(trained),
-                         sum(min(n, block_size) for n in lengths), sum(1 for t in trained if t == 0))
+def report_of(cfg: RunConfig, fs: FormattedSplit, counts: SplitCounts, block_size: int) -> SplitReport:
+    """The report of a split from its counts (engine.split_counts), however they were counted."""
+    lengths = [t.stats() for t in counts.lengths]
+    report = SplitReport(fs, lengths, counts.trained_tokens, counts.total_tokens, counts.no_trained,
+                         skipped=counts.skipped)
     if cfg.spec.packs:
-        blocks = pack_blocks(encoded, block_size)
-        total = sum(lengths)
-        last = len(blocks[-1]) if blocks else 0
-        report.notes.append(f"{len(fs.examples)} texts, {total} tokens, joined and cut into {len(blocks)} "
+        blocks = SplitCounts([], stream_tokens=counts.stream_tokens)
+        last = count_blocks(blocks, block_size)
+        report.notes.append(f"{fs.used} texts, {counts.stream_tokens} tokens, joined and cut into {blocks.examples} "
                             f"block(s) of {block_size}" + (f" (the last has {last})" if last < block_size else ""))
-        report.lengths[0].over = 0  # nothing is truncated: long texts continue in the next block
-        report.total_tokens = report.trained_tokens = total
-        report.no_trained = 0
-    # SFT leaves out examples with no trained label within block_size; the generic trainer keeps every block.
-    report.skipped = 0 if cfg.spec.packs else report.no_trained
+        lengths[0].over = 0  # nothing is truncated: long texts continue in the next block
+        report.no_trained = report.skipped = 0  # the generic trainer keeps every block
     return report
-
-
-def _pair_report(cfg: RunConfig, tokenizer: Any, fs: FormattedSplit, pairs: list[EncodedPair],
-                 block_size: int) -> SplitReport:
-    p = cfg.params
-    if cfg.spec.whole_texts:
-        lengths = [_stats("chosen", [len(x.chosen_full) for x in pairs], block_size),
-                   _stats("rejected", [len(x.rejected_full) for x in pairs], block_size)]
-    else:
-        lengths = [_stats("prompt", [x.n_prompt for x in pairs], p.max_prompt_length),
-                   _stats("prompt+chosen", [len(x.chosen_full) for x in pairs], block_size),
-                   _stats("prompt+rejected", [len(x.rejected_full) for x in pairs], block_size)]
-    trained = sum(len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
-    total = sum(len(x.prompt_ids) * 2 + len(x.chosen_ids) + len(x.rejected_ids) for x in pairs)
-    if cfg.spec.whole_texts:  # whole texts are scored: every token kept counts, as the samples show
-        trained = total
-    empty = sum(1 for x in pairs if not x.chosen_ids or not x.rejected_ids)
-    # DPO and ORPO leave such pairs out; reward scores whole texts and keeps every pair.
-    return SplitReport(fs, lengths, trained, total, empty, skipped=0 if cfg.spec.whole_texts else empty)
 
 
 def training_problems(preview: Preview) -> list[Problem]:
     """Why training would stop before its first step, found before it starts: the training process (engine.train)
     refuses a train split in which every example is left out for having no trained token within the limits."""
     train = next((r for r in preview.splits if r.formatted.split == "train"), None)
-    if train is None or not train.formatted.examples or train.skipped < len(train.formatted.examples):
+    if train is None or not train.formatted.used or train.skipped < train.formatted.used:
         return []
-    cfg, n = preview.cfg, len(train.formatted.examples)
+    cfg, n = preview.cfg, train.formatted.used
     pairs = cfg.spec.prompt_limits
     why = ("an empty chosen or rejected answer once the prompt is cut to its limits" if pairs else
            "no trained token left after truncation")
@@ -178,15 +176,6 @@ def check_trainable(preview: Preview) -> None:
     if problems:
         raise DataError(problems, source=str(preview.cfg.source) if preview.cfg.source else None,
                         title="nothing to train")
-
-
-def _stats(name: str, lengths: list[int], limit: int | None) -> LengthStats:
-    if not lengths:
-        return LengthStats(name, 0, 0, 0, 0, 0, limit, 0)
-    ordered = sorted(lengths)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    over = sum(1 for n in lengths if limit and n > limit)
-    return LengthStats(name, len(lengths), ordered[0], statistics.median(ordered), p95, ordered[-1], limit, over)
 
 
 # ---------------------------------------------------------------- samples as segments

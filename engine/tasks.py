@@ -22,6 +22,15 @@ TEMPLATES = ("prompt_template", "completion_template")
 #   labelled-pairs  the columns TRL's ORPO trainer makes from text (prompt/chosen/rejected input_ids, masks, labels)
 #   scored   whole chosen / rejected texts, each scored by a one-label head
 ROW_SHAPES = ("blocks", "masked", "pairs", "labelled-pairs", "scored")
+# The columns of each shape's rows (lists of token ids, labels or masks), as the data pipeline stores them.
+ROW_COLUMNS = {
+    "blocks": ("input_ids", "labels"),
+    "masked": ("input_ids", "labels"),
+    "pairs": ("prompt_ids", "chosen_ids", "rejected_ids"),
+    "labelled-pairs": ("prompt_input_ids", "prompt_attention_mask", "chosen_input_ids", "chosen_attention_mask",
+                       "chosen_labels", "rejected_input_ids", "rejected_attention_mask", "rejected_labels"),
+    "scored": ("chosen_ids", "rejected_ids"),
+}
 
 
 @dataclass(frozen=True)

@@ -149,15 +149,17 @@ class Run:
         return self.manifest.recording() if self.manifest is not None else contextlib.nullcontext()
 
     def execute(self) -> ExitCode:
-        from engine.pipeline import prepare
-        from engine.trainers.rows import build_rows
+        from engine.dataset_prep import prepare_dataset
 
         cfg = load_config(self.files.config, check_env=True)
         self.status("loading data", f"reading {cfg.data.path} and the tokenizer")
-        prepared = prepare(cfg, progress=lambda line: self.status("preparing data", line))
+        # `--yes` prepared the rows into the cache: found there, not made again (unless the data changed since)
+        prepared = prepare_dataset(cfg, progress=lambda line: self.status("preparing data", line))
         tokenizer, setup, block_size, note = (prepared.tokenizer, prepared.setup, prepared.block_size,
                                               prepared.block_size_note)
-        rows = [build_rows(prepared, fs) for fs in prepared.splits]
+        if not prepared.from_cache:
+            self.log("info", f"prepared the data in {prepared.seconds:.1f} s (stored in {prepared.directory})")
+        rows = [prepared.trainer_rows(s) for s in prepared.splits]
         train_rows, valid_rows = rows[0], (rows[1] if len(rows) > 1 else None)
         if valid_rows is not None and not cfg.data.valid_split:  # held out by params.valid_fraction: say so
             self.log("info", f"valid: {valid_rows.stats.source}")

@@ -10,10 +10,33 @@ Report = Callable[[str], None]  # takes the line; the training process emits it 
 EVERY_S = 1.0
 
 
-def progress_line(what: str, done: int, total: int, seconds: float, unit: str = "rows") -> str:
+class ProgressLine(str):
+    """The line, which also carries its numbers: a terminal can draw a bar from them (tui.progress_bar), a
+    log or an event just writes the text."""
+
+    what: str
+    done: int
+    total: int
+    seconds: float
+    unit: str
+
+    @property
+    def rate(self) -> float | None:
+        return self.done / self.seconds if self.seconds > 0 and self.done else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far; None before there is a rate (or with no total)."""
+        rate = self.rate
+        return (self.total - self.done) / rate if rate and self.total >= self.done else None
+
+
+def progress_line(what: str, done: int, total: int, seconds: float, unit: str = "rows") -> ProgressLine:
     rate = f", {done / seconds:,.0f} {unit}/s" if seconds > 0 and done else ""
     share = f"{100 * done // total}% " if total else ""
-    return f"{what}: {share}({done:,}/{total:,} {unit}{rate})"
+    line = ProgressLine(f"{what}: {share}({done:,}/{total:,} {unit}{rate})")
+    line.what, line.done, line.total, line.seconds, line.unit = what, done, total, seconds, unit
+    return line
 
 
 class Tally:

@@ -11,7 +11,7 @@ from engine import work_progress
 from engine.events import summarize
 from engine.pipeline import prepare
 from engine.work_progress import Tally, progress_line
-from support import make_config, run
+from support import CHATS, make_config, run
 
 
 def test_the_line_says_share_counts_and_rate() -> None:
@@ -55,8 +55,8 @@ def test_the_training_process_writes_them_and_the_dashboard_state_shows_them(
     preparing = [i for i, e in enumerate(events) if e["type"] == "status" and e["phase"] == "preparing data"]
     assert preparing, [e.get("phase") for e in events]
     messages = [events[i]["message"] for i in preparing]
-    assert any(m.startswith("formatting train: ") for m in messages)
-    assert any(m.startswith("tokenizing train: ") for m in messages)
+    n = len(CHATS)
+    assert messages[-1].startswith(f"preparing train: 100% ({n}/{n} rows")  # formatted and tokenized
     phases = [e.get("phase") for e in events if e["type"] == "status"]
     assert phases.index("loading data") < phases.index("preparing data") < phases.index("loading model")
     state = summarize(events[:preparing[-1] + 1])  # the dashboard folds the events with summarize

@@ -1,5 +1,6 @@
 """`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` or `--yes` headless; `demo`, `resume`,
-`attach` (the dashboard of a run), `runs` (a list of them).
+`attach` (the dashboard of a run), `runs` (a list of them), `cache` (the prepared datasets: `cache list`,
+`cache clear [KEY...] [--older-than DAYS]`).
 
 Only light modules are imported at start-up; the dry run and `--yes` import transformers when they load the
 tokenizer to check the data; training itself runs in its own process (engine.run).
@@ -81,6 +82,44 @@ def runs(
     raise typer.Exit(_run(lambda: print_runs(directory)))
 
 
+cache_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                        help="The prepared datasets runs reuse (under $LLMTUNE_HOME/cache): list them (the "
+                        "default) or clear them.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback()
+def cache_command(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        cache_list()
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """List the prepared datasets: key, size, when last used, trainer, base model, data and examples."""
+    from tui.cache_command import list_cache
+
+    raise typer.Exit(_run(list_cache))
+
+
+@cache_app.command("clear")
+def cache_clear(
+    keys: Annotated[Optional[list[str]], typer.Argument(metavar="KEY", help="Remove only the entries whose key "
+                                                        "starts with each of these (as `cache list` shows "
+                                                        "them).")] = None,
+    older_than: Annotated[Optional[float], typer.Option("--older-than", metavar="DAYS", min=0,
+                                                        help="Remove only the entries last used more than "
+                                                        "DAYS days ago.")] = None,
+) -> None:
+    """Remove prepared datasets: all of them without arguments (a run that needs one prepares it again).
+
+    Without KEY or --older-than the partial directories left by preparations that did not finish go too."""
+    from tui.cache_command import clear_cache
+
+    raise typer.Exit(_run(lambda: clear_cache(keys or [], all_=not keys and older_than is None,
+                                              older_than_days=older_than)))
+
+
 @app.command()
 def demo(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
@@ -98,8 +137,11 @@ def _dry_run(config: Path, overrides: list[str], samples: int) -> int:
     cfg = load_config(config, overrides, check_env=True)
     print_validated(cfg)
     from engine.preview import build_preview, check_trainable
+    from tui.dry_run import console
+    from tui.progress_bar import PrepProgress
 
-    preview = build_preview(cfg, n_samples=samples)
+    with PrepProgress(console()) as progress:  # a bar on a terminal while every row is prepared
+        preview = build_preview(cfg, n_samples=samples, progress=progress)
     print_preview(preview)
     check_trainable(preview)  # after the preview, which shows where each sample is cut
     return ExitCode.OK

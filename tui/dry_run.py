@@ -138,7 +138,7 @@ def print_split(out: Console, report: SplitReport) -> None:
     fs = report.formatted
     out.print(Text.assemble("\n", (f"Data: {fs.split}", "bold"), f" ({fs.source})"))  # a path is not markup
     dropped = sum(fs.dropped.values())
-    out.print(Text(f"  rows: {fs.rows} read, {len(fs.examples)} used, {dropped} dropped; shape: {fs.shape}"))
+    out.print(Text(f"  rows: {fs.rows} read, {fs.used} used, {dropped} dropped; shape: {fs.shape}"))
     for reason, n in fs.dropped.most_common():
         out.print(Text(f"    dropped {n}: {reason}", style="yellow"))
     if fs.roles_mapped:

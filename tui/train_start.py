@@ -21,14 +21,17 @@ def start_and_follow(cfg: RunConfig) -> int:
 
     out = console()
     print_validated(cfg, "llmtune")
-    preview = build_preview(cfg, n_samples=0)  # reads and formats every row: bad data fails here, not later
+    from tui.progress_bar import PrepProgress
+
+    with PrepProgress(out) as progress:  # prepares every row (bad data fails here, not later) into the cache,
+        preview = build_preview(cfg, n_samples=0, progress=progress)  # where the training process finds them
     check_trainable(preview)  # what the training process sees: no example left with a trained token
     for key, value in summary_rows(cfg, preview, preview_plan(preview)):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
         fs = report.formatted
         dropped = sum(fs.dropped.values())
-        line = f"  {'data ' + fs.split:<14} {fs.rows} rows read, {len(fs.examples)} used, {dropped} dropped"
+        line = f"  {'data ' + fs.split:<14} {fs.rows} rows read, {fs.used} used, {dropped} dropped"
         reasons = "; ".join(f"{n} {reason}" for reason, n in fs.dropped.most_common(3))
         out.print(Text(line + (f" ({reasons})" if reasons else ""), style="yellow" if dropped else ""))
     handle = start_run(cfg)

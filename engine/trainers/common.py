@@ -31,9 +31,14 @@ class Job:
     world_size: int = 1
 
     def dataset(self, rows: TrainerRows | None) -> Any:
-        from datasets import Dataset
+        """The rows as a datasets.Dataset: the data pipeline's memory-mapped Arrow as it is, or made from a list."""
+        import datasets
 
-        return None if rows is None else Dataset.from_list(rows.rows)
+        if rows is None:
+            return None
+        # What a trainer maps over the rows goes to a temporary directory, never into the cache entry's.
+        datasets.disable_caching()
+        return datasets.Dataset.from_list(rows.rows) if isinstance(rows.rows, list) else rows.rows
 
 
 def total_steps(job: Job) -> int:

@@ -13,6 +13,8 @@ from typing import Any
 from engine.encoding import Encoded, EncodedPair, pack_blocks
 from engine.formatting import FormattedSplit
 from engine.pipeline import Prepared
+from engine.split_counts import SplitCounts, count_blocks, count_pairs, count_texts, empty_counts
+from engine.tasks import TrainerSpec
 
 IGNORE = -100  # label of a token with no loss
 
@@ -35,78 +37,66 @@ class SplitStats:
 @dataclass
 class TrainerRows:
     split: str
-    rows: list[dict[str, Any]]
+    rows: Any  # list[dict] (formatted in memory) or a datasets.Dataset (the data pipeline's memory-mapped Arrow)
     stats: SplitStats
     notes: list[str] = field(default_factory=list)
 
 
 def build_rows(prepared: Prepared, fs: FormattedSplit) -> TrainerRows:
+    """The rows of a split formatted in memory (the data pipeline, engine.dataset_prep, streams them instead)."""
+    cfg, block_size = prepared.cfg, prepared.block_size
     encoded = prepared.encoded(fs)
-    base = {"rows": fs.rows, "dropped": sum(fs.dropped.values()), "source": fs.source}
-    shape = prepared.cfg.spec.rows
-    if shape == "blocks":
-        return _blocks(fs, encoded, prepared.block_size, base)
+    counts = empty_counts(cfg.spec, cfg.params, block_size)
+    if cfg.spec.pairwise:
+        count_pairs(counts, encoded, cfg.spec.whole_texts)
+    else:
+        count_texts(counts, encoded, block_size, cfg.spec.packs)
+    if cfg.spec.packs:
+        count_blocks(counts, block_size)
+        rows = [{"input_ids": b, "labels": list(b)} for b in pack_blocks(encoded, block_size)]
+    else:
+        rows = chunk_rows(cfg.spec.rows, encoded, block_size)
+    stats = split_stats(fs.rows, sum(fs.dropped.values()), fs.source, counts)
+    return TrainerRows(fs.split, rows, stats, skipped_notes(cfg.spec, fs.split, counts.skipped))
+
+
+def split_stats(rows: int, dropped: int, source: str, counts: SplitCounts) -> SplitStats:
+    return SplitStats(rows=rows, dropped=dropped, examples=counts.examples, tokens=counts.tokens,
+                      trained_tokens=counts.trained, truncated=counts.truncated, skipped=counts.skipped, source=source)
+
+
+def skipped_notes(spec: TrainerSpec, split: str, skipped: int) -> list[str]:
+    if not skipped:
+        return []
+    why = ("pair(s) have an empty chosen or rejected answer once the prompt is cut to its limits, and are left out; "
+           "raise block_size or lower max_prompt_length" if spec.pairwise else
+           "example(s) have no trained token within block_size and are left out (the dry run shows them); raise "
+           "block_size to keep them")
+    return [f"{split}: {skipped} {why}"]
+
+
+def chunk_rows(shape: str, encoded: list[Encoded] | list[EncodedPair], block_size: int) -> list[dict[str, Any]]:
+    """The rows of some encoded examples, for every shape but "blocks" (packed across examples): examples left
+    with nothing to train on are left out, as engine.split_counts counts them."""
     if shape == "masked":
-        return _masked(fs, encoded, prepared.block_size, base)
-    return _pairs(shape, fs, encoded, base)
-
-
-def _blocks(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
-    blocks = pack_blocks(encoded, block_size)
-    rows = [{"input_ids": b, "labels": list(b)} for b in blocks]
-    tokens = sum(len(b) for b in blocks)
-    # The first token of each block has nothing before it to be predicted from.
-    stats = SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=tokens - len(blocks), truncated=0)
-    return TrainerRows(fs.split, rows, stats)
-
-
-def _masked(fs: FormattedSplit, encoded: list[Encoded], block_size: int, base: dict) -> TrainerRows:
-    rows, tokens, trained, truncated, skipped = [], 0, 0, 0, 0
-    for e in encoded:
-        ids = e.ids[:block_size]
-        labels = [i if t else IGNORE for i, t in zip(ids, e.trained[:block_size])]
-        truncated += len(e) > block_size
-        n_trained = sum(1 for x in labels if x != IGNORE)
-        if not n_trained:
-            skipped += 1
-            continue
-        rows.append({"input_ids": ids, "labels": labels})
-        tokens += len(ids)
-        trained += n_trained
-    return _result(fs, rows, base, tokens, trained, truncated, skipped,
-                   "example(s) have no trained token within block_size and are left out (the dry run shows "
-                   "them); raise block_size to keep them")
-
-
-def _pairs(shape: str, fs: FormattedSplit, pairs: list[EncodedPair], base: dict) -> TrainerRows:
-    rows, tokens, trained, truncated, skipped = [], 0, 0, 0, 0
-    for p in pairs:
-        truncated += bool(p.prompt_cut or p.chosen_cut or p.rejected_cut)
+        rows = []
+        for e in encoded:
+            ids = e.ids[:block_size]
+            labels = [i if t else IGNORE for i, t in zip(ids, e.trained[:block_size])]
+            if any(x != IGNORE for x in labels):
+                rows.append({"input_ids": ids, "labels": labels})
+        return rows
+    rows = []
+    for p in encoded:
         if shape == "scored":  # whole texts, each cut to block_size
-            chosen = p.chosen_full.ids[:len(p.chosen_full) - p.chosen_cut]
-            rejected = p.rejected_full.ids[:len(p.rejected_full) - p.rejected_cut]
-            rows.append({"chosen_ids": chosen, "rejected_ids": rejected})
-            tokens += len(chosen) + len(rejected)
-            trained += len(chosen) + len(rejected)
+            rows.append({"chosen_ids": p.chosen_full.ids[:len(p.chosen_full) - p.chosen_cut],
+                         "rejected_ids": p.rejected_full.ids[:len(p.rejected_full) - p.rejected_cut]})
             continue
         prompt, chosen, rejected = p.prompt_ids, p.chosen_ids, p.rejected_ids
-        if not chosen or not rejected:
-            skipped += 1
-            continue
-        rows.append(_orpo_row(prompt, chosen, rejected) if shape == "labelled-pairs"
-                    else {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
-        tokens += 2 * len(prompt) + len(chosen) + len(rejected)
-        trained += len(chosen) + len(rejected)
-    return _result(fs, rows, base, tokens, trained, truncated, skipped,
-                   "pair(s) have an empty chosen or rejected answer once the prompt is cut to its limits, and "
-                   "are left out; raise block_size or lower max_prompt_length")
-
-
-def _result(fs: FormattedSplit, rows: list[dict[str, Any]], base: dict, tokens: int, trained: int, truncated: int,
-            skipped: int, skipped_note: str) -> TrainerRows:
-    stats = SplitStats(**base, examples=len(rows), tokens=tokens, trained_tokens=trained, truncated=truncated,
-                       skipped=skipped)
-    return TrainerRows(fs.split, rows, stats, [f"{fs.split}: {skipped} {skipped_note}"] if skipped else [])
+        if chosen and rejected:
+            rows.append(_orpo_row(prompt, chosen, rejected) if shape == "labelled-pairs"
+                        else {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected})
+    return rows
 
 
 def _orpo_row(prompt: list[int], chosen: list[int], rejected: list[int]) -> dict[str, list[int]]:

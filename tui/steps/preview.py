@@ -94,7 +94,7 @@ def length_bar(stats: LengthStats, width: int = BAR_WIDTH) -> Text:
 def rows_line(report: SplitReport, limit: int | None) -> str:
     fs = report.formatted
     read = f"{fs.rows} rows read" + (f" (the first {limit} only)" if limit and fs.rows >= limit else "")
-    return f"{read}, {len(fs.examples)} used, {sum(fs.dropped.values())} dropped; shape: {fs.shape}"
+    return f"{read}, {fs.used} used, {sum(fs.dropped.values())} dropped; shape: {fs.shape}"
 
 
 def length_line(stats: LengthStats) -> str:
