@@ -183,6 +183,14 @@ class _Work:
         self.render = renderer(tokenizer) if setup.is_chat else None
         self.needed = needed_columns(cfg)
         self.shape = cfg.spec.rows
+        self._held: set[int] | None = None  # the train rows (numbers) held out as valid (params.valid_fraction)
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to a spawned worker: the renderer is made again there
+        return {k: v for k, v in self.__dict__.items() if k not in ("render", "_held")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.render = renderer(self.tokenizer) if self.setup.is_chat else None
 
     # -- in each process
 
@@ -198,7 +206,7 @@ class _Work:
         else:
             count_texts(counts, encoded, self.block_size, cfg.spec.packs)
         if cfg.spec.packs:
-            columns = {"blocks": _flat([e.ids for e in encoded])}
+            columns = {"blocks": _lists([e.ids for e in encoded])}
         else:
             from engine.trainers.rows import chunk_rows
 
@@ -211,14 +219,14 @@ class _Work:
 
     def run(self, directory: Path, progress: Report | None, num_proc: int, chunk_rows: int) -> list[PreparedSplit]:
         states: dict[str, _SplitState] = {}
-        for role, split in self.cfg.data.splits():
-            source = resolve_split(self.cfg.data.path, split, base_dir=self.cfg.base_dir,
-                                   split_key=f"data.{role}_split")
+        sources = {role: resolve_split(self.cfg.data.path, split, base_dir=self.cfg.base_dir,
+                                       split_key=f"data.{role}_split") for role, split in self.cfg.data.splits()}
+        for role, source in sources.items():
             for state in self._states(role, source, chunk_rows):
                 states[state.role] = state
         try:
-            for role, split in self.cfg.data.splits():
-                self._read_split(role, states, directory, progress, num_proc, chunk_rows)
+            for role, source in sources.items():
+                self._read_split(role, source, states, directory, progress, num_proc, chunk_rows)
             return [self._finish(s) for s in states.values()]
         finally:
             for s in states.values():
@@ -236,18 +244,14 @@ class _Work:
             self._held = set(valid.rows)
             out[0].source = train.source
             out.append(_SplitState("valid", valid.source, self.needed, empty_counts(self.cfg.spec, p, self.block_size)))
-        else:
-            self._held = None
         return out
 
     @property
     def _token(self) -> str | None:
         return self.cfg.hub.token or None
 
-    def _read_split(self, role: str, states: dict[str, _SplitState], directory: Path, progress: Report | None,
-                    num_proc: int, chunk_rows: int) -> None:
-        split = dict(self.cfg.data.splits())[role]
-        source = resolve_split(self.cfg.data.path, split, base_dir=self.cfg.base_dir, split_key=f"data.{role}_split")
+    def _read_split(self, role: str, source: DataSource, states: dict[str, _SplitState], directory: Path,
+                    progress: Report | None, num_proc: int, chunk_rows: int) -> None:
         held = self._held if role == "train" else None
         chunks = read_chunks(source, token=self._token, chunk_rows=chunk_rows)
         first = next(chunks, None)
@@ -318,6 +322,11 @@ def _tasks(chunks: Any, role: str, held: set[int] | None) -> Any:
         start += len(table.rows)
 
 
+def _set_work(work: _Work) -> None:
+    global _STATE
+    _STATE = work
+
+
 def _run_chunk(task: tuple[str, Table]) -> _Chunk:
     assert _STATE is not None
     return _STATE.chunk(*task)
@@ -332,10 +341,14 @@ def _mapped(work: _Work, tasks: Any, num_proc: int) -> Any:
         yield from map(_run_chunk, tasks)
         return
     import multiprocessing
+    import threading
 
     # Each worker tokenizes on one thread; tokenizers that used threads before the fork would warn and stop.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+    # Forking copies only the calling thread: with others running (the wizard's), a lock one of them holds
+    # would stay held in the copy forever. Then the workers start afresh (spawn), and are given the work.
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    with multiprocessing.get_context(method).Pool(num_proc, initializer=_set_work, initargs=(work,)) as pool:
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.apply_async(_run_chunk, (task,)))
@@ -356,10 +369,6 @@ def _lists(lists: list[list[int]]) -> tuple[Any, Any]:
     np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=offsets[1:])
     values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
     return offsets, values
-
-
-def _flat(lists: list[list[int]]) -> tuple[Any, Any]:
-    return _lists(lists)
 
 
 def _one_block(values: Any) -> tuple[Any, Any]:

@@ -9,6 +9,9 @@ adding any; plain text gets the tokenizer's own (usually BOS), as AutoTrain's ge
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,20 +87,26 @@ def tokenize_batch(tokenizer: Any, texts: list[str], add_special_tokens: bool
 
 
 def trained_mask(offsets: list[tuple[int, int]], spans: list[Span]) -> list[bool]:
-    """Token i is trained when i > 0, it covers a character, and a character of it lies in one of the spans."""
-    import numpy as np  # here: importing engine.encoding stays light (the wizard's start)
+    """Token i is trained when i > 0, it covers a character, and a character of it lies in one of the spans.
 
+    Tokens come in text order, so the tokens reaching into a span are one run, found by bisection: a few
+    C-level passes over the offsets instead of a Python test per token (a fifth of tokenizing). Offsets out of
+    order (a tokenizer that reorders, or overlapping added tokens) take the test per token."""
     n = len(offsets)
     if not n:
         return []
-    o = np.asarray(offsets, dtype=np.int64).reshape(n, 2)
-    start, end = o[:, 0], o[:, 1]
-    hit = np.zeros(n, dtype=bool)
+    starts, ends = zip(*offsets)
+    if not (all(map(operator.le, starts, starts[1:])) and all(map(operator.le, ends, ends[1:]))):
+        return [i > 0 and e > s and any(s < b and a < e for a, b in spans) for i, (s, e) in enumerate(offsets)]
+    mask = bytearray(n)
     for a, b in spans:
-        hit |= (start < b) & (a < end)
-    hit &= end > start
-    hit[0] = False
-    return hit.tolist()
+        lo, hi = bisect.bisect_right(ends, a), bisect.bisect_left(starts, b)  # e > a from lo on; s < b before hi
+        if hi > lo:
+            mask[lo:hi] = b"\x01" * (hi - lo)
+    for i in itertools.compress(range(n), map(operator.eq, starts, ends)):
+        mask[i] = 0  # covers no character (an added BOS): nothing of it lies in a span
+    mask[0] = 0
+    return list(map(bool, mask))
 
 
 def encode_examples(tokenizer: Any, examples: list[TextExample], *, add_special_tokens: bool,

@@ -229,3 +229,52 @@ def test_the_wizard_preview_of_the_first_rows_uses_the_full_entry_when_there_is_
 
 def test_every_trainer_is_compared() -> None:
     assert set(TEMPLATES) == set(SETUPS)  # every trainer is compared above
+
+
+def test_the_bisected_trained_mask_is_its_definition() -> None:
+    """engine.encoding.trained_mask finds the trained run by bisection; on random offsets (zero-width tokens,
+    overlaps, out of order) and spans it must equal the per-token definition."""
+    import random
+
+    from engine.encoding import trained_mask
+
+    def definition(offsets, spans):
+        return [i > 0 and e > s and any(s < b and a < e for a, b in spans) for i, (s, e) in enumerate(offsets)]
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        pos, offsets = 0, []
+        for _ in range(rng.randint(0, 30)):
+            width = rng.choice([0, 1, 2, 3])
+            if rng.random() < 0.1 and offsets:
+                pos = max(0, pos - 1)  # overlapping the previous token
+            offsets.append((pos, pos + width))
+            pos += width + rng.choice([0, 0, 1])
+        if rng.random() < 0.2:
+            rng.shuffle(offsets)
+        spans = [(a, a + rng.randint(0, 10)) for a in sorted(rng.randint(0, 60) for _ in range(rng.randint(0, 3)))]
+        assert trained_mask(offsets, spans) == definition(offsets, spans), (offsets, spans)
+
+
+def test_from_a_thread_the_workers_are_spawned_and_give_the_same_rows(tmp_path: Path, tiny_model: Path) -> None:
+    """The wizard prepares data in a worker thread: forking there could copy a held lock, so the processes are
+    spawned instead (and get the work pickled). Same rows as in memory."""
+    import threading
+
+    cfg = _config(tmp_path, tiny_model, "sft", "chatml")
+    got: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            got["data"] = prepare_dataset(cfg, num_proc=2, chunk_rows=10)
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the test's thread
+            got["error"] = e
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=240)
+    assert "error" not in got, got.get("error")
+    data = got["data"]
+    [direct] = _direct_rows(cfg)
+    rows = data.trainer_rows(data.splits[0]).rows
+    assert [rows[i] for i in range(len(rows))] == direct.rows
