@@ -286,7 +286,9 @@ FOREIGN_KEYS: dict[str, ForeignKey] = {
                                _switch("quantization: int8 (with peft: true)", "quantization: none")),
     "quantization_bit": ForeignKey("params.quantization", _LF, _bits),
     "gradient_checkpointing": ForeignKey("params.disable_gradient_checkpointing", f"{_T}, {_AX} and {_LF}",
-                                         _switch(f"is on, which {_DEFAULT}", "disable_gradient_checkpointing: true")),
+                                         _switch("is disable_gradient_checkpointing: false (without it llmtune "
+                                                 "chooses from the memory estimate)",
+                                                 "disable_gradient_checkpointing: true")),
     "use_peft": ForeignKey("params.peft", _TRL),
     "adapter": ForeignKey("params.peft", _AX, _adapter),
     "finetuning_type": ForeignKey("params.peft", _LF, _adapter),
@@ -1308,15 +1310,26 @@ def data_problems(cfg: RunConfig) -> list[Problem]:
 
 
 def machine_problems(cfg: RunConfig) -> list[Problem]:
-    """Precision and quantization this machine cannot run, said before any model is loaded."""
+    """Precision, quantization and batching this machine cannot run, said before any model is loaded."""
     asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", cfg.params.quantization)]
     asks = [(k, v) for k, v in asks if v]
-    if not asks:
+    if not asks and cfg.params.batching != "packed":
         return []
     from engine.capabilities import probe
 
     caps = probe()
     out = []
+    if cfg.params.batching == "packed":
+        import importlib.util
+
+        from engine.batching import packing_refusal
+
+        flash = cfg.params.use_flash_attention_2 and importlib.util.find_spec("flash_attn") is not None
+        refusal = packing_refusal(cfg.spec, on_cuda=caps.device == "cuda", flash_attention=flash)
+        if refusal:
+            out.append(cfg.problem("params.batching", f"packed cannot run here: {refusal}",
+                                   "use params.batching: grouped (as little padding as examples of similar length "
+                                   "allow, the same loss), or auto", "packed"))
     for key, what in asks:
         support = caps.support(what)
         if not support.ok:

@@ -11,7 +11,8 @@ from engine.tinymodel import resolve_model
 
 
 def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dict[str, Any],
-                     data: dict[str, dict[str, int]], resized_to: int | None, merged: Path | None) -> None:
+                     data: dict[str, dict[str, int]], resized_to: int | None, merged: Path | None,
+                     batching: str | None = None) -> None:
     lines = [f"# {run_dir.name}", "",
              f"Fine-tuned from `{cfg.base_model}` with llmtune: {cfg.spec.card_name}"
              f"{' with a LoRA adapter' if cfg.params.peft else ''}.", ""]
@@ -26,6 +27,8 @@ def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dic
     for split, s in data.items():
         lines.append(f"- {split}: {s['rows']} rows, {s['examples']} examples, {s['tokens']} tokens "
                      f"({s['trained_tokens']} trained), {s['truncated']} truncated, {s['dropped']} rows dropped")
+    if batching:
+        lines.append(f"- batching: {batching}")
     lines += ["", "## Result", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in metrics.items()] or ["- no metrics recorded"]
     lines += ["", "## How to load it", "", "```python", *_loading_code(cfg, run_dir, resized_to), "```", ""]

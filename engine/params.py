@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from engine.batching import BATCHING
 from engine.tasks import DEFAULT_TRAINER, TRAINERS
 
 # The values the installed transformers accepts (TrainingArguments.optim / lr_scheduler_type), copied so the
@@ -111,6 +112,10 @@ class Params:
                                 minimum=1, maximum=INT32_MAX, extra=True)
     eval_steps: int | None = _p(None, "With eval_strategy: steps, evaluate every N steps (empty = logging_steps).",
                                 minimum=1, maximum=INT32_MAX, extra=True)
+    batching: str = _p("auto", "How examples are batched: grouped (examples of similar length together: less "
+                       "padding, the same loss), padded (random order, padded to the longest), packed (no padding; "
+                       "SFT with flash-attention on a GPU); auto picks the fastest exact one.", choices=BATCHING,
+                       extra=True)
     valid_fraction: float = _p(0.0, "Hold out this fraction of the train rows as the validation split when "
                                "there is no data.valid_split, e.g. 0.05 = 5% (chosen by seed, the same rows "
                                "every run); 0 = none.", minimum=0, maximum=1, exclusive_max=True, extra=True)

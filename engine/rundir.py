@@ -30,10 +30,16 @@ def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.project_name).expanduser().absolute()
 
 
-def resolved(cfg: RunConfig) -> RunConfig:
+def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
     """A copy whose local data and model paths are absolute, so the config works from any directory. A token
-    written literally becomes `${HF_TOKEN}`: the training process gets it in its environment (child_env)."""
+    written literally becomes `${HF_TOKEN}`: the training process gets it in its environment (child_env).
+    `for_run`: what is chosen for this machine when the config leaves it open is written in too
+    (engine.checkpointing), so the training process and `resume` do the same."""
     out = copy.deepcopy(cfg)
+    if for_run:
+        from engine.checkpointing import resolve_checkpointing
+
+        resolve_checkpointing(out)
     if out.hub.token and "hub.token" not in out.env_refs:
         out.env_refs["hub.token"] = "${HF_TOKEN}"
     for obj, attr in ((out.data, "path"), (out, "base_model"), (out.params, "model_ref")):
@@ -126,7 +132,8 @@ def prepare(cfg: RunConfig) -> Path:
     manifest.add(CONFIG_FILE)  # listed before it is written: a half-written one is ours too
     RunDir(run_dir).config.write_text(
         "# The resolved config of this run: llmtune-tui --config THIS_FILE --yes reproduces it\n"
-        "# (set another project_name to keep this run's results).\n" + to_yaml(resolved(cfg)), encoding="utf-8")
+        "# (set another project_name to keep this run's results).\n" + to_yaml(resolved(cfg, for_run=True)),
+        encoding="utf-8")
     return run_dir
 
 

@@ -179,12 +179,12 @@ class Run:
                valid_rows: Any) -> ExitCode:
         from engine.model_card import write_model_card
         from engine.trainers import builder
-        from engine.trainers.common import Job, epochs_run, total_steps
+        from engine.trainers.common import Job, apply_batching, epochs_run, total_steps
         from engine.trainers.nonfinite import NonFiniteGuard, nonfinite_parameters
         from engine.trainers.progress import ProgressCallback, TokenCounter
 
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
-                  world_size=int(os.environ.get("WORLD_SIZE", "1")))
+                  world_size=int(os.environ.get("WORLD_SIZE", "1")), batching=run_batching(cfg))
         checkpoint = self._checkpoint_to_resume(cfg)
         resumed = checkpoints.read_marker(checkpoint) if checkpoint else None
         counter = TokenCounter(*(_count(resumed, k) for k in ("tokens", "trained_tokens")))
@@ -193,6 +193,8 @@ class Run:
         self.status("loading model", f"loading {cfg.base_model}")
         with self.recording():  # TensorBoard's runs/ appears here
             trainer, loaded = builder(cfg.trainer)(job, [progress])
+        apply_batching(trainer, job)
+        self.log("info", f"batching: {job.batching.describe()}")
         counter.attach(trainer)
         guard.attach(trainer)
         # TRL's card ("a fine-tuned version of [None]"); ours below
@@ -210,7 +212,7 @@ class Run:
             if self.manifest is not None:  # rank 0 only
                 with self.recording():
                     write_model_card(cfg, self.run_dir, status=status, metrics=metrics or {}, data=data,
-                                     resized_to=resized, merged=merged)
+                                     resized_to=resized, merged=merged, batching=job.batching.describe())
 
         self.card = card
         progress.on_saved = lambda: card("running")  # after TRL's own card, which each checkpoint rewrites
@@ -221,7 +223,8 @@ class Run:
                 data=data, total_steps=total_steps(job), epochs=epochs_run(job),
                 batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                 output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
-                trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model))
+                trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model),
+                batching=job.batching.as_dict())
         card("running")
         self._check_room(cfg, trainer.model, total_steps(job), checkpoint)
         if "stop" in control.pending(self.run_dir):  # asked to stop while the data and model were loading
@@ -368,6 +371,15 @@ class Run:
         except OSError:  # nowhere to write it: the exit code still says it
             _print_traceback()
         return code
+
+
+def run_batching(cfg: RunConfig) -> Any:
+    """The batching this run uses on this machine (engine.batching)."""
+    from engine.batching import choose_batching
+    from engine.trainers.model import attention_implementation, device
+
+    return choose_batching(cfg.params.batching, cfg.spec, on_cuda=device() == "cuda",
+                           flash_attention=attention_implementation(cfg, []) == "flash_attention_2")
 
 
 def _count(marker: dict[str, Any] | None, key: str) -> int:

@@ -69,7 +69,7 @@ CONVERSIONS = [
     ("gradient_checkpointing", "false", "params.disable_gradient_checkpointing",
      "gradient_checkpointing: false is disable_gradient_checkpointing: true"),
     ("gradient_checkpointing", "true", "params.disable_gradient_checkpointing",
-     "gradient_checkpointing: true is on, which is llmtune's default: remove the line"),
+     "gradient_checkpointing: true is disable_gradient_checkpointing: false"),
     ("warmup_steps", "100", "params.warmup_ratio",
      "warmup_steps counts steps; warmup_ratio is a fraction of the run's steps: warmup_ratio: 100 / the total steps"),
     ("lora_target_modules", "[q_proj, v_proj]", "params.target_modules", "target_modules: q_proj,v_proj"),

@@ -67,7 +67,45 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
     else:
         rows.append(("weights", "full fine-tune (params.peft: false)"))
     rows.append(("precision", p.mixed_precision or "full (fp32)"))
+    rows.append(("batching", batching_line(cfg)))
+    rows.append(("checkpointing", checkpointing_line(cfg)))
     return rows
+
+
+def batching_line(cfg: RunConfig) -> str:
+    """What params.batching will do on this machine (engine.batching), as the training process will choose."""
+    from engine.batching import choose_batching, packing_refusal
+
+    p = cfg.params
+    if p.batching not in ("auto", "packed"):
+        return choose_batching(p.batching, cfg.spec, on_cuda=False, flash_attention=False).describe()
+    import importlib.util
+
+    on_cuda = _cuda_available()
+    flash = p.use_flash_attention_2 and importlib.util.find_spec("flash_attn") is not None
+    if p.batching == "packed" and packing_refusal(cfg.spec, on_cuda=on_cuda, flash_attention=flash):
+        return "packed (refused on this machine: see the config check)"
+    return choose_batching(p.batching, cfg.spec, on_cuda=on_cuda, flash_attention=flash).describe()
+
+
+def checkpointing_line(cfg: RunConfig) -> str:
+    """Gradient checkpointing as the run will have it (engine.checkpointing). Where torch is not loaded yet
+    (the wizard's screens), an open choice is said to be made at the start rather than importing it here."""
+    import sys
+
+    from engine.checkpointing import KEY, choose_checkpointing
+
+    if KEY in cfg.defaulted and "torch" not in sys.modules:
+        return "gradient checkpointing: auto (chosen for this machine's memory when the run starts)"
+    return "gradient checkpointing " + choose_checkpointing(cfg).describe()
+
+
+def _cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU; torch is imported only when the dry run or --yes has loaded it already."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
 
 
 def _valid_text(cfg: RunConfig) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from engine.batching import Batching, row_lengths
 from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
 from engine.plan import steps_of, steps_per_epoch
@@ -29,6 +30,7 @@ class Job:
     train: TrainerRows
     valid: TrainerRows | None
     world_size: int = 1
+    batching: Batching = Batching("padded", "params.batching: padded")
 
     def dataset(self, rows: TrainerRows | None) -> Any:
         """The rows as a datasets.Dataset: the data pipeline's memory-mapped Arrow as it is, or made from a list."""
@@ -107,6 +109,22 @@ def training_args(job: Job, config_class: type, **extra: Any) -> Any:
     )
     kwargs.update(extra)
     return config_class(**kwargs)
+
+
+def apply_batching(trainer: Any, job: Job) -> None:
+    """Grouped batching: the trainer samples its training batches by length (engine.batching). Padded and packed
+    batching need nothing here (packed is the SFT collator's padding_free, set in its args)."""
+    if job.batching.mode != "grouped":
+        return
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    lengths = row_lengths(job.train.rows, job.cfg.spec.rows)
+    size = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
+
+    def grouped_sampler(*args: Any, **kwargs: Any) -> Any:  # seeded by the trainer's set_seed, as its own
+        return LengthGroupedSampler(size, lengths=lengths)
+
+    trainer._get_train_sampler = grouped_sampler
 
 
 def _checkpointing(config_class: type, on: bool) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from engine.trainers.model import LoadedModel, load_model, lora_config
 
 def build(job: Job, callbacks: list[Any]) -> tuple[Any, LoadedModel]:
     loaded = load_model(job.cfg, job.tokenizer)
-    args = training_args(job, SFTConfig, max_length=job.block_size, packing=False, padding_free=False,
+    args = training_args(job, SFTConfig, max_length=job.block_size, packing=False,
+                         padding_free=job.batching.mode == "packed",
                          assistant_only_loss=False, completion_only_loss=None)
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=job.dataset(job.train),
                          eval_dataset=job.dataset(job.valid), processing_class=job.tokenizer,

@@ -1,0 +1,180 @@
+"""Batching without padding waste (engine.batching, params.batching): what is chosen for each trainer and
+machine, that grouped batches really carry less padding over the same examples, and that a batch's loss does
+not depend on how much padding it carries, for every trainer (what makes grouping exact)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.batching import Batching, choose_batching, padding_share, row_lengths
+from engine.tasks import SPECS, spec
+from support import PAIR_COLUMNS, make_config, run
+
+VARIED_CHATS = [{"messages": [{"role": "user", "content": "Tell me about the fox. " * (1 + (i * 7) % 20)},
+                              {"role": "assistant", "content": "It jumps. " * (1 + (i * 5) % 7)}]} for i in range(160)]
+VARIED_PAIRS = [{"prompt": "Which is right? " * (1 + i % 5), "chosen": " This one." * (1 + i % 3),
+                 "rejected": " That one, surely." * (1 + (i * 2) % 4)} for i in range(24)]
+
+
+@pytest.mark.parametrize("trainer", [s.trainer for s in SPECS])
+def test_what_auto_picks_for_each_trainer_and_machine(trainer: str) -> None:
+    s = spec(trainer)
+    cpu = choose_batching("auto", s, on_cuda=False, flash_attention=False)
+    gpu = choose_batching("auto", s, on_cuda=True, flash_attention=True)
+    if s.packs:  # blocks of one length
+        assert cpu.mode == gpu.mode == "padded"
+    elif s.rows == "masked":  # SFT
+        assert (cpu.mode, gpu.mode) == ("grouped", "packed")
+    else:
+        assert cpu.mode == gpu.mode == "grouped"
+    assert choose_batching("auto", s, on_cuda=True, flash_attention=False).mode != "packed"  # sdpa would mix them
+    for mode in ("padded", "grouped"):
+        assert choose_batching(mode, s, on_cuda=False, flash_attention=False) == Batching(
+            mode, f"params.batching: {mode}")
+    with pytest.raises(ValueError, match="packed cannot run here"):
+        choose_batching("packed", s, on_cuda=False, flash_attention=False)
+
+
+def test_packed_on_this_machine_is_refused_before_anything_runs(in_tmp: Path, tiny_model: Path) -> None:
+    from engine.config import check_environment
+
+    cfg = make_config(in_tmp, tiny_model, "sft", params={"batching": "packed"})
+    [problem] = [p for p in check_environment(cfg) if p.key == "params.batching"]
+    assert "flash-attention" in problem.message and "grouped" in (problem.fix or "")
+
+
+def test_row_lengths_read_the_arrow_columns_as_the_rows_do() -> None:
+    from datasets import Dataset
+
+    rows = [{"prompt_ids": [1] * p, "chosen_ids": [2] * c, "rejected_ids": [3] * r}
+            for p, c, r in [(3, 5, 2), (1, 1, 9), (4, 0, 0)]]
+    assert row_lengths(rows, "pairs") == [8, 10, 4] == row_lengths(Dataset.from_list(rows), "pairs")
+    assert padding_share([4, 4, 1, 3], 2) == pytest.approx(1 - 12 / 14)
+
+
+def _trainer(directory: Path, tiny_model: Path, trainer: str, batching: str, **params: object):
+    from engine.pipeline import prepare
+    from engine.trainers import builder
+    from engine.trainers.common import Job, apply_batching
+    from engine.trainers.rows import build_rows
+
+    files = {"train.jsonl": VARIED_CHATS if trainer in ("sft", "default") else VARIED_PAIRS}
+    data = {"chat_template": "none", "column_mapping": {"text_column": "messages"}} if trainer == "default" else {}
+    if trainer == "default":
+        files = {"train.jsonl": [{"messages": " ".join(m["content"] for m in r["messages"])} for r in VARIED_CHATS]}
+    if trainer not in ("sft", "default"):
+        data = {"column_mapping": PAIR_COLUMNS}
+    directory.mkdir(exist_ok=True)
+    cfg = make_config(directory, tiny_model, trainer, files=files, params={
+        "batch_size": 4, "block_size": 96, "max_prompt_length": 48, "batching": batching, **params}, **data)
+    cfg.data.path = str(directory)
+    prepared = prepare(cfg)
+    [train] = [build_rows(prepared, fs) for fs in prepared.splits]
+    chosen = choose_batching(batching, cfg.spec, on_cuda=False, flash_attention=False)
+    job = Job(cfg, directory / "run", prepared.tokenizer, prepared.setup, prepared.block_size, train, None,
+              batching=chosen)
+    built, _ = builder(cfg.trainer)(job, [])
+    apply_batching(built, job)
+    return built, job
+
+
+def test_grouped_batches_carry_far_less_padding_over_the_same_examples(in_tmp: Path, tiny_model: Path) -> None:
+    shares, seen = {}, {}
+    for mode in ("padded", "grouped"):
+        trainer, job = _trainer(in_tmp / mode, tiny_model, "sft", mode, block_size=512)
+        loader = trainer.get_train_dataloader()
+        real = padded = 0
+        rows = []
+        for batch in loader:
+            mask = batch["input_ids"] != -1 if "attention_mask" not in batch else batch["attention_mask"].bool()
+            real += int(mask.sum())
+            padded += mask.numel()
+            rows += [tuple(ids[m].tolist()) for ids, m in zip(batch["input_ids"], mask)]
+        shares[mode], seen[mode] = 1 - real / padded, sorted(rows)
+    assert seen["grouped"] == seen["padded"]  # every example once, in both
+    assert shares["padded"] > 0.25 and shares["grouped"] < shares["padded"] / 3, shares
+
+
+def _more_padding(trainer, batch: dict, extra: int) -> dict:
+    """The batch with `extra` more padding columns on the right of every right-padded sequence."""
+    pad = trainer.processing_class.pad_token_id
+    out = dict(batch)
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor) or value.dim() != 2 or key.startswith("prompt"):
+            continue  # prompts are padded on the left (DPO, ORPO); scalars and 1-d values stay
+        fill = -100 if key.endswith("labels") else 0 if "mask" in key else pad
+        out[key] = torch.cat([value, torch.full((value.shape[0], extra), fill, dtype=value.dtype)], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("trainer", [s.trainer for s in SPECS])
+def test_a_batch_loss_does_not_depend_on_its_padding(in_tmp: Path, tiny_model: Path, trainer: str) -> None:
+    """Grouping changes how much padding a batch carries, nothing else: the same examples with 13 more padding
+    tokens each give the same loss (per-token mean for SFT and generic, per-sequence log-probabilities for
+    DPO and ORPO, the last real token's score for reward), and so does their order."""
+    built, job = _trainer(in_tmp, tiny_model, trainer, "grouped", peft=False, lora_dropout=0.0)
+    model = built.model.eval()
+    dataset = job.dataset(job.train)
+    features = [dataset[i] for i in range(4)]
+    collate = built.data_collator
+
+    def loss(batch: dict) -> float:
+        with torch.no_grad():
+            return float(built.compute_loss(model, batch))
+
+    base = collate(features)
+    assert loss(_more_padding(built, base, 13)) == pytest.approx(loss(base), rel=1e-5, abs=1e-6)
+    assert loss(collate(features[::-1])) == pytest.approx(loss(base), rel=1e-5, abs=1e-6)
+    if hasattr(collate, "pad_to_multiple_of"):  # the collator's own padding, where it has the switch
+        wide = copy.copy(collate)
+        wide.pad_to_multiple_of = 64
+        assert loss(wide(features)) == pytest.approx(loss(base), rel=1e-5, abs=1e-6)
+
+
+def test_the_run_says_how_it_batches(in_tmp: Path, tiny_model: Path) -> None:
+    code, run_dir, events = run(make_config(in_tmp, tiny_model, "sft"))
+    assert code == 0
+    [started] = [e for e in events if e["type"] == "run_started"]
+    assert started["batching"]["mode"] == "grouped" and "similar length" in started["batching"]["why"]
+    assert "- batching: grouped" in (run_dir / "README.md").read_text()
+    assert any(e["type"] == "log" and e["message"].startswith("batching: grouped") for e in events)
+    json.dumps(started)  # the event stays plain JSON
+
+
+def test_gradient_checkpointing_left_open_is_chosen_from_the_memory_estimate(in_tmp: Path, tiny_model: Path) -> None:
+    from engine.checkpointing import KEY, choose_checkpointing
+    from engine.config import load_config
+    from engine.rundir import prepare
+
+    cfg = make_config(in_tmp, tiny_model, "sft")
+    cfg.defaulted.add(KEY)  # the key absent from the file
+    choice = choose_checkpointing(cfg)
+    assert not choice.on and "fits RAM" in choice.why  # a tiny model in this machine's RAM: off, faster
+    written = load_config(prepare(cfg) / "config.yaml")
+    assert written.params.disable_gradient_checkpointing is True  # the run and `resume` do the same
+    assert KEY not in written.defaulted
+
+    huge = copy.deepcopy(cfg)
+    (in_tmp / "huge").mkdir()
+    (in_tmp / "huge" / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384,
+        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}))
+    huge.base_model = str(in_tmp / "huge")
+    huge.params.batch_size, huge.params.block_size = 8, 4096
+    assert choose_checkpointing(huge).on  # a 405B model does not fit without it
+
+    unknown = copy.deepcopy(cfg)
+    unknown.base_model = "no-such-org/no-such-model"
+    assert choose_checkpointing(unknown).on  # no size known: memory is saved
+
+    explicit = copy.deepcopy(cfg)
+    explicit.defaulted.discard(KEY)
+    explicit.params.disable_gradient_checkpointing = False
+    assert choose_checkpointing(explicit).on and "disable_gradient_checkpointing: false" in choose_checkpointing(
+        explicit).why
