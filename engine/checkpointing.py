@@ -37,8 +37,10 @@ def choose_checkpointing(cfg: RunConfig) -> Checkpointing:
     try:
         from engine.memory import estimate_memory
         from engine.model_info import read_model_info
+        from engine.precision import resolve_precision
 
         off = copy.deepcopy(cfg)
+        resolve_precision(off)  # the precision the run will have: 16-bit activations take half the room
         off.params.disable_gradient_checkpointing = True
         info = read_model_info(cfg.base_model, cfg.base_dir)
         gpu_total = _gpu_total()

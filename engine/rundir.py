@@ -38,7 +38,9 @@ def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
     out = copy.deepcopy(cfg)
     if for_run:
         from engine.checkpointing import resolve_checkpointing
+        from engine.precision import resolve_precision
 
+        resolve_precision(out)  # first: the memory estimate that decides checkpointing depends on it
         resolve_checkpointing(out)
     if out.hub.token and "hub.token" not in out.env_refs:
         out.env_refs["hub.token"] = "${HF_TOKEN}"

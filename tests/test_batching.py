@@ -178,3 +178,40 @@ def test_gradient_checkpointing_left_open_is_chosen_from_the_memory_estimate(in_
     explicit.params.disable_gradient_checkpointing = False
     assert choose_checkpointing(explicit).on and "disable_gradient_checkpointing: false" in choose_checkpointing(
         explicit).why
+
+
+@pytest.mark.parametrize("device,reason,chosen", [
+    ("cpu", "bf16 autocast on cpu, native on this CPU (AVX512-BF16).", "bf16"),
+    ("cpu", "bf16 autocast on cpu, native on this CPU (AMX).", "bf16"),
+    ("cuda", "bf16 autocast on NVIDIA H200.", "bf16"),
+    ("cuda", "bf16 is emulated on Tesla T4 (no native bf16): it runs, but fp16 is faster there.", None),
+    ("cpu", "bf16 autocast on cpu, emulated on this CPU (no AVX512-BF16 or AMX): may be slower than fp32.", None),
+])
+def test_precision_left_open_is_bf16_only_where_it_is_native(in_tmp: Path, tiny_model: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, device: str,
+                                                             reason: str, chosen: str | None) -> None:
+    import dataclasses
+
+    from engine import capabilities
+    from engine.capabilities import Support
+    from engine.precision import PRECISION_KEY, choose_precision
+
+    real = capabilities.probe()
+    monkeypatch.setattr(capabilities, "probe",
+                        lambda: dataclasses.replace(real, device=device, bf16=Support(True, reason)))
+    cfg = make_config(in_tmp, tiny_model, "sft")
+    cfg.defaulted.add(PRECISION_KEY)
+    assert choose_precision(cfg)[0] == chosen
+    cfg.defaulted.discard(PRECISION_KEY)  # an explicit value (null: full precision) always wins
+    assert choose_precision(cfg) == (None, "params.mixed_precision: null (full precision)")
+
+
+def test_the_run_config_records_the_precision_chosen_for_this_machine(in_tmp: Path, tiny_model: Path) -> None:
+    from engine.config import load_config
+    from engine.precision import PRECISION_KEY, choose_precision
+    from engine.rundir import prepare
+
+    cfg = make_config(in_tmp, tiny_model, "sft")
+    cfg.defaulted.add(PRECISION_KEY)
+    written = load_config(prepare(cfg) / "config.yaml")
+    assert written.params.mixed_precision == choose_precision(cfg)[0] and PRECISION_KEY not in written.defaulted

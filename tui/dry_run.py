@@ -32,9 +32,12 @@ def print_validated(cfg: RunConfig, what: str = "llmtune dry run") -> None:
         out.print(Text(f"  note: {w.render(str(cfg.source) if cfg.source else None)}", style="yellow"))
 
 
-def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | None = None) -> list[tuple[str, str]]:
+def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | None = None, *,
+                 machine: bool = False) -> list[tuple[str, str]]:
     """The resolved config in a few lines (also used by the wizard's review and the headless start); with a
-    plan, the optimizer steps and the duration estimate too."""
+    plan, the optimizer steps and the duration estimate too. `machine`: say what is chosen for this machine
+    where the config leaves it open (the dry run and --yes, which probe it); else that it is chosen at the
+    start (the wizard, whose screens must not wait for torch)."""
     p, d, spec = cfg.params, cfg.data, cfg.spec
     trainer = cfg.trainer
     rows = [("task", f"{cfg.task} (trainer: {trainer})"),
@@ -66,13 +69,13 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
                      f"modules {p.target_modules}; quantization {p.quantization or 'none'}"))
     else:
         rows.append(("weights", "full fine-tune (params.peft: false)"))
-    rows.append(("precision", p.mixed_precision or "full (fp32)"))
-    rows.append(("batching", batching_line(cfg)))
-    rows.append(("checkpointing", checkpointing_line(cfg)))
+    rows.append(("precision", precision_line(cfg, machine)))
+    rows.append(("batching", batching_line(cfg, machine)))
+    rows.append(("checkpointing", checkpointing_line(cfg, machine)))
     return rows
 
 
-def batching_line(cfg: RunConfig) -> str:
+def batching_line(cfg: RunConfig, machine: bool) -> str:
     """What params.batching will do on this machine (engine.batching), as the training process will choose."""
     from engine.batching import choose_batching, packing_refusal
 
@@ -81,6 +84,8 @@ def batching_line(cfg: RunConfig) -> str:
         return choose_batching(p.batching, cfg.spec, on_cuda=False, flash_attention=False).describe()
     import importlib.util
 
+    if not machine:
+        return f"{p.batching} (chosen for this machine when the run starts)"
     on_cuda = _cuda_available()
     flash = p.use_flash_attention_2 and importlib.util.find_spec("flash_attn") is not None
     if p.batching == "packed" and packing_refusal(cfg.spec, on_cuda=on_cuda, flash_attention=flash):
@@ -88,24 +93,32 @@ def batching_line(cfg: RunConfig) -> str:
     return choose_batching(p.batching, cfg.spec, on_cuda=on_cuda, flash_attention=flash).describe()
 
 
-def checkpointing_line(cfg: RunConfig) -> str:
-    """Gradient checkpointing as the run will have it (engine.checkpointing). Where torch is not loaded yet
-    (the wizard's screens), an open choice is said to be made at the start rather than importing it here."""
-    import sys
+def precision_line(cfg: RunConfig, machine: bool) -> str:
+    """Precision as the run will have it (engine.precision.choose_precision)."""
+    from engine.precision import PRECISION_KEY, choose_precision
 
+    if PRECISION_KEY not in cfg.defaulted:
+        return cfg.params.mixed_precision or "full (fp32)"
+    if not machine:
+        return "auto (bf16 where this machine runs it natively, else fp32; chosen when the run starts)"
+    value, why = choose_precision(cfg)
+    return f"{value or 'full (fp32)'} ({why})"
+
+
+def checkpointing_line(cfg: RunConfig, machine: bool) -> str:
+    """Gradient checkpointing as the run will have it (engine.checkpointing)."""
     from engine.checkpointing import KEY, choose_checkpointing
 
-    if KEY in cfg.defaulted and "torch" not in sys.modules:
+    if KEY in cfg.defaulted and not machine:
         return "gradient checkpointing: auto (chosen for this machine's memory when the run starts)"
     return "gradient checkpointing " + choose_checkpointing(cfg).describe()
 
 
 def _cuda_available() -> bool:
-    """Whether torch sees a CUDA GPU; torch is imported only when the dry run or --yes has loaded it already."""
-    import sys
+    """Whether torch sees a CUDA GPU (the dry run and --yes have imported torch with the tokenizer already)."""
+    import torch
 
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_available())
+    return bool(torch.cuda.is_available())
 
 
 def _valid_text(cfg: RunConfig) -> str:
@@ -145,8 +158,9 @@ def known_device(capabilities: Any = None) -> tuple[str | None, str | None]:
 
 
 def preview_plan(preview: Preview, *, read_limit: int | None = None, total_rows: int | None = None,
-                 parameters: int | None = None, capabilities: Any = None) -> Plan | None:
-    """The plan of the previewed run; the model's parameters are read from its config when not given."""
+                 parameters: int | None = None, capabilities: Any = None, machine: bool = False) -> Plan | None:
+    """The plan of the previewed run; the model's parameters are read from its config when not given.
+    `machine`: with the precision chosen for this machine where the config leaves it open (summary_rows)."""
     if parameters is None:
         from engine.model_info import read_model_info
 
@@ -155,6 +169,15 @@ def preview_plan(preview: Preview, *, read_limit: int | None = None, total_rows:
         except Exception:  # the parameter count only feeds the estimate: without it, steps only
             parameters = None
     device, name = known_device(capabilities)
+    from engine.precision import PRECISION_KEY, resolve_precision
+
+    if PRECISION_KEY in preview.cfg.defaulted and machine:  # estimate the precision it will have
+        import copy
+        import dataclasses
+
+        cfg = copy.deepcopy(preview.cfg)
+        resolve_precision(cfg)
+        preview = dataclasses.replace(preview, cfg=cfg)
     return plan_for_preview(preview, read_limit=read_limit, total_rows=total_rows, parameters=parameters,
                             device=device, device_name=name)
 
@@ -162,9 +185,9 @@ def preview_plan(preview: Preview, *, read_limit: int | None = None, total_rows:
 def print_preview(preview: Preview, plan: Plan | None = None) -> None:
     """The dry run's report; `plan` defaults to the plan of the previewed rows (the dry run reads them all)."""
     out = console()
-    plan = plan or preview_plan(preview)
+    plan = plan or preview_plan(preview, machine=True)
     out.print("\n[bold]Config[/bold]")
-    for key, value in summary_rows(preview.cfg, preview, plan):
+    for key, value in summary_rows(preview.cfg, preview, plan, machine=True):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
         print_split(out, report)

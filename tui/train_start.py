@@ -26,7 +26,7 @@ def start_and_follow(cfg: RunConfig) -> int:
     with PrepProgress(out) as progress:  # prepares every row (bad data fails here, not later) into the cache,
         preview = build_preview(cfg, n_samples=0, progress=progress)  # where the training process finds them
     check_trainable(preview)  # what the training process sees: no example left with a trained token
-    for key, value in summary_rows(cfg, preview, preview_plan(preview)):
+    for key, value in summary_rows(cfg, preview, preview_plan(preview, machine=True), machine=True):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
         fs = report.formatted
