@@ -68,6 +68,21 @@ def choose_batching(asked: str, spec: TrainerSpec, *, on_cuda: bool, flash_atten
     return Batching("grouped", "auto: batches of examples of similar length, to pad less")
 
 
+def flash_attention(params: Any, *, on_cuda: bool) -> bool:
+    """Whether the model is loaded with flash-attention 2 (engine.trainers.model.attention_implementation asks
+    the same): asked for, on a CUDA GPU, with the flash_attn package installed."""
+    import importlib.util
+
+    return bool(params.use_flash_attention_2 and on_cuda and importlib.util.find_spec("flash_attn") is not None)
+
+
+def machine_batching(cfg: Any, *, on_cuda: bool) -> Batching:
+    """choose_batching for a config on a machine with or without a CUDA GPU (packed asked for where it cannot
+    run is refused by the config check first)."""
+    return choose_batching(cfg.params.batching, cfg.spec, on_cuda=on_cuda,
+                           flash_attention=flash_attention(cfg.params, on_cuda=on_cuda))
+
+
 def row_lengths(rows: Any, shape: str) -> list[int]:
     """What padding a row sets: its longest sequence once collated (a pair's prompt goes with each answer).
     `rows`: a datasets.Dataset (read column-wise, without making the rows) or a list of row dicts."""

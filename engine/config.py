@@ -1320,12 +1320,11 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
     caps = probe()
     out = []
     if cfg.params.batching == "packed":
-        import importlib.util
+        from engine.batching import flash_attention, packing_refusal
 
-        from engine.batching import packing_refusal
-
-        flash = cfg.params.use_flash_attention_2 and importlib.util.find_spec("flash_attn") is not None
-        refusal = packing_refusal(cfg.spec, on_cuda=caps.device == "cuda", flash_attention=flash)
+        on_cuda = caps.device == "cuda"
+        refusal = packing_refusal(cfg.spec, on_cuda=on_cuda, flash_attention=flash_attention(cfg.params,
+                                                                                              on_cuda=on_cuda))
         if refusal:
             out.append(cfg.problem("params.batching", f"packed cannot run here: {refusal}",
                                    "use params.batching: grouped (as little padding as examples of similar length "

@@ -375,11 +375,10 @@ class Run:
 
 def run_batching(cfg: RunConfig) -> Any:
     """The batching this run uses on this machine (engine.batching)."""
-    from engine.batching import choose_batching
-    from engine.trainers.model import attention_implementation, device
+    from engine.batching import machine_batching
+    from engine.trainers.model import device
 
-    return choose_batching(cfg.params.batching, cfg.spec, on_cuda=device() == "cuda",
-                           flash_attention=attention_implementation(cfg, []) == "flash_attention_2")
+    return machine_batching(cfg, on_cuda=device() == "cuda")
 
 
 def _count(marker: dict[str, Any] | None, key: str) -> int:

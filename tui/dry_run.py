@@ -77,20 +77,16 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
 
 def batching_line(cfg: RunConfig, machine: bool) -> str:
     """What params.batching will do on this machine (engine.batching), as the training process will choose."""
-    from engine.batching import choose_batching, packing_refusal
+    from engine.batching import machine_batching
 
     p = cfg.params
-    if p.batching not in ("auto", "packed"):
-        return choose_batching(p.batching, cfg.spec, on_cuda=False, flash_attention=False).describe()
-    import importlib.util
-
     if not machine:
-        return f"{p.batching} (chosen for this machine when the run starts)"
-    on_cuda = _cuda_available()
-    flash = p.use_flash_attention_2 and importlib.util.find_spec("flash_attn") is not None
-    if p.batching == "packed" and packing_refusal(cfg.spec, on_cuda=on_cuda, flash_attention=flash):
-        return "packed (refused on this machine: see the config check)"
-    return choose_batching(p.batching, cfg.spec, on_cuda=on_cuda, flash_attention=flash).describe()
+        why = "chosen for this machine at the start" if p.batching == "auto" else f"params.batching: {p.batching}"
+        return f"{p.batching} ({why})"
+    try:
+        return machine_batching(cfg, on_cuda=_cuda_available()).describe()
+    except ValueError as e:  # packed where it cannot run: the config check refuses it before training
+        return f"packed (refused: {e})"
 
 
 def precision_line(cfg: RunConfig, machine: bool) -> str:

@@ -3,13 +3,13 @@ and the LoRA config. Shared by every trainer; imports torch and transformers (th
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from engine.batching import flash_attention
 from engine.config import RunConfig, resolve_local
 from engine.precision import load_dtype_name
 from engine.tinymodel import resolve_model
@@ -58,7 +58,7 @@ def quantization_config(cfg: RunConfig) -> Any | None:
 
 def attention_implementation(cfg: RunConfig, warnings: list[str]) -> str:
     if cfg.params.use_flash_attention_2:
-        if device() == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        if flash_attention(cfg.params, on_cuda=device() == "cuda"):
             return "flash_attention_2"
         why = "no CUDA GPU" if device() != "cuda" else "the flash_attn package is not installed"
         warnings.append(f"use_flash_attention_2: {why}; using PyTorch SDPA attention instead")
