@@ -52,10 +52,11 @@ def write_demo(directory: Path | None = None, *, run_dir: Path | None = None, tr
                  "column_mapping": {"text_column": "messages"}},
         # Full fine-tuning: LoRA barely moves a model this small and random (measured: loss 7.6 -> 6.9 with
         # LoRA r 32 in 3 epochs, -> 0.3 with full fine-tuning in 5 epochs, ~10 s).
-        # Real models: see configs/sft-chat.yaml.
+        # Real models: see configs/sft-chat.yaml. Padded random batches: with this tiny model and its high
+        # learning rate, batches grouped by length converged worse (eval loss 0.56 against 0.26 in 6 epochs).
         "params": {"block_size": 128, "epochs": 6, "batch_size": 8, "gradient_accumulation": 1, "lr": 5e-3,
                    "warmup_ratio": 0.05, "scheduler": "cosine", "peft": False, "disable_gradient_checkpointing": True,
-                   "logging_steps": 5, "eval_strategy": "epoch", "save_total_limit": 1},
+                   "logging_steps": 5, "eval_strategy": "epoch", "save_total_limit": 1, "batching": "padded"},
     }
     path = directory / "demo.yaml"
     path.write_text("# llmtune demo: SFT of the local tiny model on generated chat data (see engine/demo.py).\n"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from engine.batching import Batching, row_lengths
+from engine.batching import Batching, GroupedSampler, row_lengths
 from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
 from engine.plan import steps_of, steps_per_epoch
@@ -116,13 +116,12 @@ def apply_batching(trainer: Any, job: Job) -> None:
     batching need nothing here (packed is the SFT collator's padding_free, set in its args)."""
     if job.batching.mode != "grouped":
         return
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
     lengths = row_lengths(job.train.rows, job.cfg.spec.rows)
-    size = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
+    # per device: each process's batches (with several, accelerate shards the index stream by whole batches)
+    size = trainer.args.per_device_train_batch_size
 
-    def grouped_sampler(*args: Any, **kwargs: Any) -> Any:  # seeded by the trainer's set_seed, as its own
-        return LengthGroupedSampler(size, lengths=lengths)
+    def grouped_sampler(*args: Any, **kwargs: Any) -> Any:
+        return GroupedSampler(lengths, size * job.world_size, job.cfg.params.seed)
 
     trainer._get_train_sampler = grouped_sampler
 
