@@ -39,7 +39,7 @@ from engine.formatting import (
     needed_columns,
 )
 from engine.pipeline import encode_examples_for, prepare_tokenizer
-from engine.split_counts import SplitCounts, count_blocks, count_pairs, count_texts, empty_counts
+from engine.split_counts import SplitCounts, count_blocks, counts_of, empty_counts
 from engine.tasks import ROW_COLUMNS
 from engine.work_progress import Report, Tally
 
@@ -200,11 +200,7 @@ class _Work:
         formatted = format_rows(table, fmt, self.needed)
         examples = formatted.examples
         encoded = encode_examples_for(cfg, self.tokenizer, self.setup, examples, self.block_size)
-        counts = empty_counts(cfg.spec, cfg.params, self.block_size)
-        if cfg.spec.pairwise:
-            count_pairs(counts, encoded, cfg.spec.whole_texts)
-        else:
-            count_texts(counts, encoded, self.block_size, cfg.spec.packs)
+        counts = counts_of(cfg.spec, cfg.params, encoded, self.block_size)
         if cfg.spec.packs:
             columns = {"blocks": _lists([e.ids for e in encoded])}
         else:

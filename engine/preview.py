@@ -16,7 +16,7 @@ from engine.encoding import Encoded, EncodedPair
 from engine.errors import DataError, Problem
 from engine.formatting import FormattedSplit
 from engine.pipeline import Prepared, encode_examples_for, prepare
-from engine.split_counts import LengthStats, SplitCounts, count_blocks, count_pairs, count_texts, empty_counts
+from engine.split_counts import LengthStats, SplitCounts, count_blocks, counts_of
 from engine.work_progress import Report
 
 # A sample part carries at most this much text, its first and last halves: ten times what the dry run and the
@@ -117,11 +117,7 @@ def preview_of(data: Any, n_samples: int) -> Preview:
 def _report(prepared: Prepared, fs: FormattedSplit, n_samples: int) -> tuple[SplitReport, list[Sample]]:
     cfg, block_size = prepared.cfg, prepared.block_size
     encoded = prepared.encoded(fs)
-    counts = empty_counts(cfg.spec, cfg.params, block_size)
-    if cfg.spec.pairwise:
-        count_pairs(counts, encoded, cfg.spec.whole_texts)
-    else:
-        count_texts(counts, encoded, block_size, cfg.spec.packs)
+    counts = counts_of(cfg.spec, cfg.params, encoded, block_size)
     return report_of(cfg, fs, counts, block_size), samples_of(cfg, prepared.tokenizer, block_size,
                                                                  fs.examples[:n_samples], encoded)
 

@@ -113,6 +113,16 @@ def empty_counts(spec: Any, params: Any, block_size: int) -> SplitCounts:
                         LengthTally("prompt+chosen", block_size), LengthTally("prompt+rejected", block_size)])
 
 
+def counts_of(spec: Any, params: Any, encoded: list, block_size: int) -> SplitCounts:
+    """The counts of some encoded examples (a chunk, or a whole split) of this trainer."""
+    counts = empty_counts(spec, params, block_size)
+    if spec.pairwise:
+        count_pairs(counts, encoded, spec.whole_texts)
+    else:
+        count_texts(counts, encoded, block_size, spec.packs)
+    return counts
+
+
 def count_texts(counts: SplitCounts, encoded: list[Encoded], block_size: int, packs: bool) -> None:
     """Add text examples (generic, SFT). Packed texts are cut into blocks later: nothing is truncated here."""
     sequence = counts.lengths[0]

@@ -13,7 +13,7 @@ from typing import Any
 from engine.encoding import Encoded, EncodedPair, pack_blocks
 from engine.formatting import FormattedSplit
 from engine.pipeline import Prepared
-from engine.split_counts import SplitCounts, count_blocks, count_pairs, count_texts, empty_counts
+from engine.split_counts import SplitCounts, count_blocks, counts_of
 from engine.tasks import TrainerSpec
 
 IGNORE = -100  # label of a token with no loss
@@ -46,11 +46,7 @@ def build_rows(prepared: Prepared, fs: FormattedSplit) -> TrainerRows:
     """The rows of a split formatted in memory (the data pipeline, engine.dataset_prep, streams them instead)."""
     cfg, block_size = prepared.cfg, prepared.block_size
     encoded = prepared.encoded(fs)
-    counts = empty_counts(cfg.spec, cfg.params, block_size)
-    if cfg.spec.pairwise:
-        count_pairs(counts, encoded, cfg.spec.whole_texts)
-    else:
-        count_texts(counts, encoded, block_size, cfg.spec.packs)
+    counts = counts_of(cfg.spec, cfg.params, encoded, block_size)
     if cfg.spec.packs:
         count_blocks(counts, block_size)
         rows = [{"input_ids": b, "labels": list(b)} for b in pack_blocks(encoded, block_size)]
