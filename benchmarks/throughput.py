@@ -1,15 +1,17 @@
 """Training throughput: a hand-written TRL script against llmtune with the same settings and with its defaults,
 for SFT and DPO, interleaved in one run, each run in a fresh process with its own peak RSS.
 
-Run: .venv/bin/python benchmarks/throughput.py [--steps 30] [--rounds 2] [--trainers sft,dpo]
+Run: .venv/bin/python benchmarks/throughput.py [--rows 200] [--rounds 2] [--trainers sft,dpo]
 
 Throughput is real (non-padding) tokens trained per second, counted the same way on both sides
-(engine.trainers.progress.TokenCounter over every micro-batch), the first step left out (warm-up). The model:
-a ~6M-parameter random Llama built here with llmtune's tiny tokenizer; the data: chats of 20 to 650 tokens
-(DPO: pairs with answers of different lengths). The script is what a TRL user writes from the docs: a
-conversational dataset, LoRA r16, batch 4, TRL's defaults for the rest. "llmtune, same settings" sets
-params.batching: padded and the script's gradient checkpointing and precision; "llmtune defaults" sets only
-the model, data, mapping, chat template, peft, batch and accumulation, and steps (issue 15's definition).
+(engine.trainers.progress.TokenCounter over every micro-batch), the first step left out (warm-up). Every run
+trains one whole epoch of the same rows, so both sides train the same examples and only the batching differs (a
+few random steps would measure which examples were drawn: tokens per second grow with length). The model: a
+~6M-parameter random Llama built here with llmtune's tiny tokenizer; the data: chats of 20 to 650 tokens (DPO:
+pairs with answers of different lengths). The script is what a TRL user writes from the docs: a conversational
+dataset, LoRA r16, batch 4, TRL's defaults for the rest. "llmtune, same settings" sets params.batching: padded
+and the script's gradient checkpointing and precision; "llmtune defaults" sets only the model, data, mapping,
+chat template, peft, batch and accumulation, and the length of training (issue 15's definition).
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ from datasets import load_dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from engine.trainers.progress import TokenCounter
-trainer_name, model_path, data, steps, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+trainer_name, model_path, data, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 tokenizer = AutoTokenizer.from_pretrained(model_path)
 model = AutoModelForCausalLM.from_pretrained(model_path)
 dataset = load_dataset("json", data_files=data, split="train")
 lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-common = dict(output_dir=out, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=steps,
+common = dict(output_dir=out, per_device_train_batch_size=4, gradient_accumulation_steps=1, num_train_epochs=1,
               learning_rate=2e-4, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True)
 if trainer_name == "sft":
     from trl import SFTConfig, SFTTrainer
@@ -88,7 +90,7 @@ def words(rng: random.Random, k: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + "."
 
 
-def write_data(directory: Path, n: int = 600, seed: int = 0) -> dict[str, Path]:
+def write_data(directory: Path, n: int, seed: int = 0) -> dict[str, Path]:
     """Chats of 20-650 tokens, and preference pairs whose answers differ in length."""
     rng = random.Random(seed)
     sft, dpo = directory / "sft" / "train.jsonl", directory / "dpo" / "train.jsonl"
@@ -128,13 +130,13 @@ def build_model(directory: Path) -> Path:
     return out
 
 
-def llmtune_config(directory: Path, name: str, trainer: str, model: Path, data: Path, steps: int,
+def llmtune_config(directory: Path, name: str, trainer: str, model: Path, data: Path,
                    same_as: dict | None) -> Path:
     """The defaults config (issue 15's definition), or, with `same_as`, the script's settings."""
     task = {"sft": "llm-sft", "dpo": "llm-dpo"}[trainer]
     mapping = ("    text_column: messages\n" if trainer == "sft" else
                "    prompt_text_column: prompt\n    text_column: chosen\n    rejected_text_column: rejected\n")
-    params = f"  peft: true\n  batch_size: {BATCH}\n  gradient_accumulation: 1\n  max_steps: {steps}\n"
+    params = f"  peft: true\n  batch_size: {BATCH}\n  gradient_accumulation: 1\n  epochs: 1\n"
     if same_as is not None:
         params += ("  batching: padded\n  quantization: null\n  lr: 0.0002\n  block_size: 1024\n"
                    f"  disable_gradient_checkpointing: {str(not same_as['gradient_checkpointing']).lower()}\n"
@@ -157,29 +159,28 @@ def run(code: str, *args: str, home: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=200, help="rows per data set: one epoch is rows / 4 steps")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--trainers", default="sft,dpo")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="llmtune-throughput-") as tmp:
         directory = Path(tmp)
-        model, data = build_model(directory), write_data(directory)
+        model, data = build_model(directory), write_data(directory, args.rows)
         home = directory / "home"
         for trainer in args.trainers.split(","):
             results: dict[str, list[dict]] = {"script": [], "same": [], "defaults": []}
             for r in range(args.rounds):  # interleaved: the machine is noisy, so each round runs all three
-                script = run(SCRIPT, trainer, str(model), str(data[trainer]), str(args.steps),
+                script = run(SCRIPT, trainer, str(model), str(data[trainer]),
                              str(directory / f"script-{trainer}-{r}"), home=home)
                 results["script"].append(script)
                 for kind, same in (("same", script), ("defaults", None)):
-                    config = llmtune_config(directory, f"{trainer}-{kind}-{r}", trainer, model, data[trainer],
-                                            args.steps, same)
+                    config = llmtune_config(directory, f"{trainer}-{kind}-{r}", trainer, model, data[trainer], same)
                     results[kind].append(run(LLMTUNE, str(config), home=home))
             base = statistics.median(x["tokens_per_s"] for x in results["script"])
             base_rss = statistics.median(x["rss_kb"] for x in results["script"])
             s = results["script"][0]
-            print(f"\n{trainer.upper()}, {args.steps} steps, batch {BATCH}, LoRA r16, {args.rounds} interleaved "
-                  f"round(s), medians (the script: gradient checkpointing "
+            print(f"\n{trainer.upper()}, one epoch of {args.rows} rows, batch {BATCH}, LoRA r16, {args.rounds} "
+                  f"interleaved round(s), medians (the script: gradient checkpointing "
                   f"{'on' if s['gradient_checkpointing'] else 'off'}, {'bf16' if s['bf16'] else 'fp32'})")
             print(f"  {'run':44s} {'tok/s':>8s} {'vs script':>10s} {'peak RSS':>9s} {'vs script':>10s}")
             for kind, label in (("script", "hand-written TRL script"), ("same", "llmtune, same settings"),

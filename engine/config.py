@@ -853,6 +853,10 @@ def coerce(value: Any, annotation: str, key: str, choices: tuple | None = None
             if isinstance(value, (dict, list, set, tuple, bytes)):  # a YAML list, mapping, !!set or !!binary
                 raise ValueError
             out = str(value)
+            if choices and "on" in choices and "off" in choices:  # auto|on|off: YAML reads `on` as true
+                switch = str(value).strip().lower()
+                if switch in ("true", "yes", "1", "false", "no", "0"):
+                    out = "on" if switch in ("true", "yes", "1") else "off"
         else:  # pragma: no cover - every field has one of the types above
             out = value
     except (TypeError, ValueError, OverflowError):
@@ -1310,10 +1314,10 @@ def data_problems(cfg: RunConfig) -> list[Problem]:
 
 
 def machine_problems(cfg: RunConfig) -> list[Problem]:
-    """Precision, quantization and batching this machine cannot run, said before any model is loaded."""
+    """Precision, quantization, batching and kernels this machine cannot run, said before any model is loaded."""
     asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", cfg.params.quantization)]
     asks = [(k, v) for k, v in asks if v]
-    if not asks and cfg.params.batching != "packed":
+    if not asks and cfg.params.batching != "packed" and cfg.params.liger_kernel != "on":
         return []
     from engine.capabilities import probe
 
@@ -1329,6 +1333,14 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
             out.append(cfg.problem("params.batching", f"packed cannot run here: {refusal}",
                                    "use params.batching: grouped (as little padding as examples of similar length "
                                    "allow, the same loss), or auto", "packed"))
+    if cfg.params.liger_kernel == "on":
+        from engine.kernels import KEY, machine_kernels
+
+        try:
+            machine_kernels(cfg, on_cuda=caps.device == "cuda")
+        except ValueError as e:
+            out.append(cfg.problem(KEY, str(e).removeprefix(f"{KEY}: "), f"use {KEY}: auto (on wherever it can "
+                                   "run) or off", "on"))
     for key, what in asks:
         support = caps.support(what)
         if not support.ok:

@@ -202,14 +202,17 @@ class EventWriter:
                     config: Mapping[str, Any], versions: Mapping[str, str], device: Mapping[str, Any],
                     data: Mapping[str, Any], total_steps: int, epochs: float, batch_size: int, output_dir: str,
                     block_size: int, block_size_note: str, trainable_parameters: int,
-                    total_parameters: int, batching: Mapping[str, str] | None = None) -> dict:
-        """`batching`: how batches are made ({"mode", "why"}, engine.batching)."""
+                    total_parameters: int, batching: Mapping[str, str] | None = None,
+                    kernels: Mapping[str, Any] | None = None) -> dict:
+        """`batching`: how batches are made ({"mode", "why"}, engine.batching); `kernels`: whether Liger's fused
+        kernels run ({"liger", "why"}, engine.kernels)."""
         return self._checked("run_started", run_dir=run_dir, pid=pid, trainer=trainer, task=task,
                              base_model=base_model, config=config, versions=versions, device=device, data=data,
                              total_steps=total_steps, epochs=epochs, batch_size=batch_size, output_dir=output_dir,
                              block_size=block_size, block_size_note=block_size_note,
                              trainable_parameters=trainable_parameters, total_parameters=total_parameters,
-                             **({"batching": dict(batching)} if batching else {}))
+                             **({"batching": dict(batching)} if batching else {}),
+                             **({"kernels": dict(kernels)} if kernels else {}))
 
     def status(self, *, phase: str, message: str, step: int | None = None) -> dict:
         """`step`: with phase "training", the step training begins at (step events' `elapsed` counts from here)."""

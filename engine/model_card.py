@@ -12,7 +12,7 @@ from engine.tinymodel import resolve_model
 
 def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dict[str, Any],
                      data: dict[str, dict[str, int]], resized_to: int | None, merged: Path | None,
-                     batching: str | None = None) -> None:
+                     batching: str | None = None, kernels: str | None = None) -> None:
     lines = [f"# {run_dir.name}", "",
              f"Fine-tuned from `{cfg.base_model}` with llmtune: {cfg.spec.card_name}"
              f"{' with a LoRA adapter' if cfg.params.peft else ''}.", ""]
@@ -29,6 +29,8 @@ def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dic
                      f"({s['trained_tokens']} trained), {s['truncated']} truncated, {s['dropped']} rows dropped")
     if batching:
         lines.append(f"- batching: {batching}")
+    if kernels:
+        lines.append(f"- Liger kernels: {kernels}")
     lines += ["", "## Result", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in metrics.items()] or ["- no metrics recorded"]
     lines += ["", "## How to load it", "", "```python", *_loading_code(cfg, run_dir, resized_to), "```", ""]

@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from engine.batching import BATCHING
+from engine.kernels import LIGER
 from engine.tasks import DEFAULT_TRAINER, TRAINERS
 
 # The values the installed transformers accepts (TrainingArguments.optim / lr_scheduler_type), copied so the
@@ -116,6 +117,9 @@ class Params:
                        "padding, the same loss), padded (random order, padded to the longest), packed (no padding; "
                        "SFT with flash-attention on a GPU); auto picks the fastest exact one.", choices=BATCHING,
                        extra=True)
+    liger_kernel: str = _p("auto", "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, cross-entropy) on a CUDA "
+                           "GPU: auto = on where liger_kernel is installed and knows the model type.", choices=LIGER,
+                           extra=True)
     valid_fraction: float = _p(0.0, "Hold out this fraction of the train rows as the validation split when "
                                "there is no data.valid_split, e.g. 0.05 = 5% (chosen by seed, the same rows "
                                "every run); 0 = none.", minimum=0, maximum=1, exclusive_max=True, extra=True)

@@ -184,7 +184,8 @@ class Run:
         from engine.trainers.progress import ProgressCallback, TokenCounter
 
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
-                  world_size=int(os.environ.get("WORLD_SIZE", "1")), batching=run_batching(cfg))
+                  world_size=int(os.environ.get("WORLD_SIZE", "1")), batching=run_batching(cfg),
+                  kernels=run_kernels(cfg))
         checkpoint = self._checkpoint_to_resume(cfg)
         resumed = checkpoints.read_marker(checkpoint) if checkpoint else None
         counter = TokenCounter(*(_count(resumed, k) for k in ("tokens", "trained_tokens")))
@@ -195,6 +196,7 @@ class Run:
             trainer, loaded = builder(cfg.trainer)(job, [progress])
         apply_batching(trainer, job)
         self.log("info", f"batching: {job.batching.describe()}")
+        self.log("info", f"Liger kernels: {job.kernels.describe()}")
         counter.attach(trainer)
         guard.attach(trainer)
         # TRL's card ("a fine-tuned version of [None]"); ours below
@@ -212,7 +214,8 @@ class Run:
             if self.manifest is not None:  # rank 0 only
                 with self.recording():
                     write_model_card(cfg, self.run_dir, status=status, metrics=metrics or {}, data=data,
-                                     resized_to=resized, merged=merged, batching=job.batching.describe())
+                                     resized_to=resized, merged=merged, batching=job.batching.describe(),
+                                     kernels=job.kernels.describe())
 
         self.card = card
         progress.on_saved = lambda: card("running")  # after TRL's own card, which each checkpoint rewrites
@@ -224,7 +227,7 @@ class Run:
                 batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                 output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
                 trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model),
-                batching=job.batching.as_dict())
+                batching=job.batching.as_dict(), kernels=job.kernels.as_dict())
         card("running")
         self._check_room(cfg, trainer.model, total_steps(job), checkpoint)
         if "stop" in control.pending(self.run_dir):  # asked to stop while the data and model were loading
@@ -379,6 +382,14 @@ def run_batching(cfg: RunConfig) -> Any:
     from engine.trainers.model import device
 
     return machine_batching(cfg, on_cuda=device() == "cuda")
+
+
+def run_kernels(cfg: RunConfig) -> Any:
+    """Whether this run uses Liger's kernels on this machine (engine.kernels)."""
+    from engine.kernels import machine_kernels
+    from engine.trainers.model import device
+
+    return machine_kernels(cfg, on_cuda=device() == "cuda")
 
 
 def _count(marker: dict[str, Any] | None, key: str) -> int:

@@ -57,7 +57,9 @@ def test_row_lengths_read_the_arrow_columns_as_the_rows_do() -> None:
     assert padding_share([4, 4, 1, 3], 2) == pytest.approx(1 - 12 / 14)
 
 
-def _trainer(directory: Path, tiny_model: Path, trainer: str, batching: str, **params: object):
+def _trainer(directory: Path, tiny_model: Path, trainer: str, batching: str, valid: bool = False,
+             **params: object):
+    """A trainer as a run builds it; with `valid`, the training rows are its eval set too."""
     from engine.pipeline import prepare
     from engine.trainers import builder
     from engine.trainers.common import Job, apply_batching
@@ -76,8 +78,8 @@ def _trainer(directory: Path, tiny_model: Path, trainer: str, batching: str, **p
     prepared = prepare(cfg)
     [train] = [build_rows(prepared, fs) for fs in prepared.splits]
     chosen = choose_batching(batching, cfg.spec, on_cuda=False, flash_attention=False)
-    job = Job(cfg, directory / "run", prepared.tokenizer, prepared.setup, prepared.block_size, train, None,
-              batching=chosen)
+    job = Job(cfg, directory / "run", prepared.tokenizer, prepared.setup, prepared.block_size, train,
+              train if valid else None, batching=chosen)
     built, _ = builder(cfg.trainer)(job, [])
     apply_batching(built, job)
     return built, job
@@ -134,6 +136,48 @@ def test_a_batch_loss_does_not_depend_on_its_padding(in_tmp: Path, tiny_model: P
         wide = copy.copy(collate)
         wide.pad_to_multiple_of = 64
         assert loss(wide(features)) == pytest.approx(loss(base), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("trainer", [s.trainer for s in SPECS if s.trainer != "orpo"])
+def test_the_eval_loss_does_not_depend_on_the_eval_batches(in_tmp: Path, tiny_model: Path, trainer: str) -> None:
+    """The eval loss is the mean over every trained token (SFT, generic) or pair (reward, DPO) of the eval set:
+    the same with padded batches in data order, grouped ones longest first, and one example per batch
+    (transformers alone gives each batch's mean the same weight, so all three would differ). Not ORPO: its
+    loss (TRL's) adds the batch's token-mean NLL of the chosen answers to a per-pair term, so no weighting of
+    batch means makes it independent of which pairs share a batch."""
+    losses = {}
+    for mode, batch in (("padded", 7), ("grouped", 7), ("padded", 1)):
+        built, _ = _trainer(in_tmp / f"{mode}-{batch}", tiny_model, trainer, mode, valid=True, peft=False,
+                            batch_size=batch)
+        losses[mode, batch] = built.evaluate()["eval_loss"]
+    assert losses["grouped", 7] == pytest.approx(losses["padded", 7], rel=1e-5)
+    assert losses["padded", 1] == pytest.approx(losses["padded", 7], rel=1e-5)
+
+
+def test_grouped_eval_batches_run_longest_first(in_tmp: Path, tiny_model: Path) -> None:
+    built, job = _trainer(in_tmp, tiny_model, "sft", "grouped", valid=True, block_size=512)
+    lengths = [int(b["attention_mask"].sum(dim=1).max()) for b in built.get_eval_dataloader()]
+    assert lengths == sorted(lengths, reverse=True) and len(lengths) == 40
+
+
+@pytest.mark.parametrize("trainer", ["sft", "dpo"])
+def test_gradient_accumulation_trains_as_one_batch_of_the_same_examples(in_tmp: Path, tiny_model: Path,
+                                                                         trainer: str) -> None:
+    """Batch 4 and batch 2 with two accumulated micro-batches take the same step over the same 4 examples:
+    the loss is a mean over all of the step's tokens (pairs), not a mean of the micro-batches' means. Plain
+    SGD at a constant rate, so the update is the gradient itself (Adam's first step is about its sign)."""
+    weights = {}
+    for batch, accumulation in ((4, 1), (2, 2)):
+        built, _ = _trainer(in_tmp / f"{batch}x{accumulation}", tiny_model, trainer, "padded", peft=False,
+                            batch_size=batch, gradient_accumulation=accumulation, max_steps=1, optimizer="sgd",
+                            lr=0.5, warmup_ratio=0.0, scheduler="constant", max_grad_norm=0.0)
+        before = {n: p.detach().clone() for n, p in built.model.named_parameters()}
+        built.train()
+        weights[batch] = {n: p.detach().clone() for n, p in built.model.named_parameters()}
+    moved = max(float((weights[4][n] - before[n]).abs().max()) for n in before)
+    assert moved > 1e-3  # the step did train
+    for name, value in weights[4].items():
+        torch.testing.assert_close(weights[2][name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_the_run_says_how_it_batches(in_tmp: Path, tiny_model: Path) -> None:

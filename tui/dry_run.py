@@ -71,6 +71,7 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
         rows.append(("weights", "full fine-tune (params.peft: false)"))
     rows.append(("precision", precision_line(cfg, machine)))
     rows.append(("batching", batching_line(cfg, machine)))
+    rows.append(("kernels", kernels_line(cfg, machine)))
     rows.append(("checkpointing", checkpointing_line(cfg, machine)))
     return rows
 
@@ -87,6 +88,19 @@ def batching_line(cfg: RunConfig, machine: bool) -> str:
         return machine_batching(cfg, on_cuda=_cuda_available()).describe()
     except ValueError as e:  # packed where it cannot run: the config check refuses it before training
         return f"packed (refused: {e})"
+
+
+def kernels_line(cfg: RunConfig, machine: bool) -> str:
+    """Whether Liger's fused kernels will run (engine.kernels), as the training process will choose."""
+    from engine.kernels import machine_kernels
+
+    asked = cfg.params.liger_kernel
+    if not machine:
+        return f"Liger {asked} ({'chosen for this machine at the start' if asked == 'auto' else 'params.liger_kernel'})"
+    try:
+        return f"Liger {machine_kernels(cfg, on_cuda=_cuda_available()).describe()}"
+    except ValueError as e:  # on where it cannot run: the config check refuses it before training
+        return f"Liger on (refused: {e})"
 
 
 def precision_line(cfg: RunConfig, machine: bool) -> str:

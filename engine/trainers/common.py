@@ -13,7 +13,9 @@ from typing import Any
 from engine.batching import Batching, GroupedSampler, row_lengths
 from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
+from engine.kernels import Kernels
 from engine.plan import steps_of, steps_per_epoch
+from engine.trainers.evaluation import weigh_eval_loss
 from engine.trainers.model import device
 from engine.trainers.rows import TrainerRows
 
@@ -31,6 +33,7 @@ class Job:
     valid: TrainerRows | None
     world_size: int = 1
     batching: Batching = Batching("padded", "params.batching: padded")
+    kernels: Kernels = Kernels(False, "params.liger_kernel: off")
 
     def dataset(self, rows: TrainerRows | None) -> Any:
         """The rows as a datasets.Dataset: the data pipeline's memory-mapped Arrow as it is, or made from a list."""
@@ -106,17 +109,29 @@ def training_args(job: Job, config_class: type, **extra: Any) -> Any:
         remove_unused_columns=False,
         ddp_find_unused_parameters=False if job.world_size > 1 else None,
         dataset_num_proc=None,
+        use_liger_kernel=job.kernels.liger,
     )
     kwargs.update(extra)
     return config_class(**kwargs)
 
 
 def apply_batching(trainer: Any, job: Job) -> None:
-    """Grouped batching: the trainer samples its training batches by length (engine.batching). Padded and packed
-    batching need nothing here (packed is the SFT collator's padding_free, set in its args)."""
+    """How the trainer cuts the data into batches (engine.batching). Grouped: training batches sampled by
+    length. Grouped and packed: eval batches in order of length, longest first (deterministic, and the least
+    padding). Every mode: the eval loss weighed so that it does not depend on the eval batches
+    (engine.trainers.evaluation). Padded and packed training need nothing here (packed is the SFT collator's
+    padding_free, set in its args)."""
+    shape = job.cfg.spec.rows
+    weigh_eval_loss(trainer, shape)
+    if job.batching.mode == "padded":
+        return
+    if job.valid is not None and job.valid.rows:
+        eval_lengths = row_lengths(job.valid.rows, shape)
+        longest_first = sorted(range(len(eval_lengths)), key=lambda i: -eval_lengths[i])
+        trainer._get_eval_sampler = lambda *args, **kwargs: longest_first
     if job.batching.mode != "grouped":
         return
-    lengths = row_lengths(job.train.rows, job.cfg.spec.rows)
+    lengths = row_lengths(job.train.rows, shape)
     # per device: each process's batches (with several, accelerate shards the index stream by whole batches)
     size = trainer.args.per_device_train_batch_size
 
