@@ -30,31 +30,53 @@ class Checkpointing:
         return f"{'on' if self.on else 'off'} ({self.why})"
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A memory estimate against the device's memory."""
+    need: int
+    where: str  # "the GPU" or "RAM"
+    total: int | None  # the device's memory, None when unknown
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.total) and self.need <= ROOM * (self.total or 0)
+
+    def says(self) -> str:
+        return (f"{human_bytes(self.need)}, {'fits' if self.fits else 'does not fit'} {self.where} "
+                f"({human_bytes(self.total or 0)}){'' if self.fits else ' with room to spare'}")
+
+
+def memory_fit(cfg: RunConfig) -> Fit:
+    """The memory estimate (engine.memory) of `cfg` with the precision the run will have, against the memory of
+    the device it will run on. Raises when the model's size is unknown here (a hub model not cached)."""
+    from engine.memory import estimate_memory
+    from engine.model_info import read_model_info
+    from engine.precision import resolve_precision
+
+    run = copy.deepcopy(cfg)
+    resolve_precision(run)  # 16-bit activations take half the room
+    info = read_model_info(cfg.base_model, cfg.base_dir)
+    gpu_total = _gpu_total()
+    need = estimate_memory(info, run, gpu_total=gpu_total, device="cuda" if gpu_total else "cpu").total
+    return Fit(need, "the GPU", gpu_total) if gpu_total else Fit(need, "RAM", _ram_total())
+
+
 def choose_checkpointing(cfg: RunConfig) -> Checkpointing:
     if KEY not in cfg.defaulted:
         return Checkpointing(not cfg.params.disable_gradient_checkpointing,
                              f"{KEY}: {str(cfg.params.disable_gradient_checkpointing).lower()}")
+    off = copy.deepcopy(cfg)
+    off.params.disable_gradient_checkpointing = True
     try:
-        from engine.memory import estimate_memory
-        from engine.model_info import read_model_info
-        from engine.precision import resolve_precision
-
-        off = copy.deepcopy(cfg)
-        resolve_precision(off)  # the precision the run will have: 16-bit activations take half the room
-        off.params.disable_gradient_checkpointing = True
-        info = read_model_info(cfg.base_model, cfg.base_dir)
-        gpu_total = _gpu_total()
-        need = estimate_memory(info, off, gpu_total=gpu_total, device="cuda" if gpu_total else "cpu").total
+        fit = memory_fit(off)
     except Exception:  # noqa: BLE001 - no size known (a hub model not cached, an odd config): the safe choice
         return Checkpointing(True, "auto: the model's size is unknown here, so memory is saved")
-    where, total = ("the GPU", gpu_total) if gpu_total else ("RAM", _ram_total())
-    if total and need <= ROOM * total:
-        return Checkpointing(False, f"auto: the estimate without it, {human_bytes(need)}, fits {where} "
-                                    f"({human_bytes(total)}); it would cost about 1.5x the time of a step")
-    if not total:
+    if fit.fits:
+        return Checkpointing(False, f"auto: the estimate without it, {fit.says()}; it would cost about 1.5x "
+                                    "the time of a step")
+    if not fit.total:
         return Checkpointing(True, "auto: the device's memory is unknown, so memory is saved")
-    return Checkpointing(True, f"auto: the estimate without it, {human_bytes(need)}, does not fit {where} "
-                               f"({human_bytes(total)}) with room to spare")
+    return Checkpointing(True, f"auto: the estimate without it, {fit.says()}")
 
 
 def resolve_checkpointing(cfg: RunConfig) -> None:

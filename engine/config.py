@@ -1315,7 +1315,9 @@ def data_problems(cfg: RunConfig) -> list[Problem]:
 
 def machine_problems(cfg: RunConfig) -> list[Problem]:
     """Precision, quantization, batching and kernels this machine cannot run, said before any model is loaded."""
-    asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", cfg.params.quantization)]
+    # a quantization the config leaves open is the run's choice (engine.quantization): int4 only where it runs
+    quantization = None if "params.quantization" in cfg.defaulted else cfg.params.quantization
+    asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", quantization)]
     asks = [(k, v) for k, v in asks if v]
     if not asks and cfg.params.batching != "packed" and cfg.params.liger_kernel != "on":
         return []

@@ -72,12 +72,10 @@ def liger_model_types() -> Collection[str] | None:
     return set(MODEL_TYPE_TO_APPLY_LIGER_FN)
 
 
-def machine_kernels(cfg: Any, *, on_cuda: bool) -> Kernels:
-    """choose_kernels for a config on a machine with or without a CUDA GPU."""
+def machine_kernels(cfg: Any, *, on_cuda: bool, model_type: str | None = None) -> Kernels:
+    """choose_kernels for a config on a machine with or without a CUDA GPU; `model_type` (config.json's, from
+    engine.model_info, which the caller reads: this module sits below engine.config) unknown: not checked."""
     asked = cfg.params.liger_kernel
-    if asked == "off" or not on_cuda or not liger_installed():
-        return choose_kernels(asked, on_cuda=on_cuda, installed=liger_installed(), model_type=None, supported=None)
-    from engine.model_info import read_model_info
-
-    return choose_kernels(asked, on_cuda=on_cuda, installed=True,
-                          model_type=read_model_info(cfg.base_model).model_type, supported=liger_model_types())
+    known = on_cuda and asked != "off" and model_type is not None and liger_installed()
+    return choose_kernels(asked, on_cuda=on_cuda, installed=liger_installed(), model_type=model_type,
+                          supported=liger_model_types() if known else None)

@@ -34,13 +34,15 @@ def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
     """A copy whose local data and model paths are absolute, so the config works from any directory. A token
     written literally becomes `${HF_TOKEN}`: the training process gets it in its environment (child_env).
     `for_run`: what is chosen for this machine when the config leaves it open is written in too
-    (engine.checkpointing), so the training process and `resume` do the same."""
+    (engine.precision, engine.quantization, engine.checkpointing), so the training process and `resume` do the same."""
     out = copy.deepcopy(cfg)
     if for_run:
         from engine.checkpointing import resolve_checkpointing
         from engine.precision import resolve_precision
+        from engine.quantization import resolve_quantization
 
-        resolve_precision(out)  # first: the memory estimate that decides checkpointing depends on it
+        resolve_precision(out)  # first: the memory estimates that decide the next two depend on it
+        resolve_quantization(out)
         resolve_checkpointing(out)
     if out.hub.token and "hub.token" not in out.env_refs:
         out.env_refs["hub.token"] = "${HF_TOKEN}"

@@ -387,9 +387,12 @@ def run_batching(cfg: RunConfig) -> Any:
 def run_kernels(cfg: RunConfig) -> Any:
     """Whether this run uses Liger's kernels on this machine (engine.kernels)."""
     from engine.kernels import machine_kernels
+    from engine.model_info import read_model_info
     from engine.trainers.model import device
 
-    return machine_kernels(cfg, on_cuda=device() == "cuda")
+    on_cuda = device() == "cuda"
+    model_type = read_model_info(cfg.base_model, cfg.base_dir).model_type if on_cuda else None
+    return machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type)
 
 
 def _count(marker: dict[str, Any] | None, key: str) -> int:

@@ -224,6 +224,43 @@ def test_gradient_checkpointing_left_open_is_chosen_from_the_memory_estimate(in_
         explicit).why
 
 
+def test_quantization_left_open_is_int4_only_where_the_model_does_not_fit_without_it(
+        in_tmp: Path, tiny_model: Path) -> None:
+    from engine.config import load_config
+    from engine.quantization import KEY, choose_quantization
+    from engine.rundir import prepare
+
+    cfg = make_config(in_tmp, tiny_model, "sft", params={"peft": True})
+    cfg.defaulted.add(KEY)  # the key absent from the file: AutoTrain would load the base in int4
+    cfg.params.quantization = "int4"
+    choice = choose_quantization(cfg)
+    assert choice.value is None and "fits RAM" in choice.why  # a tiny model: plain LoRA, faster and exact
+    written = load_config(prepare(cfg) / "config.yaml")
+    assert written.params.quantization is None and KEY not in written.defaulted  # the run and `resume` agree
+
+    unknown = copy.deepcopy(cfg)
+    unknown.base_model = "no-such-org/no-such-model"
+    guessed = choose_quantization(unknown)  # no size known: AutoTrain's choice, where int4 runs
+    assert guessed.value == "int4" or "int4 cannot run here" in guessed.why
+
+    explicit = copy.deepcopy(cfg)
+    explicit.defaulted.discard(KEY)
+    assert choose_quantization(explicit).value == "int4"  # written in the config: always wins
+    full = copy.deepcopy(cfg)
+    full.params.peft = False
+    assert choose_quantization(full).value is None  # without LoRA nothing is quantized
+
+    huge = copy.deepcopy(cfg)
+    (in_tmp / "huge").mkdir()
+    (in_tmp / "huge" / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384,
+        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}))
+    huge.base_model = str(in_tmp / "huge")
+    chosen = choose_quantization(huge)
+    assert chosen.value == "int4" and "does not fit" in chosen.why  # a 405B model needs it
+
+
 @pytest.mark.parametrize("device,reason,chosen", [
     ("cpu", "bf16 autocast on cpu, native on this CPU (AVX512-BF16).", "bf16"),
     ("cpu", "bf16 autocast on cpu, native on this CPU (AMX).", "bf16"),

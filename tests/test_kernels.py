@@ -42,15 +42,18 @@ def test_yaml_booleans_read_as_on_and_off(written: str, read: str) -> None:
     assert cfg.params.liger_kernel == read  # YAML 1.1 reads a bare `on` as true
 
 
-def test_the_model_type_is_read_from_the_model(in_tmp: Path, tiny_model: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_model_type_decides_on_a_gpu_with_liger(in_tmp: Path, tiny_model: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.model_info import read_model_info
+
     cfg = make_config(in_tmp, tiny_model, "sft")
+    model_type = read_model_info(str(tiny_model)).model_type  # as the run reads it: the tiny model is a Llama
     monkeypatch.setattr(kernels, "liger_installed", lambda: True)
     monkeypatch.setattr(kernels, "liger_model_types", lambda: {"llama"})
-    assert kernels.machine_kernels(cfg, on_cuda=True).liger  # the tiny model is a Llama
+    assert kernels.machine_kernels(cfg, on_cuda=True, model_type=model_type).liger
     monkeypatch.setattr(kernels, "liger_model_types", lambda: {"qwen2"})
-    assert "model type llama" in kernels.machine_kernels(cfg, on_cuda=True).why
-    assert not kernels.machine_kernels(cfg, on_cuda=False).liger
+    assert "model type llama" in kernels.machine_kernels(cfg, on_cuda=True, model_type=model_type).why
+    assert not kernels.machine_kernels(cfg, on_cuda=False, model_type=model_type).liger
 
 
 def test_on_is_refused_before_the_run_on_a_machine_without_a_gpu(in_tmp: Path, tiny_model: Path) -> None:

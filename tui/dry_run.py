@@ -66,7 +66,7 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
         rows.append(("duration", duration_line(plan)))
     if p.peft:
         rows.append(("LoRA", f"r {p.lora_r}, alpha {p.lora_alpha}, dropout {p.lora_dropout:g}, "
-                     f"modules {p.target_modules}; quantization {p.quantization or 'none'}"))
+                     f"modules {p.target_modules}; quantization {quantization_text(cfg, machine)}"))
     else:
         rows.append(("weights", "full fine-tune (params.peft: false)"))
     rows.append(("precision", precision_line(cfg, machine)))
@@ -98,7 +98,11 @@ def kernels_line(cfg: RunConfig, machine: bool) -> str:
     if not machine:
         return f"Liger {asked} ({'chosen for this machine at the start' if asked == 'auto' else 'params.liger_kernel'})"
     try:
-        return f"Liger {machine_kernels(cfg, on_cuda=_cuda_available()).describe()}"
+        from engine.model_info import read_model_info
+
+        on_cuda = _cuda_available()
+        model_type = read_model_info(cfg.base_model, cfg.base_dir).model_type if on_cuda else None
+        return f"Liger {machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type).describe()}"
     except ValueError as e:  # on where it cannot run: the config check refuses it before training
         return f"Liger on (refused: {e})"
 
@@ -113,6 +117,15 @@ def precision_line(cfg: RunConfig, machine: bool) -> str:
         return "auto (bf16 where this machine runs it natively, else fp32; chosen when the run starts)"
     value, why = choose_precision(cfg)
     return f"{value or 'full (fp32)'} ({why})"
+
+
+def quantization_text(cfg: RunConfig, machine: bool) -> str:
+    """Quantization as the run will have it (engine.quantization)."""
+    from engine.quantization import KEY, choose_quantization
+
+    if KEY in cfg.defaulted and cfg.params.peft and not machine:
+        return "auto (int4 only where the model does not fit without it; chosen when the run starts)"
+    return choose_quantization(cfg).describe()
 
 
 def checkpointing_line(cfg: RunConfig, machine: bool) -> str:
