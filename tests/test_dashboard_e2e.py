@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import subprocess
 import sys
 import termios
@@ -127,17 +128,23 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def in_terminal(args: list[str], cwd: Path) -> tuple[subprocess.Popen, int, list[bytes]]:
-    """Start `llmtune-tui ARGS` on a new pseudo-terminal; its output is drained into the returned list."""
+def in_terminal(args: list[str], cwd: Path) -> tuple[subprocess.Popen, Callable[[], None], list[bytes]]:
+    """Start `llmtune-tui ARGS` on a new pseudo-terminal; its output is drained into the returned list. The
+    returned function closes the terminal. The drain stops first: a close while another thread is blocked in
+    read() on the master does not release it (Linux keeps the file open until that read returns), so the
+    hangup would wait for the program's next output, which a finished screen never writes."""
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
     proc = subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdin=slave, stdout=slave, stderr=slave,
                             cwd=cwd, env=env, start_new_session=True, preexec_fn=_controlling_tty)
     os.close(slave)
     output: list[bytes] = []
+    stop = threading.Event()
 
     def drain() -> None:
-        while True:
+        while not stop.is_set():
+            if not select.select([master], [], [], 0.1)[0]:
+                continue
             try:
                 data = os.read(master, 65536)
             except OSError:  # the terminal is gone
@@ -146,8 +153,15 @@ def in_terminal(args: list[str], cwd: Path) -> tuple[subprocess.Popen, int, list
                 return
             output.append(data)
 
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, master, output
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+
+    def hang_up() -> None:
+        stop.set()
+        reader.join()
+        os.close(master)
+
+    return proc, hang_up, output
 
 
 def wait_until(condition, what: str, timeout: float = 120) -> None:
@@ -174,16 +188,16 @@ def test_the_run_survives_its_terminal_closing(in_tmp: Path, tiny_model: Path, c
     run_dir = in_tmp / "runs" / "hup"
     cleanup.append(run_dir)
     if how == "headless":
-        proc, master, output = in_terminal(["--config", "run.yaml", "--yes"], in_tmp)
+        proc, hang_up, output = in_terminal(["--config", "run.yaml", "--yes"], in_tmp)
     else:
         from tui.train_start import check_and_start
 
         check_and_start(in_tmp / "run.yaml")
-        proc, master, output = in_terminal(["attach", "runs/hup"], in_tmp)
+        proc, hang_up, output = in_terminal(["attach", "runs/hup"], in_tmp)
     try:
         wait_until(lambda: steps_in(run_dir) and b"step" in b"".join(output), "steps, shown in the terminal")
-        assert proc.poll() is None
-        os.close(master)  # the terminal goes away
+        assert proc.poll() is None and final_event(run_dir) is None  # still training when the terminal goes
+        hang_up()
         proc.wait(timeout=30)
         wait_until(lambda: final_event(run_dir) is not None, "the run to finish")
     finally:
