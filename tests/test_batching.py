@@ -190,6 +190,16 @@ def test_the_run_says_how_it_batches(in_tmp: Path, tiny_model: Path) -> None:
     json.dumps(started)  # the event stays plain JSON
 
 
+def _llama_405b(directory: Path) -> str:
+    """A model directory holding only the config.json of a 405B Llama: enough for the memory estimate."""
+    (directory / "huge").mkdir()
+    (directory / "huge" / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384,
+        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}))
+    return str(directory / "huge")
+
+
 def test_gradient_checkpointing_left_open_is_chosen_from_the_memory_estimate(in_tmp: Path, tiny_model: Path) -> None:
     from engine.checkpointing import KEY, choose_checkpointing
     from engine.config import load_config
@@ -204,12 +214,7 @@ def test_gradient_checkpointing_left_open_is_chosen_from_the_memory_estimate(in_
     assert KEY not in written.defaulted
 
     huge = copy.deepcopy(cfg)
-    (in_tmp / "huge").mkdir()
-    (in_tmp / "huge" / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384,
-        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
-        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}))
-    huge.base_model = str(in_tmp / "huge")
+    huge.base_model = _llama_405b(in_tmp)
     huge.params.batch_size, huge.params.block_size = 8, 4096
     assert choose_checkpointing(huge).on  # a 405B model does not fit without it
 
@@ -251,12 +256,7 @@ def test_quantization_left_open_is_int4_only_where_the_model_does_not_fit_withou
     assert choose_quantization(full).value is None  # without LoRA nothing is quantized
 
     huge = copy.deepcopy(cfg)
-    (in_tmp / "huge").mkdir()
-    (in_tmp / "huge" / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16384,
-        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
-        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}))
-    huge.base_model = str(in_tmp / "huge")
+    huge.base_model = _llama_405b(in_tmp)
     chosen = choose_quantization(huge)
     assert chosen.value == "int4" and "does not fit" in chosen.why  # a 405B model needs it
 
