@@ -166,18 +166,19 @@ def test_gradient_accumulation_trains_as_one_batch_of_the_same_examples(in_tmp: 
     """Batch 4 and batch 2 with two accumulated micro-batches take the same step over the same 4 examples:
     the loss is a mean over all of the step's tokens (pairs), not a mean of the micro-batches' means. Plain
     SGD at a constant rate, so the update is the gradient itself (Adam's first step is about its sign)."""
-    weights = {}
+    updates = {}
     for batch, accumulation in ((4, 1), (2, 2)):
         built, _ = _trainer(in_tmp / f"{batch}x{accumulation}", tiny_model, trainer, "padded", peft=False,
                             batch_size=batch, gradient_accumulation=accumulation, max_steps=1, optimizer="sgd",
                             lr=0.5, warmup_ratio=0.0, scheduler="constant", max_grad_norm=0.0)
         before = {n: p.detach().clone() for n, p in built.model.named_parameters()}
         built.train()
-        weights[batch] = {n: p.detach().clone() for n, p in built.model.named_parameters()}
-    moved = max(float((weights[4][n] - before[n]).abs().max()) for n in before)
-    assert moved > 1e-3  # the step did train
-    for name, value in weights[4].items():
-        torch.testing.assert_close(weights[2][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        updates[batch] = {n: p.detach() - before[n] for n, p in built.model.named_parameters()}
+    assert max(float(u.abs().max()) for u in updates[4].values()) > 1e-3  # the step did train
+    # the same update up to float summation order (a mean of the micro-batches' means is off by percents)
+    for name, update in updates[4].items():
+        error = float((updates[2][name] - update).abs().max())
+        assert error <= 2e-3 * float(update.abs().max()) + 1e-6, (name, error, float(update.abs().max()))
 
 
 def test_the_run_says_how_it_batches(in_tmp: Path, tiny_model: Path) -> None:
