@@ -8,6 +8,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -124,8 +125,11 @@ async def test_a_launch_that_cannot_start_says_why_and_stays(in_tmp: Path, tiny_
 
 
 def _controlling_tty() -> None:
-    """In the child, after setsid: make the pty on stdin its controlling terminal, as a login shell's is."""
+    """In the child, after setsid: make the pty on stdin its controlling terminal, as a login shell's is, with
+    SIGHUP's default action, as a terminal's programs have it: the test suite itself may run under nohup (or
+    from a background job), whose ignored SIGHUP every child would inherit."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def in_terminal(args: list[str], cwd: Path) -> tuple[subprocess.Popen, Callable[[], None], list[bytes]]:
