@@ -1336,12 +1336,12 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
                                    "use params.batching: grouped (as little padding as examples of similar length "
                                    "allow, the same loss), or auto", "packed"))
     if cfg.params.liger_kernel == "on":
-        from engine.kernels import KEY, machine_kernels
+        from engine.kernels import KEY, liger_installed, liger_refusal
 
-        try:
-            machine_kernels(cfg, on_cuda=caps.device == "cuda")
-        except ValueError as e:
-            out.append(cfg.problem(KEY, str(e).removeprefix(f"{KEY}: "), f"use {KEY}: auto (on wherever it can "
+        refusal = liger_refusal(on_cuda=caps.device == "cuda", installed=liger_installed(), model_type=None,
+                                supported=None)  # the model type is checked by liger where it runs
+        if refusal:
+            out.append(cfg.problem(KEY, f"on cannot run here: {refusal}", f"use {KEY}: auto (on wherever it can "
                                    "run) or off", "on"))
     for key, what in asks:
         support = caps.support(what)

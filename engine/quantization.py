@@ -35,13 +35,11 @@ def choose_quantization(cfg: RunConfig) -> Quantization:
         return Quantization(p.quantization, f"{KEY}: {p.quantization or 'null'}")
     if not p.peft:
         return Quantization(None, "no LoRA: the weights are trained as they are")
-    from engine.checkpointing import KEY as CHECKPOINTING
     from engine.checkpointing import memory_fit
 
     plain = copy.deepcopy(cfg)
     plain.params.quantization = None
     plain.params.disable_gradient_checkpointing = False
-    plain.defaulted -= {KEY, CHECKPOINTING}
     try:
         fit = memory_fit(plain)
     except Exception:  # noqa: BLE001 - no size known (a hub model not cached, an odd config): AutoTrain's int4
