@@ -1,7 +1,7 @@
 """Training throughput: a hand-written TRL script against llmtune with the same settings and with its defaults,
 for SFT and DPO, interleaved in one run, each run in a fresh process with its own peak RSS.
 
-Run: .venv/bin/python benchmarks/throughput.py [--rows 200] [--rounds 2] [--trainers sft,dpo]
+Run: .venv/bin/python benchmarks/throughput.py [--rows 200] [--rounds 2] [--trainers sft,dpo] [--script-precision fp32]
 
 Throughput is real (non-padding) tokens trained per second, counted the same way on both sides
 (engine.trainers.progress.TokenCounter over every micro-batch), the first step left out (warm-up). Every run
@@ -39,13 +39,14 @@ from datasets import load_dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from engine.trainers.progress import TokenCounter
-trainer_name, model_path, data, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+trainer_name, model_path, data, out, precision = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 tokenizer = AutoTokenizer.from_pretrained(model_path)
 model = AutoModelForCausalLM.from_pretrained(model_path)
 dataset = load_dataset("json", data_files=data, split="train")
 lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 common = dict(output_dir=out, per_device_train_batch_size=4, gradient_accumulation_steps=1, num_train_epochs=1,
-              learning_rate=2e-4, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True)
+              learning_rate=2e-4, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True,
+              **({"bf16": False} if precision == "fp32" else {}))
 if trainer_name == "sft":
     from trl import SFTConfig, SFTTrainer
     args = SFTConfig(**common, max_length=1024)
@@ -162,6 +163,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200, help="rows per data set: one epoch is rows / 4 steps")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--trainers", default="sft,dpo")
+    parser.add_argument("--script-precision", choices=("trl", "fp32"), default="trl",
+                        help="trl: the script keeps TRL's default (bf16, emulated and much slower on a CPU without "
+                             "AVX512-BF16 or AMX); fp32: the script turns bf16 off, as someone who knows the CPU "
+                             "would")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="llmtune-throughput-") as tmp:
         directory = Path(tmp)
@@ -171,7 +176,7 @@ def main() -> None:
             results: dict[str, list[dict]] = {"script": [], "same": [], "defaults": []}
             for r in range(args.rounds):  # interleaved: the machine is noisy, so each round runs all three
                 script = run(SCRIPT, trainer, str(model), str(data[trainer]),
-                             str(directory / f"script-{trainer}-{r}"), home=home)
+                             str(directory / f"script-{trainer}-{r}"), args.script_precision, home=home)
                 results["script"].append(script)
                 for kind, same in (("same", script), ("defaults", None)):
                     config = llmtune_config(directory, f"{trainer}-{kind}-{r}", trainer, model, data[trainer], same)

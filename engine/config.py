@@ -1319,7 +1319,8 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
     quantization = None if "params.quantization" in cfg.defaulted else cfg.params.quantization
     asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", quantization)]
     asks = [(k, v) for k, v in asks if v]
-    if not asks and cfg.params.batching != "packed" and cfg.params.liger_kernel != "on":
+    if (not asks and cfg.params.batching != "packed" and cfg.params.liger_kernel != "on"
+            and cfg.params.lora_dropout_kernel != "on"):
         return []
     from engine.capabilities import probe
 
@@ -1343,6 +1344,13 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
         if refusal:
             out.append(cfg.problem(KEY, f"on cannot run here: {refusal}", f"use {KEY}: auto (on wherever it can "
                                    "run) or off", "on"))
+    if cfg.params.lora_dropout_kernel == "on":
+        from engine.kernels import LORA_DROPOUT_KEY, lora_dropout_refusal
+
+        refusal = lora_dropout_refusal(on_cuda=caps.device == "cuda")
+        if refusal:
+            out.append(cfg.problem(LORA_DROPOUT_KEY, f"on cannot run here: {refusal}",
+                                   f"use {LORA_DROPOUT_KEY}: auto or off", "on"))
     for key, what in asks:
         support = caps.support(what)
         if not support.ok:

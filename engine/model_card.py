@@ -30,7 +30,7 @@ def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dic
     if batching:
         lines.append(f"- batching: {batching}")
     if kernels:
-        lines.append(f"- Liger kernels: {kernels}")
+        lines.append(f"- Kernels: {kernels}")
     lines += ["", "## Result", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in metrics.items()] or ["- no metrics recorded"]
     lines += ["", "## How to load it", "", "```python", *_loading_code(cfg, run_dir, resized_to), "```", ""]

@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from engine.batching import BATCHING
-from engine.kernels import LIGER
+from engine.kernels import SWITCH
 from engine.tasks import DEFAULT_TRAINER, TRAINERS
 
 # The values the installed transformers accepts (TrainingArguments.optim / lr_scheduler_type), copied so the
@@ -118,8 +118,11 @@ class Params:
                        "SFT with flash-attention on a GPU); auto picks the fastest exact one.", choices=BATCHING,
                        extra=True)
     liger_kernel: str = _p("auto", "Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, cross-entropy) on a CUDA "
-                           "GPU: auto = on where liger_kernel is installed and knows the model type.", choices=LIGER,
+                           "GPU: auto = on where liger_kernel is installed and knows the model type.", choices=SWITCH,
                            extra=True)
+    lora_dropout_kernel: str = _p("auto", "LoRA's dropout drawn and applied inside the LoRA matmul (the same "
+                                  "dropout, faster and lighter on a CPU): auto = on for CPU runs.", choices=SWITCH,
+                                  extra=True)
     valid_fraction: float = _p(0.0, "Hold out this fraction of the train rows as the validation split when "
                                "there is no data.valid_split, e.g. 0.05 = 5% (chosen by seed, the same rows "
                                "every run); 0 = none.", minimum=0, maximum=1, exclusive_max=True, extra=True)

@@ -196,7 +196,11 @@ class Run:
             trainer, loaded = builder(cfg.trainer)(job, [progress])
         apply_batching(trainer, job)
         self.log("info", f"batching: {job.batching.describe()}")
-        self.log("info", f"Liger kernels: {job.kernels.describe()}")
+        self.log("info", f"kernels: {job.kernels.describe()}")
+        if job.kernels.lora_dropout:
+            from engine.trainers.lora_dropout import fuse_lora_dropout
+
+            self.log("info", f"LoRA dropout fused into {fuse_lora_dropout(trainer.model)} LoRA layers")
         counter.attach(trainer)
         guard.attach(trainer)
         # TRL's card ("a fine-tuned version of [None]"); ours below
@@ -385,7 +389,7 @@ def run_batching(cfg: RunConfig) -> Any:
 
 
 def run_kernels(cfg: RunConfig) -> Any:
-    """Whether this run uses Liger's kernels on this machine (engine.kernels)."""
+    """The fused kernels this run uses on this machine (engine.kernels)."""
     from engine.kernels import machine_kernels
     from engine.model_info import read_model_info
     from engine.trainers.model import device

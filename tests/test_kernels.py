@@ -1,5 +1,6 @@
-"""Liger's fused kernels (engine.kernels, params.liger_kernel): the choice for every kind of machine, tested
-here without a GPU; the refusal of `on` where they cannot run; the choice said by the dry run and the run."""
+"""Fused kernels (engine.kernels: params.liger_kernel, params.lora_dropout_kernel): the choice for every kind of
+machine, tested here without a GPU; the refusal of `on` where they cannot run; the choice said by the dry run and
+the run."""
 
 from __future__ import annotations
 
@@ -68,14 +69,20 @@ def test_on_is_refused_before_the_run_on_a_machine_without_a_gpu(in_tmp: Path, t
     assert "Traceback" not in out.stderr
 
 
-def test_the_dry_run_and_the_run_say_whether_liger_runs(in_tmp: Path, tiny_model: Path) -> None:
+def test_the_dry_run_and_the_run_say_which_kernels_run(in_tmp: Path, tiny_model: Path) -> None:
     from tui.dry_run import summary_rows
 
-    cfg = make_config(in_tmp, tiny_model, "sft", params={"max_steps": 1})
-    assert dict(summary_rows(cfg, machine=True))["kernels"] == "Liger off (auto: its Triton kernels need a CUDA GPU)"
-    assert dict(summary_rows(cfg))["kernels"] == "Liger auto (chosen for this machine at the start)"
+    cfg = make_config(in_tmp, tiny_model, "sft", params={"max_steps": 1, "peft": True, "quantization": None})
+    assert dict(summary_rows(cfg, machine=True))["kernels"].startswith(
+        "Liger off (auto: its Triton kernels need a CUDA GPU); LoRA dropout fused (auto: ")
+    assert dict(summary_rows(cfg))["kernels"] == ("Liger auto (chosen for this machine at the start); LoRA dropout "
+                                                  "auto (chosen for this machine at the start)")
     code, run_dir, events = run(cfg)
     assert code == 0
     [started] = [e for e in events if e["type"] == "run_started"]
-    assert started["kernels"] == {"liger": False, "why": "auto: its Triton kernels need a CUDA GPU"}
-    assert "- Liger kernels: off (auto: its Triton kernels need a CUDA GPU)" in (run_dir / "README.md").read_text()
+    kernels_started = started["kernels"]
+    assert {k: kernels_started[k] for k in ("liger", "why", "lora_dropout")} == {
+        "liger": False, "why": "auto: its Triton kernels need a CUDA GPU", "lora_dropout": True}
+    assert "- Kernels: Liger off (auto: its Triton kernels need a CUDA GPU); LoRA dropout fused (auto: " in (
+        run_dir / "README.md").read_text()
+    assert "LoRA dropout fused into 14 LoRA layers" in [e["message"] for e in events if e["type"] == "log"]

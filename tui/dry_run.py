@@ -91,20 +91,23 @@ def batching_line(cfg: RunConfig, machine: bool) -> str:
 
 
 def kernels_line(cfg: RunConfig, machine: bool) -> str:
-    """Whether Liger's fused kernels will run (engine.kernels), as the training process will choose."""
-    from engine.kernels import machine_kernels
+    """Which fused kernels will run (engine.kernels), as the training process will choose."""
+    from engine.kernels import KEY, LORA_DROPOUT_KEY, machine_kernels
 
-    asked = cfg.params.liger_kernel
+    p = cfg.params
     if not machine:
-        return f"Liger {asked} ({'chosen for this machine at the start' if asked == 'auto' else 'params.liger_kernel'})"
+        def asked(value: str, key: str) -> str:
+            return f"{value} ({'chosen for this machine at the start' if value == 'auto' else key})"
+
+        return f"Liger {asked(p.liger_kernel, KEY)}; LoRA dropout {asked(p.lora_dropout_kernel, LORA_DROPOUT_KEY)}"
     try:
         from engine.model_info import read_model_info
 
         on_cuda = _cuda_available()
         model_type = read_model_info(cfg.base_model, cfg.base_dir).model_type if on_cuda else None
-        return f"Liger {machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type).describe()}"
+        return machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type).describe()
     except ValueError as e:  # on where it cannot run: the config check refuses it before training
-        return f"Liger on (refused: {e})"
+        return f"refused: {e}"
 
 
 def precision_line(cfg: RunConfig, machine: bool) -> str:
