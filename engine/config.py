@@ -1319,38 +1319,27 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
     quantization = None if "params.quantization" in cfg.defaulted else cfg.params.quantization
     asks = [("params.mixed_precision", cfg.params.mixed_precision), ("params.quantization", quantization)]
     asks = [(k, v) for k, v in asks if v]
-    if (not asks and cfg.params.batching != "packed" and cfg.params.liger_kernel != "on"
-            and cfg.params.lora_dropout_kernel != "on"):
+    from engine.kernels import asks_on, on_refusals
+
+    if not asks and cfg.params.batching != "packed" and not asks_on(cfg.params):
         return []
     from engine.capabilities import probe
 
     caps = probe()
+    on_cuda = caps.device == "cuda"
     out = []
     if cfg.params.batching == "packed":
         from engine.batching import flash_attention, packing_refusal
 
-        on_cuda = caps.device == "cuda"
         refusal = packing_refusal(cfg.spec, on_cuda=on_cuda, flash_attention=flash_attention(cfg.params,
                                                                                               on_cuda=on_cuda))
         if refusal:
             out.append(cfg.problem("params.batching", f"packed cannot run here: {refusal}",
                                    "use params.batching: grouped (as little padding as examples of similar length "
                                    "allow, the same loss), or auto", "packed"))
-    if cfg.params.liger_kernel == "on":
-        from engine.kernels import KEY, liger_installed, liger_refusal
-
-        refusal = liger_refusal(on_cuda=caps.device == "cuda", installed=liger_installed(), model_type=None,
-                                supported=None)  # the model type is checked by liger where it runs
-        if refusal:
-            out.append(cfg.problem(KEY, f"on cannot run here: {refusal}", f"use {KEY}: auto (on wherever it can "
-                                   "run) or off", "on"))
-    if cfg.params.lora_dropout_kernel == "on":
-        from engine.kernels import LORA_DROPOUT_KEY, lora_dropout_refusal
-
-        refusal = lora_dropout_refusal(on_cuda=caps.device == "cuda")
-        if refusal:
-            out.append(cfg.problem(LORA_DROPOUT_KEY, f"on cannot run here: {refusal}",
-                                   f"use {LORA_DROPOUT_KEY}: auto or off", "on"))
+    for key, refusal in on_refusals(cfg.params, on_cuda=on_cuda):
+        out.append(cfg.problem(key, f"on cannot run here: {refusal}", f"use {key}: auto (on wherever it can run) "
+                               "or off", "on"))
     for key, what in asks:
         support = caps.support(what)
         if not support.ok:

@@ -97,6 +97,26 @@ def choose_lora_dropout(asked: str, *, on_cuda: bool, peft: bool, dropout: float
                   "(1.25x faster steps than peft's here)")
 
 
+def on_refusals(params: Any, *, on_cuda: bool) -> list[tuple[str, str]]:
+    """(key, reason) for each kernel key set to `on` that cannot run on this machine: the config check's list,
+    so a new kernel key is added here once. Liger's model type is checked by liger where it runs."""
+    out = []
+    if params.liger_kernel == "on":
+        refusal = liger_refusal(on_cuda=on_cuda, installed=liger_installed(), model_type=None, supported=None)
+        if refusal:
+            out.append((KEY, refusal))
+    if params.lora_dropout_kernel == "on":
+        refusal = lora_dropout_refusal(on_cuda=on_cuda)
+        if refusal:
+            out.append((LORA_DROPOUT_KEY, refusal))
+    return out
+
+
+def asks_on(params: Any) -> bool:
+    """Whether any kernel key is set to `on` (the only setting the config check has to ask the machine about)."""
+    return "on" in (params.liger_kernel, params.lora_dropout_kernel)
+
+
 def liger_installed() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
