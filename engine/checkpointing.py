@@ -57,7 +57,14 @@ def memory_fit(cfg: RunConfig) -> Fit:
     resolve_precision(run)  # 16-bit activations take half the room
     info = read_model_info(cfg.base_model, cfg.base_dir)
     gpu_total = _gpu_total()
-    need = estimate_memory(info, run, gpu_total=gpu_total, device="cuda" if gpu_total else "cpu").total
+    from engine.distributed import machine_topology
+
+    try:
+        topo = machine_topology(run.params)
+    except ValueError:  # a torchrun / SLURM variable that is not a number: the config check says so
+        topo = None
+    need = estimate_memory(info, run, gpu_total=gpu_total, device="cuda" if gpu_total else "cpu",
+                           topology=topo).total
     return Fit(need, "the GPU", gpu_total) if gpu_total else Fit(need, "RAM", _ram_total())
 
 

@@ -1229,6 +1229,7 @@ def check_environment(cfg: RunConfig) -> list[Problem]:
     if not unusable & {"data.path", "data.train_split", "data.valid_split"}:
         out += data_problems(cfg)
     out += machine_problems(cfg)
+    out += distributed_problems(cfg)
     if "base_model" not in unusable and not model:
         out += target_module_problems(cfg)
     return out
@@ -1346,6 +1347,62 @@ def machine_problems(cfg: RunConfig) -> list[Problem]:
             fix = ("remove params.mixed_precision (full precision)" if key.endswith("precision")
                    else "remove params.quantization (plain LoRA)")
             out.append(cfg.problem(key, f"this machine cannot run {what}: {support.reason}", fix, what))
+    return out
+
+
+DISTRIBUTED_KEYS = ("distributed_backend", "num_processes", "deepspeed_config", "accelerate_config", "num_machines",
+                    "machine_rank", "main_process_ip", "main_process_port")
+
+
+def distributed_problems(cfg: RunConfig, environ: dict[str, str] | None = None) -> list[Problem]:
+    """A launch on several processes this machine cannot make (engine.distributed), said before anything starts.
+    A config without the keys asks nothing (the run's default, every visible GPU, is always possible)."""
+    from engine.distributed import port_in_use, refusals, topology
+
+    p = cfg.params
+    environ = dict(os.environ) if environ is None else environ
+    if "LOCAL_RANK" in environ:  # a launched process: checked before launching (its port is the launcher's now)
+        return []
+    if all(getattr(p, k) is None for k in DISTRIBUTED_KEYS) and "params.deepspeed_stage" in cfg.defaulted:
+        return []
+    out = []
+    for key in ("deepspeed_config", "accelerate_config"):
+        path = getattr(p, key)
+        if path and resolve_local(path, cfg.base_dir) is None:
+            out.append(cfg.problem(f"params.{key}", f"names {path}, which is not a file here",
+                                   "give the path of the file (relative to the config file or the current "
+                                   "directory)", path))
+    from engine.capabilities import probe
+
+    caps = probe()
+    on_cuda = caps.device == "cuda"
+    gpus = caps.gpu_count if on_cuda else 0
+    try:
+        topo = topology(p, gpus=gpus, environ=environ)
+    except ValueError as e:
+        return out + [cfg.problem("params.num_machines", str(e), "set the variable to a whole number, or set the "
+                                  "key in the config (it wins over the environment)")]
+    quantization = None if "params.quantization" in cfg.defaulted else p.quantization
+    for key, what, fix in refusals(p, topo, gpus=gpus, on_cuda=on_cuda, quantization=quantization):
+        out.append(cfg.problem(key, what, fix, getattr(p, key.split(".", 1)[1], None)))
+    if topo.machine_rank > 0 and topo.machine_rank < topo.machines:
+        import copy
+
+        from engine.distributed import launch_command
+        from engine.precision import resolve_precision
+        from engine.run_files import run_dir_of
+
+        run = copy.deepcopy(cfg)
+        resolve_precision(run)  # as machine 0's run will have it
+        command = " ".join(launch_command(run.params, topo, run_dir_of(cfg), python="python"))
+        where = f" (from {', '.join(topo.from_env)})" if topo.from_env and p.machine_rank is None else ""
+        out.append(cfg.problem("params.machine_rank", f"is {topo.machine_rank}{where}: only machine 0 starts a run "
+                               "(it writes the run directory); the others join it", f"on this machine run: {command}",
+                               topo.machine_rank))
+    if topo.launched and topo.machine_rank == 0 and topo.main_process_port and port_in_use(topo.main_process_port):
+        out.append(cfg.problem("params.main_process_port", f"{topo.main_process_port} is in use on this machine "
+                               "(another run, or another program)", "choose a free port (or leave the key out "
+                               "on one machine: a free one is picked)", topo.main_process_port))
     return out
 
 

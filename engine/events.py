@@ -59,13 +59,13 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "eval_loss": _NUM_OR_NULL, "metrics": (dict,),
     "path": (str,), "level": (str,), "kind": (str,), "log": (str,),
     "status": (str,), "exit_code": _INT, "output": _STR_OR_NULL, "merged": _STR_OR_NULL,
-    "kept": (bool,),
+    "kept": (bool,), "rank": _INT, "launch": (dict,),
 }
 
 # Closed vocabularies: a value outside these is a writer bug.
 FIELD_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("log", "level"): ("info", "warning", "error"),
-    ("error", "kind"): ("user", "internal", "oom", "diverged", "disk_full"),
+    ("error", "kind"): ("user", "internal", "oom", "diverged", "disk_full", "hang"),
     ("run_finished", "status"): ("completed", "stopped", "failed", "killed"),
 }
 
@@ -74,7 +74,7 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 # Free text and opaque dicts: a string "NaN" in these is text, not a number.
 _TEXT_FIELDS = frozenset({"type", "run_dir", "trainer", "task", "base_model", "config", "versions",
                           "device", "output_dir", "phase", "message", "path", "level", "kind", "log",
-                          "status", "output", "merged"})
+                          "status", "output", "merged", "launch"})
 
 
 def _sanitize(value: Any) -> Any:
@@ -203,16 +203,18 @@ class EventWriter:
                     data: Mapping[str, Any], total_steps: int, epochs: float, batch_size: int, output_dir: str,
                     block_size: int, block_size_note: str, trainable_parameters: int,
                     total_parameters: int, batching: Mapping[str, str] | None = None,
-                    kernels: Mapping[str, Any] | None = None) -> dict:
+                    kernels: Mapping[str, Any] | None = None, launch: Mapping[str, Any] | None = None) -> dict:
         """`batching`: how batches are made ({"mode", "why"}, engine.batching); `kernels`: whether Liger's fused
-        kernels run ({"liger", "why"}, engine.kernels)."""
+        kernels run ({"liger", "why"}, engine.kernels); `launch`: the processes ({"world_size", "backend",
+        "command", ...}, engine.distributed)."""
         return self._checked("run_started", run_dir=run_dir, pid=pid, trainer=trainer, task=task,
                              base_model=base_model, config=config, versions=versions, device=device, data=data,
                              total_steps=total_steps, epochs=epochs, batch_size=batch_size, output_dir=output_dir,
                              block_size=block_size, block_size_note=block_size_note,
                              trainable_parameters=trainable_parameters, total_parameters=total_parameters,
                              **({"batching": dict(batching)} if batching else {}),
-                             **({"kernels": dict(kernels)} if kernels else {}))
+                             **({"kernels": dict(kernels)} if kernels else {}),
+                             **({"launch": dict(launch)} if launch else {}))
 
     def status(self, *, phase: str, message: str, step: int | None = None) -> dict:
         """`step`: with phase "training", the step training begins at (step events' `elapsed` counts from here)."""
@@ -239,9 +241,10 @@ class EventWriter:
     def log(self, *, level: str, message: str) -> dict:
         return self._checked("log", level=level, message=message)
 
-    def error(self, *, kind: str, message: str, log: str) -> dict:
-        """`log`: the file holding the details (the traceback)."""
-        return self._checked("error", kind=kind, message=message, log=log)
+    def error(self, *, kind: str, message: str, log: str, rank: int | None = None) -> dict:
+        """`log`: the file holding the details (the traceback); `rank`: in a run of several processes, the one
+        that failed when it is not rank 0 (which writes every other event)."""
+        return self._checked("error", kind=kind, message=message, log=log, **({} if rank is None else {"rank": rank}))
 
     def run_finished(self, *, status: str, exit_code: int, step: int, metrics: Mapping[str, float] | None = None,
                      output: str | None = None, merged: str | None = None) -> dict:
@@ -579,3 +582,11 @@ def summarize(events: Iterable[dict]) -> RunSummary:
     for event in events:
         summary.update(event)
     return summary
+
+
+def other_rank_failed(events: list[dict]) -> bool:
+    """Whether a rank other than 0 wrote an error since this start of the run (the last run_finished ended the
+    start before a resume)."""
+    ends = [i for i, e in enumerate(events) if e.get("type") == "run_finished"]
+    since = events[ends[-1] + 1:] if ends else events
+    return any(e.get("type") == "error" and e.get("rank") for e in since)

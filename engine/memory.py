@@ -223,11 +223,14 @@ def activation_bytes(shape: Shape, cfg: RunConfig, seq: int) -> tuple[int, int]:
 # ---------------------------------------------------------------- the estimate
 
 
-def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device: str = "cpu") -> MemoryEstimate:
+def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device: str = "cpu",
+                    topology: Any = None) -> MemoryEstimate:
     """Estimate the peak memory of training `info`'s model with `cfg` (see the module docstring).
 
     gpu_total: the GPU's memory in bytes, None without a CUDA GPU (`device` then names where it runs:
-    "cpu" or "mps"). Raises ValueError when the model's size is unknown."""
+    "cpu" or "mps"). `topology` (engine.distributed): per GPU of a run of several processes, where FSDP and
+    ZeRO divide what they shard; CPU processes share the machine's RAM. Raises ValueError when the model's size
+    is unknown."""
     shape = model_shape(info)
     p = cfg.params
     weights = weight_bytes(shape, cfg)
@@ -242,11 +245,30 @@ def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device:
     reference = weights if cfg.spec.reference_model and not p.peft else 0
     seq = sequence_length(shape, cfg)
     layers, logits = activation_bytes(shape, cfg, seq)
+    notes = []
+    world = topology.world_size if topology is not None and topology.launched else 1
+    if world > 1 and device == "cuda":
+        from engine.distributed import shards_weights
+
+        sharded = ["gradients", "optimizer states"] if topology.backend == "deepspeed" else []
+        if topology.backend == "fsdp" or shards_weights(p):
+            sharded = ["weights", "gradients", "optimizer states"]
+        if sharded:
+            weights, reference = ((weights // world, reference // world) if "weights" in sharded
+                                  else (weights, reference))
+            gradients, optimizer = gradients // world, optimizer // world
+            notes.append(f"per GPU: {topology.backend} divides the {', '.join(sharded)} by the {world} processes")
+        else:
+            notes.append(f"per GPU: each of the {world} processes holds a whole copy ({topology.backend})")
+    copies = world if world > 1 and device != "cuda" else 1  # CPU processes: each its own copy, in one RAM
+    if copies > 1:
+        notes.append(f"{copies} CPU processes, each with its own copy, in this machine's RAM")
+    weights, reference, gradients, optimizer = (x * copies for x in (weights, reference, gradients, optimizer))
+    layers, logits = layers * copies, logits * copies
     activations = layers + logits
     total = weights + reference + gradients + optimizer + activations
     parts = [("weights", weights)] + ([("reference model", reference)] if reference else []) + [
         ("gradients", gradients), ("optimizer", optimizer), ("activations", layers), ("logits", logits)]
-    notes = []
     if shape.guessed:
         notes.append("the model's shape is partly unknown: layer sizes guessed from the parameter count")
     if unknown:

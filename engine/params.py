@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from engine.batching import BATCHING
+from engine.distributed import BACKENDS, DEEPSPEED_STAGES
 from engine.kernels import SWITCH
 from engine.tasks import DEFAULT_TRAINER, TRAINERS
 
@@ -102,8 +103,10 @@ class Params:
     eval_strategy: str = _p("epoch", "When to evaluate on valid_split.", choices=("no", "steps", "epoch"))
     save_total_limit: int = _p(1, "Checkpoints to keep.", minimum=1, maximum=INT32_MAX)
     unsloth: bool = _p(False, "Use unsloth (not supported by llmtune).")
-    distributed_backend: str | None = _p(None, "ddp or deepspeed for multi-GPU runs.",
-                                         choices=("ddp", "deepspeed"))
+    distributed_backend: str | None = _p(None, "Several processes, launched by accelerate: ddp (a whole copy per "
+                                         "GPU; CPU processes over gloo), fsdp (FSDP2: weights, gradients and "
+                                         "optimizer sharded) or deepspeed (ZeRO); empty = ddp when several "
+                                         "processes run.", choices=BACKENDS)
     # llmtune's additions
     train_on_all_tokens: bool = _p(False, "SFT: compute the loss on every token, not just the assistant "
                                    "turns / the completion.", group="basic", extra=True)
@@ -123,6 +126,23 @@ class Params:
     lora_dropout_kernel: str = _p("auto", "LoRA's dropout drawn and applied inside the LoRA matmul (the same "
                                   "dropout, faster and lighter on a CPU): auto = on for CPU runs.", choices=SWITCH,
                                   extra=True)
+    num_processes: int | None = _p(None, "Training processes on each machine (one per GPU); empty = every visible "
+                                   "GPU (CUDA_VISIBLE_DEVICES counts), one process without a GPU.", minimum=1,
+                                   maximum=1024, extra=True)
+    deepspeed_stage: int = _p(2, "DeepSpeed ZeRO stage: 2 shards gradients and optimizer states, 3 the weights "
+                              "too.", choices=DEEPSPEED_STAGES, extra=True)
+    deepspeed_config: str | None = _p(None, "Your own DeepSpeed JSON file (then deepspeed_stage is not used).",
+                                      extra=True)
+    accelerate_config: str | None = _p(None, "Your own accelerate config file (`accelerate config` writes one): "
+                                       "it decides the backend and the process count.", extra=True)
+    num_machines: int | None = _p(None, "Machines in a multi-node run; empty = NNODES / SLURM_NNODES, or 1.",
+                                  minimum=1, maximum=INT32_MAX, extra=True)
+    machine_rank: int | None = _p(None, "This machine's number, 0 .. num_machines - 1 (0 writes the events and the "
+                                  "model); empty = NODE_RANK / SLURM_NODEID, or 0.", minimum=0, maximum=INT32_MAX,
+                                  extra=True)
+    main_process_ip: str | None = _p(None, "Multi-node: the address of machine 0; empty = MASTER_ADDR.", extra=True)
+    main_process_port: int | None = _p(None, "The port machine 0 listens on; empty = MASTER_PORT, 29500 for several "
+                                       "machines, a free one on one machine.", minimum=1, maximum=65535, extra=True)
     valid_fraction: float = _p(0.0, "Hold out this fraction of the train rows as the validation split when "
                                "there is no data.valid_split, e.g. 0.05 = 5% (chosen by seed, the same rows "
                                "every run); 0 = none.", minimum=0, maximum=1, exclusive_max=True, extra=True)

@@ -164,20 +164,22 @@ class Plan:
     tokens: int  # tokens processed over the whole run
     estimate: Estimate | None
     no_estimate: str  # why there is no estimate
+    world_size: int = 1  # processes, each taking its own batch every micro-step (engine.distributed)
 
 
 def make_plan(cfg: Any, examples: Examples, *, parameters: int | None, device: str | None,
-              device_name: str | None) -> Plan:
+              device_name: str | None, world_size: int = 1) -> Plan:
     p = cfg.params
-    per_epoch = steps_per_epoch(examples.count, batch_size=p.batch_size, gradient_accumulation=p.gradient_accumulation)
-    steps = steps_of(p, examples.count)
-    if p.max_steps > 0:  # each step takes batch_size x gradient_accumulation examples, epoch after epoch
-        seen = p.max_steps * p.batch_size * p.gradient_accumulation
+    per_epoch = steps_per_epoch(examples.count, batch_size=p.batch_size, gradient_accumulation=p.gradient_accumulation,
+                                world_size=world_size)
+    steps = steps_of(p, examples.count, world_size)
+    if p.max_steps > 0:  # each step takes batch_size x gradient_accumulation examples per process
+        seen = p.max_steps * p.batch_size * p.gradient_accumulation * world_size
     else:
         seen = examples.count * p.epochs
     tokens = round(examples.tokens / examples.count * seen) if examples.count else 0
     estimate, why = estimate_duration(tokens, parameters, p, cfg.trainer, device=device, device_name=device_name)
-    return Plan(examples, steps, per_epoch, tokens, estimate, why)
+    return Plan(examples, steps, per_epoch, tokens, estimate, why, world_size)
 
 
 def steps_line(plan: Plan, cfg: Any) -> str:
@@ -189,8 +191,9 @@ def steps_line(plan: Plan, cfg: Any) -> str:
     if p.max_steps > 0:
         return (f"{steps} optimizer step{_s(plan.steps)} (max_steps; an epoch of {count} {what}{_s(ex.count)} "
                 f"takes {plan.per_epoch:,})")
+    processes = f" x {plan.world_size} processes" if plan.world_size > 1 else ""
     return (f"{steps} optimizer step{_s(plan.steps)} ({count} {what}{_s(ex.count)}, batch {p.batch_size} x "
-            f"accumulation {p.gradient_accumulation}, {p.epochs} epoch{_s(p.epochs)})")
+            f"accumulation {p.gradient_accumulation}{processes}, {p.epochs} epoch{_s(p.epochs)})")
 
 
 def duration_line(plan: Plan) -> str:
@@ -206,7 +209,7 @@ def _s(n: int) -> str:
 
 def plan_for_preview(preview: Any, *, read_limit: int | None = None, total_rows: int | None = None,
                      parameters: int | None = None, device: str | None = None,
-                     device_name: str | None = None) -> Plan | None:
+                     device_name: str | None = None, world_size: int = 1) -> Plan | None:
     """The plan of the run an engine.preview.Preview shows (None without a train split)."""
     cfg = preview.cfg
     train = next((r for r in preview.splits if r.formatted.split == "train"), None)
@@ -215,7 +218,8 @@ def plan_for_preview(preview: Any, *, read_limit: int | None = None, total_rows:
     fraction, held = _held_out(preview)
     examples = train_examples(train, cfg.trainer, preview.block_size, rows_read=split_rows_read(preview),
                               read_limit=read_limit, total_rows=total_rows, valid_fraction=0.0 if held else fraction)
-    return make_plan(cfg, examples, parameters=parameters, device=device, device_name=device_name)
+    return make_plan(cfg, examples, parameters=parameters, device=device, device_name=device_name,
+                     world_size=world_size)
 
 
 def _held_out(preview: Any) -> tuple[float, bool]:

@@ -35,6 +35,11 @@ def choose_quantization(cfg: RunConfig) -> Quantization:
         return Quantization(p.quantization, f"{KEY}: {p.quantization or 'null'}")
     if not p.peft:
         return Quantization(None, "no LoRA: the weights are trained as they are")
+    from engine.distributed import shards_weights
+
+    if shards_weights(p):
+        return Quantization(None, f"auto: {shards_weights(p)} shards the weights over the processes (which int4 "
+                                  "weights cannot be), dividing their memory already")
     from engine.checkpointing import memory_fit
 
     plain = copy.deepcopy(cfg)

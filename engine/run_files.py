@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CONFIG_FILE = "config.yaml"  # the resolved config the run trains, written before it starts (engine.rundir)
 PARAMS_FILE = "training_params.json"  # AutoTrain's flat record of the parameters
@@ -113,3 +114,8 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def run_dir_of(cfg: Any) -> Path:
+    """A config's run directory: its project_name, relative to the current directory."""
+    return Path(cfg.project_name).expanduser().absolute()

@@ -21,29 +21,28 @@ from engine.errors import ConfigError, Problem
 from engine.events import read_events, summarize
 from engine.launch import attach
 from engine.manifest import Manifest, token_fingerprint
-from engine.run_files import CONFIG_FILE, RunDir
+from engine.run_files import CONFIG_FILE, RunDir, run_dir_of
 
 _SHOWN = 5  # foreign files named in a message before "and N more"
-
-
-def run_dir_of(cfg: RunConfig) -> Path:
-    return Path(cfg.project_name).expanduser().absolute()
 
 
 def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
     """A copy whose local data and model paths are absolute, so the config works from any directory. A token
     written literally becomes `${HF_TOKEN}`: the training process gets it in its environment (child_env).
     `for_run`: what is chosen for this machine when the config leaves it open is written in too
-    (engine.precision, engine.quantization, engine.checkpointing), so the training process and `resume` do the same."""
+    (engine.precision, engine.quantization, engine.checkpointing, engine.distributed), so the training process and
+    `resume` do the same."""
     out = copy.deepcopy(cfg)
     if for_run:
         from engine.checkpointing import resolve_checkpointing
+        from engine.distributed import resolve_distributed
         from engine.precision import resolve_precision
         from engine.quantization import resolve_quantization
 
         resolve_precision(out)  # first: the memory estimates that decide the next two depend on it
         resolve_quantization(out)
         resolve_checkpointing(out)
+        resolve_distributed(out)
     if out.hub.token and "hub.token" not in out.env_refs:
         out.env_refs["hub.token"] = "${HF_TOKEN}"
     for obj, attr in ((out.data, "path"), (out, "base_model"), (out.params, "model_ref")):

@@ -43,6 +43,20 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _local_main_first() -> Any:
+    """In a run of several processes, the first process of each machine prepares the data (into the cache)
+    before the others read it; one process just goes on."""
+    if world_size() == 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState().local_main_process_first()
+
+
 RESERVE_BYTES = 8 * 2**20  # room to write the failure (events, log, model card) once the disk is full
 
 
@@ -154,7 +168,8 @@ class Run:
         cfg = load_config(self.files.config, check_env=True)
         self.status("loading data", f"reading {cfg.data.path} and the tokenizer")
         # `--yes` prepared the rows into the cache: found there, not made again (unless the data changed since)
-        prepared = prepare_dataset(cfg, progress=lambda line: self.status("preparing data", line))
+        with _local_main_first():
+            prepared = prepare_dataset(cfg, progress=lambda line: self.status("preparing data", line))
         tokenizer, setup, block_size, note = (prepared.tokenizer, prepared.setup, prepared.block_size,
                                               prepared.block_size_note)
         if not prepared.from_cache:
@@ -170,9 +185,9 @@ class Run:
             raise DataError([cfg.problem("params.block_size", "no training example has a trained token within "
                                          f"block_size {block_size}", "raise block_size, or check the data with "
                                          "--dry-run", cfg.params.block_size)])
-        if self.manifest is not None:
+        if self.manifest is not None:  # rank 0 writes the run directory's files
             self.manifest.add(PARAMS_FILE)
-        write_training_params(cfg, self.run_dir)
+            write_training_params(cfg, self.run_dir)
         return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows)
 
     def _train(self, cfg: RunConfig, tokenizer: Any, setup: Any, block_size: int, note: str, train_rows: Any,
@@ -184,11 +199,20 @@ class Run:
         from engine.trainers.progress import ProgressCallback, TokenCounter
 
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
-                  world_size=int(os.environ.get("WORLD_SIZE", "1")), batching=run_batching(cfg),
+                  world_size=world_size(), batching=run_batching(cfg),
                   kernels=run_kernels(cfg))
+        per_step = cfg.params.batch_size * job.world_size
+        if job.world_size > 1 and len(train_rows.rows) < per_step:
+            self.log("warning", f"{len(train_rows.rows)} training examples, fewer than one batch of every process "
+                     f"({cfg.params.batch_size} x {job.world_size} processes): accelerate repeats examples to fill "
+                     "the batches. Lower params.batch_size or params.num_processes, or add data")
         checkpoint = self._checkpoint_to_resume(cfg)
         resumed = checkpoints.read_marker(checkpoint) if checkpoint else None
         counter = TokenCounter(*(_count(resumed, k) for k in ("tokens", "trained_tokens")))
+        if resumed is not None and _count(resumed, "world_size") not in (0, job.world_size):
+            self.log("warning", f"this checkpoint was saved by {_count(resumed, 'world_size')} process(es) and the run "
+                     f"resumes on {job.world_size}: the steps go on, but the batches differ from the ones an "
+                     "uninterrupted run would have had (the same count repeats them)")
         guard = NonFiniteGuard()
         progress = ProgressCallback(self.writer, self.run_dir, counter, guard, self.manifest)
         self.status("loading model", f"loading {cfg.base_model}")
@@ -231,10 +255,10 @@ class Run:
                 batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                 output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
                 trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model),
-                batching=job.batching.as_dict(), kernels=job.kernels.as_dict())
+                batching=job.batching.as_dict(), kernels=job.kernels.as_dict(), launch=_launch(job.world_size))
         card("running")
         self._check_room(cfg, trainer.model, total_steps(job), checkpoint)
-        if "stop" in control.pending(self.run_dir):  # asked to stop while the data and model were loading
+        if "stop" in progress.requests():  # asked to stop while the data and model were loading (every rank hears)
             control.clear(self.run_dir, "stop")
             return self.finish("stopped", ExitCode.STOPPED)
         self.trainer, self.progress = trainer, progress
@@ -258,9 +282,13 @@ class Run:
         self.saving = "the adapter" if cfg.params.peft else "the model"
         self.status("saving", f"saving {self.saving} to {self.run_dir}")
         with self.recording():
-            trainer.save_model(str(self.run_dir))
-            tokenizer.save_pretrained(str(self.run_dir))
+            _gather_for_saving(trainer)
+            trainer.save_model(str(self.run_dir))  # every rank: FSDP and ZeRO-3 gather the shards to save
+            if self.manifest is not None:
+                tokenizer.save_pretrained(str(self.run_dir))
         self.saving = None
+        if self.manifest is None:  # another rank: rank 0 merges, pushes and ends the event stream
+            return ExitCode.STOPPED if stopped else ExitCode.OK
         self.final_step, self.trainer = trainer.state.global_step, None
         del trainer, loaded  # free the training model before the merge loads the base again
         gc.collect()
@@ -364,6 +392,15 @@ class Run:
                      f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); the result is kept in "
                      f"{self.run_dir}: upload it later with `huggingface-cli upload {repo_id(cfg)} {self.run_dir}`")
 
+    def _another_rank_failed(self) -> bool:
+        """Rank 0 fails too when another rank failed first (its collective's peer is gone): that rank's error,
+        already in the stream, is the run's; rank 0's would only say "connection closed"."""
+        if world_size() == 1:
+            return False
+        from engine.events import other_rank_failed, read_events
+
+        return other_rank_failed(read_events(self.files.events))
+
     def finish_failed(self, kind: str, message: str, code: ExitCode) -> ExitCode:
         log.error(message)
         try:
@@ -373,7 +410,11 @@ class Run:
             _print_traceback()
         try:
             if self.writer:
-                self.writer.error(kind=kind, message=message, log=str(self.files.log))
+                if not self._another_rank_failed():
+                    self.writer.error(kind=kind, message=message, log=str(self.files.log))
+            elif world_size() > 1:  # another rank: its error is the run's, before rank 0 is ended for it
+                with EventWriter(self.files.events) as w:
+                    w.error(kind=kind, message=f"[rank {rank()}] {message}", log=str(self.files.log), rank=rank())
             self.finish("failed", code)
         except OSError:  # nowhere to write it: the exit code still says it
             _print_traceback()
@@ -397,6 +438,19 @@ def run_kernels(cfg: RunConfig) -> Any:
     on_cuda = device() == "cuda"
     model_type = read_model_info(cfg.base_model, cfg.base_dir).model_type if on_cuda else None
     return machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type)
+
+
+def _launch(world: int) -> dict[str, Any]:
+    """The run_started `launch` field: what the launching process said (engine.distributed), or one process."""
+    from engine.distributed import launch_info
+
+    return launch_info() or {"world_size": world, "backend": None, "command": " ".join(sys.argv)}
+
+
+def _gather_for_saving(trainer: Any) -> None:
+    """FSDP saves sharded checkpoints (fast); the result is gathered into one normal model."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
 
 def _count(marker: dict[str, Any] | None, key: str) -> int:

@@ -70,8 +70,9 @@ def test_run_directory_names_are_spelled_only_in_run_files() -> None:
 
 
 def test_run_finished_is_written_in_one_place() -> None:
-    """EventWriter.run_finished builds it; the training process ends through Run.finish, and a process killed by
-    SIGTERM through engine.run's handler. Nothing in engine/ or tui/ writes an event by its type name."""
+    """EventWriter.run_finished builds it; the training process ends through Run.finish, a process killed by
+    SIGTERM through engine.run's handler, and a hung run of several processes through the watchdog's failure
+    (which then kills them). Nothing in engine/ or tui/ writes an event by its type name."""
     callers, raw = set(), []
     for path in SOURCES:
         tree = _tree(path)
@@ -83,7 +84,8 @@ def test_run_finished_is_written_in_one_place() -> None:
                 callers.add((_rel(path), owner[id(node)]))
             if node.func.attr == "emit" and _rel(path) != "engine/events.py":
                 raw.append(f"{_rel(path)}:{node.lineno}")
-    assert callers == {("engine/train.py", "finish"), ("engine/run.py", "killed")}
+    assert callers == {("engine/train.py", "finish"), ("engine/run.py", "killed"),
+                       ("engine/trainers/progress.py", "fail")}
     assert not raw, f"write events with EventWriter's typed helpers: {raw}"
 
 

@@ -318,6 +318,25 @@ async def test_the_memory_estimate_follows_lora_and_quantization() -> None:
         assert app.cfg.params.quantization == "int4"
 
 
+async def test_the_memory_panel_shows_the_gpus_the_processes_and_the_estimate_per_gpu() -> None:
+    gpus = Capabilities("cuda", "Test GPU", 4, "0", None, NO, NO, NO, NO)
+    cfg = config("llm-sft")
+    cfg.params.peft, cfg.params.quantization = False, None
+    app = WizardApp(cfg)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_step(pilot, PARAMS, capabilities=gpus)
+        app.gpu_total = 80 * GiB
+        app.step.update_memory()
+        memory = lambda: text_of(app, "#memory")  # noqa: E731
+        await until(pilot, lambda: "4 GPUs (Test GPU): 4 processes, ddp" in memory(), "the launch on 4 GPUs")
+        ddp = memory()
+        assert "optimizer 3.7 GiB" in ddp  # ddp: a whole copy per GPU
+        app.cfg.params.distributed_backend = "fsdp"  # as the Advanced field sets it
+        app.step.update_memory()
+        await until(pilot, lambda: "4 processes, fsdp" in memory(), "fsdp")
+        assert "optimizer 942 MiB" in memory() and "fits: " in memory()  # sharded over the 4 GPUs
+
+
 async def test_the_gpu_is_probed_once_in_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.capabilities
     import tui.steps.params

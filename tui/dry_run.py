@@ -73,7 +73,51 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
     rows.append(("batching", batching_line(cfg, machine)))
     rows.append(("kernels", kernels_line(cfg, machine)))
     rows.append(("checkpointing", checkpointing_line(cfg, machine)))
+    rows.append(("processes", processes_line(cfg, machine)))
     return rows
+
+
+def processes_line(cfg: RunConfig, machine: bool) -> str:
+    """How many processes the run starts, and with which backend (engine.distributed)."""
+    from engine.distributed import machine_topology
+
+    p = cfg.params
+    if not machine:
+        if p.num_processes is None and p.distributed_backend is None and not p.accelerate_config:
+            return "every visible GPU (ddp when several), one process without a GPU: chosen at the start"
+        count = p.num_processes or "every visible GPU"
+        return f"{count}, {p.distributed_backend or 'ddp'}" + (f" on {p.num_machines} machines" if
+                                                              (p.num_machines or 1) > 1 else "")
+    try:
+        return machine_topology(p).describe()
+    except ValueError as e:  # a torchrun / SLURM variable that is not a number: the config check says so
+        return f"unknown ({e})"
+
+
+def launch_lines(cfg: RunConfig) -> list[str]:
+    """The command each machine runs, for a run of several processes (the dry run); [] for one process."""
+    from engine.distributed import machine_topology, node_commands
+    from engine.rundir import run_dir_of
+
+    try:
+        topo = machine_topology(cfg.params)
+    except ValueError:
+        return []
+    if not topo.launched:
+        return []
+    import copy
+
+    from engine.precision import resolve_precision
+
+    run = copy.deepcopy(cfg)
+    resolve_precision(run)  # the command the run will have: with the precision chosen for this machine
+    commands = node_commands(run.params, topo, run_dir_of(cfg))
+    if len(commands) == 1:
+        return ["`--yes` starts the processes with:", f"  {commands[0][1]}"]
+    lines = [f"{topo.machines} machines: `--yes` on machine 0 starts its processes and writes {run_dir_of(cfg)} "
+             "(events, model, checkpoints); every other machine runs its own command in the same directory path, "
+             "with the same config.yaml and data there (a shared disk, or a copy):"]
+    return lines + [f"  machine {rank}: {command}" for rank, command in commands]
 
 
 def batching_line(cfg: RunConfig, machine: bool) -> str:
@@ -205,7 +249,16 @@ def preview_plan(preview: Preview, *, read_limit: int | None = None, total_rows:
         resolve_precision(cfg)
         preview = dataclasses.replace(preview, cfg=cfg)
     return plan_for_preview(preview, read_limit=read_limit, total_rows=total_rows, parameters=parameters,
-                            device=device, device_name=name)
+                            device=device, device_name=name, world_size=_world_size(preview.cfg) if machine else 1)
+
+
+def _world_size(cfg: RunConfig) -> int:
+    from engine.distributed import machine_topology
+
+    try:
+        return machine_topology(cfg.params).world_size
+    except ValueError:  # a torchrun / SLURM variable that is not a number: the config check says so
+        return 1
 
 
 def print_preview(preview: Preview, plan: Plan | None = None) -> None:
@@ -215,6 +268,8 @@ def print_preview(preview: Preview, plan: Plan | None = None) -> None:
     out.print("\n[bold]Config[/bold]")
     for key, value in summary_rows(preview.cfg, preview, plan, machine=True):
         out.print(Text(f"  {key:<14} {value}"))
+    for line in launch_lines(preview.cfg):
+        out.print(Text(f"  {line}"), soft_wrap=True)
     for report in preview.splits:
         print_split(out, report)
     if preview.samples:

@@ -28,9 +28,11 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from engine import checkpoints, gpu_memory
 from engine.control import clear, pending
 from engine.events import EventWriter
+from engine.exit_codes import ExitCode
 from engine.manifest import Manifest
-from engine.run_files import checkpoint_name
+from engine.run_files import LOG_FILE, checkpoint_name
 from engine.trainers.nonfinite import NonFiniteGuard
+from engine.trainers.watchdog import Watchdog, WatchdogThread, hang_message, last_lines_by_rank
 
 STEP_EVERY_S = 1.0  # a step event without loss at most this often between logging steps (progress bars)
 # What a trainer logs that a step event carries in fields of its own, or that is not a metric of the model.
@@ -43,8 +45,9 @@ class TokenCounter:
     batches share the collator."""
 
     def __init__(self, tokens: int = 0, trained: int = 0) -> None:
-        self.tokens = tokens  # a resumed run starts from the counts of its checkpoint
+        self.tokens = tokens  # a resumed run starts from the counts of its checkpoint; every rank's, summed
         self.trained = trained
+        self.pending = [0, 0]  # this process's tokens and trained tokens since the last optimizer step
 
     def attach(self, trainer: Any) -> None:
         step = trainer.training_step
@@ -67,6 +70,15 @@ class TokenCounter:
             trained = tokens
         self.tokens += tokens
         self.trained += trained
+        self.pending[0] += tokens
+        self.pending[1] += trained
+
+    def settle(self, tokens: int, trained: int) -> None:
+        """Make the totals every rank's: `tokens` and `trained` are this step's counts summed over the ranks
+        (this process's own are in the totals already)."""
+        self.tokens += tokens - self.pending[0]
+        self.trained += trained - self.pending[1]
+        self.pending = [0, 0]
 
 
 class ProgressCallback(TrainerCallback):
@@ -91,6 +103,8 @@ class ProgressCallback(TrainerCallback):
         self._step_began = 0.0
         self._last = (0.0, counter.tokens, counter.trained)  # train time, tokens, trained tokens at the last step event
         self._last_emit = 0.0
+        self.watchdog: Watchdog | None = None  # rank 0 of a run of several processes
+        self._watchdog_thread: WatchdogThread | None = None
 
     # -- the loop
 
@@ -104,15 +118,51 @@ class ProgressCallback(TrainerCallback):
         if self.writer:
             self.writer.status(phase="training", message=f"training for {state.max_steps} steps",
                                step=state.global_step)
+        if self.writer and args.world_size > 1:
+            self._start_watchdog(args.world_size, state)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if self._watchdog_thread is not None:
+            self._watchdog_thread.stop()
+
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                           **kwargs: Any) -> None:
+        if self.watchdog is not None:
+            self.watchdog.beat()
+
+    def _start_watchdog(self, world_size: int, state: TrainerState) -> None:
+        writer = self.writer
+        assert writer is not None
+        log = Path(self.run_dir) / LOG_FILE
+        self.watchdog = Watchdog()
+
+        def warn(quiet: float, usual: float | None) -> None:
+            usual_text = f"; a step usually takes {usual:.1f} s" if usual is not None else ""
+            writer.log(level="warning", message=f"no training progress for {quiet:.0f} s{usual_text}: a process "
+                       f"may be stuck; the run fails after {self.watchdog.limits()[1]:.0f} s without progress "
+                       f"(each rank's log is in {log})")
+
+        def fail(quiet: float, usual: float | None) -> None:
+            message = hang_message(quiet, usual, last_lines_by_rank(log, world_size))
+            writer.error(kind="hang", message=message, log=str(log))
+            writer.run_finished(status="failed", exit_code=ExitCode.FAILED, step=state.global_step)
+
+        self._watchdog_thread = WatchdogThread(self.watchdog, warn, fail)
+        self._watchdog_thread.start()
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                       **kwargs: Any) -> None:
         self._step_began = time.time()
+        if self.watchdog is not None:
+            self.watchdog.step_begin()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
         self._train_time += time.time() - self._step_began
-        requests = self._requests()
+        requests = self.requests()
+        if self.watchdog is not None:
+            self.watchdog.step_end()
         if "checkpoint" in requests:
             control.should_save = True
             self.keep_step = state.global_step
@@ -157,17 +207,22 @@ class ProgressCallback(TrainerCallback):
     def _before_save(self, state: TrainerState, control: TrainerControl) -> None:
         if control.should_save:
             self.saving = checkpoint_name(state.global_step)
+            if self.watchdog is not None:  # a save is not a stall, however long it takes
+                self.watchdog.paused = True
             if self.manifest is not None:
                 self.manifest.add(self.saving, tree=True)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.last_save_step = state.global_step
+        if self.watchdog is not None:
+            self.watchdog.paused = False
+            self.watchdog.beat()
         path = Path(args.output_dir) / checkpoint_name(state.global_step)
         kept = self.keep_step == state.global_step
         self.keep_step = None
         if self.writer:
             checkpoints.write_marker(path, tokens=self.counter.tokens, trained_tokens=self.counter.trained,
-                                     **({"kept": True} if kept else {}))
+                                     world_size=args.world_size, **({"kept": True} if kept else {}))
             self._rotate(path, state)
             if self.on_saved is not None:
                 self.on_saved()
@@ -213,15 +268,20 @@ class ProgressCallback(TrainerCallback):
         self._last = (self._train_time, tokens, trained)
         self._last_emit = now
 
-    def _requests(self) -> set[str]:
-        """Rank 0 reads the requests; every rank must act on the same step or the processes hang."""
+    def requests(self) -> set[str]:
+        """The stop / checkpoint requests, and the step's token counts: every rank's, summed. Rank 0 reads the
+        requests and every rank must act on the same step, or the processes hang: one sum over the ranks (the
+        others add no request) carries both, once per optimizer step."""
         found = pending(self.run_dir) if self.writer else set()
+        counts = self.counter.pending
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flags = torch.tensor([int("stop" in found), int("checkpoint" in found)])
+            values = torch.tensor([int("stop" in found), int("checkpoint" in found), *counts], dtype=torch.int64)
             if torch.cuda.is_available():
-                flags = flags.cuda()
-            torch.distributed.broadcast(flags, src=0)
-            found = {name for name, on in zip(("stop", "checkpoint"), flags.tolist()) if on}
+                values = values.cuda()
+            torch.distributed.all_reduce(values)
+            stop, checkpoint, *counts = values.tolist()
+            found = {name for name, on in (("stop", stop), ("checkpoint", checkpoint)) if on}
+        self.counter.settle(*counts)
         return found
 
 

@@ -395,7 +395,9 @@ class ParamsStep(Step):
         panel = self.query_one("#memory", Static)
         info, caps, gpu_total = self.wizard.model_info, self.wizard.capabilities, self.wizard.gpu_total
         try:
-            est = estimate_memory(info, self.wizard.cfg, gpu_total=gpu_total, device=getattr(caps, "device", "cpu"))
+            topo = self._topology()
+            est = estimate_memory(info, self.wizard.cfg, gpu_total=gpu_total, device=getattr(caps, "device", "cpu"),
+                                  topology=topo)
         except ValueError as e:
             panel.update(Text(f"Memory: no estimate ({e}).", style="italic"))
             return
@@ -407,8 +409,24 @@ class ParamsStep(Step):
             style = {True: "green", False: "bold red", None: ""}[est.fits]
             text.append(est.verdict, style="yellow" if est.verdict.startswith("tight") else style)
         text.append(f"\n{parts}")
+        if caps is not None:
+            gpus = f"{caps.gpu_count} GPU{'s' if caps.gpu_count != 1 else ''} ({caps.device_name}): " if (
+                caps.device == "cuda") else ""
+            text.append(f"\n{gpus}{topo.describe() if topo else 'processes unknown'}")
         panel.update(text)
         panel.tooltip = "\n".join(["An estimate from the model's shape and these values.", *est.notes])
+
+    def _topology(self) -> Any:
+        """The processes the run would start here (engine.distributed), once the GPUs are known."""
+        caps = self.wizard.capabilities
+        if caps is None:
+            return None
+        from engine.distributed import topology
+
+        try:
+            return topology(self.wizard.cfg.params, gpus=caps.gpu_count if caps.device == "cuda" else 0)
+        except ValueError:
+            return None
 
     def _start_probe(self) -> None:
         if self.wizard.capabilities is not None or self._probing or self._probe_error:
