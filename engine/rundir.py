@@ -45,7 +45,8 @@ def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
         resolve_distributed(out)
     if out.hub.token and "hub.token" not in out.env_refs:
         out.env_refs["hub.token"] = "${HF_TOKEN}"
-    for obj, attr in ((out.data, "path"), (out, "base_model"), (out.params, "model_ref")):
+    for obj, attr in ((out.data, "path"), (out, "base_model"), (out.params, "model_ref"),
+                      (out.params, "deepspeed_config"), (out.params, "accelerate_config")):
         value = getattr(obj, attr)
         local = resolve_local(value, cfg.base_dir) if value else None
         if local is not None:

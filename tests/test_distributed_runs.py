@@ -38,7 +38,7 @@ def test_sft_on_two_processes_is_one_run_with_one_model(tmp_path: Path) -> None:
     out = cli("--config", str(ROOT / "configs/sft-chat.yaml"), "--yes", *TWO, "--set", "params.max_steps=4",
               "--set", "params.logging_steps=1", "--set", f"project_name={run_dir}", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "processes" in out.stdout and "2 processes, ddp" in out.stdout
+    assert "2 processes, ddp" in out.stdout and ", 2 processes (ddp)" in out.stdout  # the summary, run_started
     events = check_one_stream(run_dir)
     final = events[-1]
     assert final["status"] == "completed" and final["step"] == 4

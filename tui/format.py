@@ -183,6 +183,9 @@ def run_started_lines(event: dict) -> list[str]:
     lines = [f"run started: {event.get('trainer')} on {event.get('base_model')} ({where}), "
              f"{plural(event.get('total_steps'), 'step')}, {plural(event.get('epochs'), 'epoch')}, "
              f"batch {event.get('batch_size')}"]
+    launch = event.get("launch") or {}
+    if isinstance(launch, dict) and (launch.get("world_size") or 1) > 1:
+        lines[0] += f", {launch['world_size']} processes ({launch.get('backend')})"
     for split, d in (event.get("data") or {}).items():
         if isinstance(d, dict):
             lines.append(f"data {split}: {d.get('examples', 0):,} examples, {d.get('tokens', 0):,} tokens "

@@ -4,6 +4,7 @@ and the LoRA config. Shared by every trainer; imports torch and transformers (th
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,9 @@ def load_model(cfg: RunConfig, tokenizer: Any, *, name: str | None = None) -> Lo
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention, "token": cfg.hub.token or None}
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": torch.cuda.current_device() if device() == "cuda" else "cpu"}
+        # each process of a run of several loads its quantized copy on its own GPU (accelerate's LOCAL_RANK)
+        gpu = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())) if device() == "cuda" else None
+        kwargs["device_map"] = {"": gpu if gpu is not None else "cpu"}
     if cfg.spec.scores:
         kwargs["num_labels"] = 1
         model = AutoModelForSequenceClassification.from_pretrained(model_path(cfg, name), **kwargs)
