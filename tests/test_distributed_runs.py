@@ -176,3 +176,21 @@ def test_killing_a_run_ends_the_launcher_and_every_rank(tmp_path: Path) -> None:
     assert processes_of(run_dir) == []
     final = read_events(run_dir / "events.jsonl")[-1]
     assert final["type"] == "run_finished" and final["status"] == "killed"
+
+
+def test_resuming_on_another_process_count_says_so(tmp_path: Path) -> None:
+    import yaml
+
+    run_dir = tmp_path / "run"
+    first = cli("--config", str(ROOT / "configs/generic-text.yaml"), "--yes", "--set", "params.max_steps=2",
+                "--set", "params.save_steps=1", "--set", f"project_name={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (run_dir / "events.jsonl").write_text("")  # as if it had stopped: resume refuses a completed run
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["params"].update(num_processes=2, max_steps=4)  # edited by hand: two processes from now on
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = cli("resume", str(run_dir), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "saved by 1 process(es) and the run resumes on 2" in out.stdout
+    events = read_events(run_dir / "events.jsonl")
+    assert events[-1]["status"] == "completed" and steps_of(events)[0] == 3
