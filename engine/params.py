@@ -106,7 +106,7 @@ class Params:
     distributed_backend: str | None = _p(None, "Several processes, launched by accelerate: ddp (a whole copy per "
                                          "GPU; CPU processes over gloo), fsdp (FSDP2: weights, gradients and "
                                          "optimizer sharded) or deepspeed (ZeRO); empty = ddp when several "
-                                         "processes run.", choices=BACKENDS)
+                                         "processes run.", group="basic", choices=BACKENDS)
     # llmtune's additions
     train_on_all_tokens: bool = _p(False, "SFT: compute the loss on every token, not just the assistant "
                                    "turns / the completion.", group="basic", extra=True)
@@ -127,8 +127,8 @@ class Params:
                                   "dropout, faster and lighter on a CPU): auto = on for CPU runs.", choices=SWITCH,
                                   extra=True)
     num_processes: int | None = _p(None, "Training processes on each machine (one per GPU); empty = every visible "
-                                   "GPU (CUDA_VISIBLE_DEVICES counts), one process without a GPU.", minimum=1,
-                                   maximum=1024, extra=True)
+                                   "GPU (CUDA_VISIBLE_DEVICES counts), one process without a GPU.", group="basic",
+                                   minimum=1, maximum=1024, extra=True)
     deepspeed_stage: int = _p(2, "DeepSpeed ZeRO stage: 2 shards gradients and optimizer states, 3 the weights "
                               "too.", choices=DEEPSPEED_STAGES, extra=True)
     deepspeed_config: str | None = _p(None, "Your own DeepSpeed JSON file (then deepspeed_stage is not used).",

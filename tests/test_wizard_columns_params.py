@@ -337,6 +337,28 @@ async def test_the_memory_panel_shows_the_gpus_the_processes_and_the_estimate_pe
         assert "optimizer 942 MiB" in memory() and "fits: " in memory()  # sharded over the 4 GPUs
 
 
+async def test_the_backend_and_process_count_are_basic_fields_and_deepspeed_shows_its_stage(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.capabilities
+
+    monkeypatch.setattr(engine.capabilities, "probe", lambda: CPU)  # the machine known: its rules apply
+    app = WizardApp(config("llm-sft"))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_step(pilot, PARAMS)
+        await unfold(pilot)
+
+        def visible(name: str) -> bool:
+            return bool(app.query_one(f"#row-param-{name.replace('_', '-')}", FieldRow).display)
+
+        assert visible("num_processes") and visible("distributed_backend") and not visible("deepspeed_stage")
+        app.query_one("#param-distributed-backend", Select).value = "deepspeed"
+        await until(pilot, lambda: visible("deepspeed_stage"), "the ZeRO stage field")
+        assert app.cfg.params.distributed_backend == "deepspeed"
+        # this test machine (CPU) cannot run it: said next to the field, as --yes would refuse it
+        await until(pilot, lambda: "needs CUDA GPUs" in row_problem(app, "row-param-distributed-backend"),
+                    "the machine's refusal")
+
+
 async def test_the_gpu_is_probed_once_in_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.capabilities
     import tui.steps.params

@@ -331,15 +331,15 @@ async def test_the_help_line_is_the_focused_fields_after_each_move() -> None:
         await open_step(pilot, PARAMS)
         await unfold(pilot)
         help_line = app.query_one("#param-help", Static)
-        app.query_one("#param-quantization").focus()
+        app.query_one("#param-train-on-all-tokens").focus()
         await pilot.pause()
-        send(app, "tab", "tab")  # train_on_all_tokens, then the fold's title
+        send(app, "tab", "tab")  # num_processes (the last basic field), then the fold's title
         await handled(pilot, app, "two tabs")
         assert isinstance(app.focused.parent, Collapsible)
         assert shown(help_line) == "Enter shows or hides the advanced parameters."
         send(app, "shift+tab")
         await handled(pilot, app, "shift+tab")
-        assert shown(help_line).startswith("params.train_on_all_tokens:")
+        assert shown(help_line).startswith("params.num_processes:")
         app.query_one("#next", Button).focus()  # out of the step: no field to explain
         await handled(pilot, app, "the focus on Next")
         assert shown(help_line) == ""

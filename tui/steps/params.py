@@ -14,7 +14,15 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Collapsible, Input, Select, Static
 
-from engine.config import CHAT_TEMPLATES, DataConfig, RunConfig, coerce, machine_problems, static_problems
+from engine.config import (
+    CHAT_TEMPLATES,
+    DataConfig,
+    RunConfig,
+    coerce,
+    distributed_problems,
+    machine_problems,
+    static_problems,
+)
 from engine.errors import Problem
 from engine.memory import estimate_memory
 from engine.params import PARAM_FIELDS, param_default
@@ -85,6 +93,8 @@ def field_visible(field: ParamField, cfg: RunConfig) -> bool:
         return not cfg.params.peft  # with LoRA the base itself is the reference
     if name in LORA_ONLY:
         return bool(cfg.params.peft)
+    if name in ("deepspeed_stage", "deepspeed_config"):
+        return cfg.params.distributed_backend == "deepspeed"
     return True
 
 
@@ -300,7 +310,7 @@ class ParamsStep(Step):
         bad = [p for key, p in self.bad.items() if field_visible(self._field(key), cfg)]
         found = step_problems(cfg, self.keys, extra=bad)
         if self._machine_known():
-            found += [p for p in machine_problems(cfg) if p not in found]
+            found += [p for p in machine_problems(cfg) + distributed_problems(cfg) if p not in found]
         return found
 
     def _machine_known(self) -> bool:
@@ -359,7 +369,7 @@ class ParamsStep(Step):
         problems = static_problems(cfg)  # also refreshes cfg.warnings
         warnings = list(cfg.warnings)
         if self._machine_known():
-            problems += machine_problems(cfg)
+            problems += machine_problems(cfg) + distributed_problems(cfg)
         for row in self.query(FieldRow):
             if row.key in self.bad:
                 row.show([self.bad[row.key]])
