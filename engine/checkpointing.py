@@ -49,6 +49,7 @@ class Fit:
 def memory_fit(cfg: RunConfig) -> Fit:
     """The memory estimate (engine.memory) of `cfg` with the precision the run will have, against the memory of
     the device it will run on. Raises when the model's size is unknown here (a hub model not cached)."""
+    from engine.distributed import known_topology
     from engine.memory import estimate_memory
     from engine.model_info import read_model_info
     from engine.precision import resolve_precision
@@ -57,14 +58,8 @@ def memory_fit(cfg: RunConfig) -> Fit:
     resolve_precision(run)  # 16-bit activations take half the room
     info = read_model_info(cfg.base_model, cfg.base_dir)
     gpu_total = _gpu_total()
-    from engine.distributed import machine_topology
-
-    try:
-        topo = machine_topology(run.params)
-    except ValueError:  # a torchrun / SLURM variable that is not a number: the config check says so
-        topo = None
     need = estimate_memory(info, run, gpu_total=gpu_total, device="cuda" if gpu_total else "cpu",
-                           topology=topo).total
+                           topology=known_topology(run.params)).total
     return Fit(need, "the GPU", gpu_total) if gpu_total else Fit(need, "RAM", _ram_total())
 
 

@@ -1386,15 +1386,10 @@ def distributed_problems(cfg: RunConfig, environ: dict[str, str] | None = None) 
     for key, what, fix in refusals(p, topo, gpus=gpus, on_cuda=on_cuda, quantization=quantization):
         out.append(cfg.problem(key, what, fix, getattr(p, key.split(".", 1)[1], None)))
     if topo.machine_rank > 0 and topo.machine_rank < topo.machines:
-        import copy
-
-        from engine.distributed import launch_command
-        from engine.precision import resolve_precision
+        from engine.distributed import launch_command, run_params
         from engine.run_files import run_dir_of
 
-        run = copy.deepcopy(cfg)
-        resolve_precision(run)  # as machine 0's run will have it
-        command = " ".join(launch_command(run.params, topo, run_dir_of(cfg), python="python"))
+        command = " ".join(launch_command(run_params(cfg), topo, run_dir_of(cfg), python="python"))
         where = f" (from {', '.join(topo.from_env)})" if topo.from_env and p.machine_rank is None else ""
         out.append(cfg.problem("params.machine_rank", f"is {topo.machine_rank}{where}: only machine 0 starts a run "
                                "(it writes the run directory); the others join it", f"on this machine run: {command}",

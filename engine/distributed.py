@@ -90,7 +90,7 @@ def topology(params: Any, *, gpus: int, environ: Mapping[str, str] | None = None
         try:
             parsed = kind(text)
         except ValueError:
-            raise ValueError(f"the environment variable {var}={text!r} is not a {kind.__name__}") from None
+            raise ValueError(f"the environment variable {var}={text!r} is not a whole number") from None
         used.append(var)
         return parsed
 
@@ -254,6 +254,26 @@ def machine_topology(params: Any, environ: Mapping[str, str] | None = None) -> T
 
     caps = probe()
     return topology(params, gpus=caps.gpu_count if caps.device == "cuda" else 0, environ=environ)
+
+
+def known_topology(params: Any) -> Topology | None:
+    """`machine_topology()`, or None where a torchrun / SLURM variable is not a number (the config check says
+    so): for what only shows or estimates the launch."""
+    try:
+        return machine_topology(params)
+    except ValueError:
+        return None
+
+
+def run_params(cfg: Any) -> Any:
+    """The params as the run will have them on this machine (the precision chosen: the command passes it)."""
+    import copy
+
+    from engine.precision import resolve_precision
+
+    run = copy.deepcopy(cfg)
+    resolve_precision(run)
+    return run.params
 
 
 def resolve_distributed(cfg: Any) -> None:

@@ -134,7 +134,7 @@ def test_torchrun_and_slurm_variables_are_read_and_the_config_wins() -> None:
     assert set(topo.from_env) == {"SLURM_NNODES", "SLURM_NODEID", "MASTER_ADDR", "MASTER_PORT"}
     topo = topology(params(num_processes=8, machine_rank=0), gpus=8, environ=env)
     assert topo.machine_rank == 0
-    with pytest.raises(ValueError, match="NODE_RANK='x' is not a int"):
+    with pytest.raises(ValueError, match="NODE_RANK='x' is not a whole number"):
         topology(params(), gpus=0, environ={"NODE_RANK": "x"})
 
 
@@ -260,3 +260,38 @@ def test_the_hang_message_shows_each_ranks_last_lines(tmp_path: Path) -> None:
     text = hang_message(130, 2.5, lines)
     assert "no training progress for 130 s (a step usually takes 2.5 s)" in text
     assert "rank 1 last wrote: waiting more" in text and "rank 3 last wrote: (nothing in train.log)" in text
+
+
+def test_the_dry_run_prints_each_machines_command(tmp_path: Path) -> None:
+    from test_train_cli import ROOT, cli
+
+    keys = ["--set", "params.num_processes=1", "--set", "params.num_machines=2", "--set",
+            "params.main_process_ip=10.0.0.1"]
+    out = cli("--config", str(ROOT / "configs/sft-chat.yaml"), "--dry-run", *keys, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout.replace("\n", " ")
+    assert "1 process on each of 2 machines (world size 2)" in text
+    assert "machine 0: python -m accelerate.commands.launch" in text and "--machine_rank 1" in text
+    assert "2 optimizer steps" not in text and "x 2 processes" in text  # the steps count both machines' batches
+
+
+def test_machine_one_is_refused_with_its_command_and_a_bad_variable_with_its_name(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from test_train_cli import ROOT
+
+    def dry_run(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tui.cli", "--config", str(ROOT / "configs/sft-chat.yaml"),
+                               "--dry-run", "--set", "params.num_machines=2", "--set", "params.main_process_ip=h"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+    out = dry_run({"NODE_RANK": "1"})
+    assert out.returncode == 2 and "is 1 (from NODE_RANK): only machine 0 starts a run" in out.stderr
+    assert "on this machine run: python -m accelerate.commands.launch" in out.stderr
+    assert "--machine_rank 1" in out.stderr
+    out = dry_run({"NODE_RANK": "one"})
+    assert out.returncode == 2 and "NODE_RANK='one' is not a whole number" in out.stderr
+    assert "Traceback" not in out.stderr

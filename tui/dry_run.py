@@ -79,7 +79,7 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
 
 def processes_line(cfg: RunConfig, machine: bool) -> str:
     """How many processes the run starts, and with which backend (engine.distributed)."""
-    from engine.distributed import machine_topology
+    from engine.distributed import known_topology
 
     p = cfg.params
     if not machine:
@@ -88,30 +88,19 @@ def processes_line(cfg: RunConfig, machine: bool) -> str:
         count = p.num_processes or "every visible GPU"
         return f"{count}, {p.distributed_backend or 'ddp'}" + (f" on {p.num_machines} machines" if
                                                               (p.num_machines or 1) > 1 else "")
-    try:
-        return machine_topology(p).describe()
-    except ValueError as e:  # a torchrun / SLURM variable that is not a number: the config check says so
-        return f"unknown ({e})"
+    topo = known_topology(p)
+    return topo.describe() if topo else "unknown (see the problem below)"
 
 
 def launch_lines(cfg: RunConfig) -> list[str]:
     """The command each machine runs, for a run of several processes (the dry run); [] for one process."""
-    from engine.distributed import machine_topology, node_commands
+    from engine.distributed import known_topology, node_commands, run_params
     from engine.rundir import run_dir_of
 
-    try:
-        topo = machine_topology(cfg.params)
-    except ValueError:
+    topo = known_topology(cfg.params)
+    if topo is None or not topo.launched:
         return []
-    if not topo.launched:
-        return []
-    import copy
-
-    from engine.precision import resolve_precision
-
-    run = copy.deepcopy(cfg)
-    resolve_precision(run)  # the command the run will have: with the precision chosen for this machine
-    commands = node_commands(run.params, topo, run_dir_of(cfg))
+    commands = node_commands(run_params(cfg), topo, run_dir_of(cfg))
     if len(commands) == 1:
         return ["`--yes` starts the processes with:", f"  {commands[0][1]}"]
     lines = [f"{topo.machines} machines: `--yes` on machine 0 starts its processes and writes {run_dir_of(cfg)} "
@@ -253,12 +242,10 @@ def preview_plan(preview: Preview, *, read_limit: int | None = None, total_rows:
 
 
 def _world_size(cfg: RunConfig) -> int:
-    from engine.distributed import machine_topology
+    from engine.distributed import known_topology
 
-    try:
-        return machine_topology(cfg.params).world_size
-    except ValueError:  # a torchrun / SLURM variable that is not a number: the config check says so
-        return 1
+    topo = known_topology(cfg.params)
+    return topo.world_size if topo else 1
 
 
 def print_preview(preview: Preview, plan: Plan | None = None) -> None:
