@@ -1357,7 +1357,7 @@ DISTRIBUTED_KEYS = ("distributed_backend", "num_processes", "deepspeed_config", 
 def distributed_problems(cfg: RunConfig, environ: dict[str, str] | None = None) -> list[Problem]:
     """A launch on several processes this machine cannot make (engine.distributed), said before anything starts.
     A config without the keys asks nothing (the run's default, every visible GPU, is always possible)."""
-    from engine.distributed import port_in_use, refusals, topology
+    from engine.distributed import BadVariable, port_in_use, refusals, topology
 
     p = cfg.params
     environ = dict(os.environ) if environ is None else environ
@@ -1379,9 +1379,9 @@ def distributed_problems(cfg: RunConfig, environ: dict[str, str] | None = None) 
     gpus = caps.gpu_count if on_cuda else 0
     try:
         topo = topology(p, gpus=gpus, environ=environ)
-    except ValueError as e:
-        return out + [cfg.problem("params.num_machines", str(e), "set the variable to a whole number, or set the "
-                                  "key in the config (it wins over the environment)")]
+    except BadVariable as e:
+        return out + [cfg.problem(e.key, str(e), f"set the variable to a whole number, or set {e.key} in the "
+                                  "config (it wins over the environment)")]
     quantization = None if "params.quantization" in cfg.defaulted else p.quantization
     for key, what, fix in refusals(p, topo, gpus=gpus, on_cuda=on_cuda, quantization=quantization):
         out.append(cfg.problem(key, what, fix, getattr(p, key.split(".", 1)[1], None)))

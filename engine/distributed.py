@@ -34,6 +34,14 @@ ENV_NAMES = {
 }
 
 
+class BadVariable(ValueError):
+    """A torchrun / SLURM variable that is not a number; `key` is the params key it stands for."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class Topology:
     backend: str | None  # None: one process, no launcher
@@ -90,7 +98,8 @@ def topology(params: Any, *, gpus: int, environ: Mapping[str, str] | None = None
         try:
             parsed = kind(text)
         except ValueError:
-            raise ValueError(f"the environment variable {var}={text!r} is not a whole number") from None
+            raise BadVariable(f"params.{name}", f"the environment variable {var}={text!r} is not a whole "
+                              "number") from None
         used.append(var)
         return parsed
 

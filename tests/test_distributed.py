@@ -293,5 +293,6 @@ def test_machine_one_is_refused_with_its_command_and_a_bad_variable_with_its_nam
     assert "on this machine run: python -m accelerate.commands.launch" in out.stderr
     assert "--machine_rank 1" in out.stderr
     out = dry_run({"NODE_RANK": "one"})
-    assert out.returncode == 2 and "NODE_RANK='one' is not a whole number" in out.stderr
+    assert out.returncode == 2 and "params.machine_rank" in out.stderr
+    assert "NODE_RANK='one' is not a whole number" in out.stderr
     assert "Traceback" not in out.stderr
