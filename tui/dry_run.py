@@ -7,6 +7,7 @@ markers ([[trained]], <<cut:...>>) so the output stays readable in logs and test
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -102,11 +103,18 @@ def launch_lines(cfg: RunConfig) -> list[str]:
         return []
     commands = node_commands(run_params(cfg), topo, run_dir_of(cfg))
     if len(commands) == 1:
-        return ["`--yes` starts the processes with:", f"  {commands[0][1]}"]
-    lines = [f"{topo.machines} machines: `--yes` on machine 0 starts its processes and writes {run_dir_of(cfg)} "
-             "(events, model, checkpoints); every other machine runs its own command in the same directory path, "
-             "with the same config.yaml and data there (a shared disk, or a copy):"]
-    return lines + [f"  machine {rank}: {command}" for rank, command in commands]
+        lines = ["`--yes` starts the processes with:", f"  {commands[0][1]}"]
+    else:
+        lines = [f"{topo.machines} machines: `--yes` on machine 0 starts its processes and writes "
+                 f"{run_dir_of(cfg)} (events, model, checkpoints); every other machine runs its own command in the "
+                 "same directory path, with the same config.yaml and data there (a shared disk, or a copy):"]
+        lines += [f"  machine {rank}: {command}" for rank, command in commands]
+    from accelerate.commands.config.config_args import default_config_file
+
+    if not cfg.params.accelerate_config and Path(default_config_file).is_file():
+        lines.append(f"accelerate's own default config ({default_config_file}, from `accelerate config`) applies too, "
+                     "for what the command does not say")
+    return lines
 
 
 def batching_line(cfg: RunConfig, machine: bool) -> str:
