@@ -853,6 +853,8 @@ def coerce(value: Any, annotation: str, key: str, choices: tuple | None = None
             if isinstance(value, (dict, list, set, tuple, bytes)):  # a YAML list, mapping, !!set or !!binary
                 raise ValueError
             out = str(value)
+            words = ("yes", "on", "true") if value is True else ("no", "off", "false") if value is False else ()
+            out = next((w for w in words if choices and w in choices), out)  # YAML 1.1 reads `no` as false
             if choices and "on" in choices and "off" in choices:  # auto|on|off: YAML reads `on` as true
                 switch = str(value).strip().lower()
                 if switch in ("true", "yes", "1", "false", "no", "0"):

@@ -295,3 +295,11 @@ def test_light_modules_do_not_import_the_ml_stack() -> None:
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'textual', 'bitsandbytes') "
             "if m in sys.modules]\nprint(heavy)")
     assert fresh_python(code) == "[]"
+
+
+def test_yaml_booleans_read_back_as_the_choice_they_spell() -> None:
+    """YAML 1.1 reads `no` (and off, yes, on) as a boolean: `eval_strategy: no`, AutoTrain's spelling, is "no"."""
+    assert config(MINIMAL + "params:\n  eval_strategy: no\n").params.eval_strategy == "no"
+    assert config(MINIMAL, overrides=["params.eval_strategy=no"]).params.eval_strategy == "no"
+    assert config(MINIMAL + "params:\n  liger_kernel: off\n").params.liger_kernel == "off"
+    assert "params.eval_strategy" in problems(MINIMAL + "params:\n  eval_strategy: yes\n")  # no such choice
