@@ -1016,16 +1016,22 @@ def _path_length_problems(cfg: RunConfig, key: str, value: str, encoded: bytes) 
     return []
 
 
+def _default_fix(name: str, default: Any) -> str:
+    """The fix of a value out of its range: the default, or leaving the key out where the default is none."""
+    return f"default: {default}" if default is not None else f"leave params.{name} out (the default)"
+
+
 def _range_problems(cfg: RunConfig) -> list[Problem]:
     out = []
     for name, f in PARAM_FIELDS.items():
         value = getattr(cfg.params, name)
         meta = f.metadata
+        fix = _default_fix(name, f.default)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if isinstance(value, float) and not math.isfinite(value):  # set in code, not read (coerce refuses it)
             out.append(cfg.problem(f"params.{name}", "must be a finite number, not NaN or infinity",
-                                   f"default: {f.default}", value))
+                                   fix, value))
             continue
         if value in meta["special"]:
             continue
@@ -1033,10 +1039,10 @@ def _range_problems(cfg: RunConfig) -> list[Problem]:
         special = " or " + " or ".join(str(s) for s in meta["special"]) if meta["special"] else ""
         if lo is not None and (value < lo or (meta["exclusive_min"] and value == lo)):
             rule = f"must be {'greater than' if meta['exclusive_min'] else 'at least'} {lo}{special}"
-            out.append(cfg.problem(f"params.{name}", rule, f"default: {f.default}", value))
+            out.append(cfg.problem(f"params.{name}", rule, fix, value))
         elif hi is not None and (value > hi or (meta.get("exclusive_max") and value == hi)):
             rule = f"must be {'less than' if meta.get('exclusive_max') else 'at most'} {hi}"
-            out.append(cfg.problem(f"params.{name}", rule, f"default: {f.default}", value))
+            out.append(cfg.problem(f"params.{name}", rule, fix, value))
     return out
 
 
