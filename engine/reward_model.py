@@ -132,3 +132,74 @@ def load_reward_model(reward: RewardModel, *, dtype: Any = "auto") -> tuple[Any,
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     return model.eval(), tokenizer
+
+
+WEAK_ACCURACY = 0.55  # chosen scored above rejected on no more pairs than this: as good as a coin
+CONSTANT_SPREAD = 1e-3  # scores spread less than this: the model says the same of every text
+
+
+@dataclass(frozen=True)
+class RewardCheck:
+    """How a reward model scores pairs it was not trained on, before anything is spent on it."""
+    pairs: int
+    accuracy: float  # the share of pairs it scores chosen above rejected
+    spread: float  # the standard deviation of all its scores
+    source: str  # the pairs it was checked on
+
+    @property
+    def weak(self) -> str | None:
+        """Why it is no use as a reward, or None."""
+        if self.spread < CONSTANT_SPREAD:
+            return f"its scores are near-constant (spread {self.spread:.2g}): it tells no answer from another"
+        if self.accuracy <= WEAK_ACCURACY:
+            return (f"it prefers the chosen answer on {self.accuracy:.0%} of {self.pairs} pairs, no better than "
+                    "chance")
+        return None
+
+    def describe(self) -> str:
+        return (f"chosen above rejected on {self.accuracy:.0%} of {self.pairs} pairs ({self.source}), scores spread "
+                f"{self.spread:.3g}" + (f": weak, {self.weak}" if self.weak else ""))
+
+
+def judge_scores(chosen: list[float], rejected: list[float], source: str) -> RewardCheck:
+    import statistics
+
+    scores = chosen + rejected
+    wins = sum(c > r for c, r in zip(chosen, rejected))
+    return RewardCheck(len(chosen), wins / len(chosen) if chosen else 0.0,
+                       statistics.pstdev(scores) if len(scores) > 1 else 0.0, source)
+
+
+def check_reward_run(reward: RewardModel, *, limit: int = 256, batch: int = 8) -> RewardCheck | None:
+    """Score the validation pairs of the llm-reward run that trained `reward` (at most `limit`), as that run's
+    pipeline made them (the cache has them). None when it is not an llmtune run or has no validation split."""
+    if reward.kind != "llmtune run":
+        return None
+    import torch
+
+    from engine.config import load_config
+    from engine.dataset_prep import prepare_dataset
+
+    cfg = load_config(reward.path / CONFIG_FILE)
+    prepared = prepare_dataset(cfg)
+    if len(prepared.splits) < 2:  # train first, then the validation split (or the held-out fraction)
+        return None
+    split = prepared.splits[1].formatted
+    rows = prepared.dataset(split.split)
+    rows = rows.select(range(min(limit, len(rows))))
+    model, tokenizer = load_reward_model(reward, dtype=torch.float32)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def score(ids: list[list[int]]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            width = max(len(x) for x in chunk)
+            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in chunk])
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk])
+            with torch.no_grad():
+                out += model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
+        return out
+
+    return judge_scores(score(rows["chosen_ids"]), score(rows["rejected_ids"]),
+                        f"{len(rows)} pairs of {split.source or split.split}")

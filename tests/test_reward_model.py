@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.reward_model import NotARewardModel, inspect_reward_model, load_reward_model
+from engine.reward_model import (
+    NotARewardModel,
+    check_reward_run,
+    inspect_reward_model,
+    judge_scores,
+    load_reward_model,
+)
 from support import make_config, run
 
 
@@ -56,3 +62,29 @@ def test_a_classifier_with_several_labels_and_a_missing_path_are_refused(tmp_pat
         inspect_reward_model(str(tmp_path))
     with pytest.raises(NotARewardModel, match="cannot be read here"):
         inspect_reward_model(str(tmp_path / "nothing-here"))
+
+
+def test_the_verdict_on_scores() -> None:
+    good = judge_scores([2.0, 1.5, 0.9, 1.1], [0.1, 0.4, 1.0, -0.3], "4 pairs")
+    assert good.accuracy == 0.75 and good.weak is None and "75% of 4 pairs" in good.describe()
+    chance = judge_scores([1.0, 0.0], [0.0, 1.0], "2 pairs")
+    assert chance.weak is not None and "no better than chance" in chance.weak
+    flat = judge_scores([0.5, 0.5, 0.5], [0.5, 0.5, 0.4999], "3 pairs")
+    assert flat.weak is not None and "near-constant" in flat.weak
+
+
+def test_a_reward_run_is_checked_on_its_validation_pairs(in_tmp: Path, tiny_model: Path) -> None:
+    from support import PAIRS
+
+    cfg = make_config(in_tmp, tiny_model, "reward", params={"peft": True, "quantization": None},
+                      files={"train.jsonl": PAIRS, "valid.jsonl": PAIRS[:4]}, valid_split="valid")
+    code, run_dir, _ = run(cfg)
+    assert code == 0
+    check = check_reward_run(inspect_reward_model(str(run_dir)))
+    assert check is not None and check.pairs == 4 and 0.0 <= check.accuracy <= 1.0 and check.spread > 0
+    assert "valid" in check.source and f"of 4 pairs ({check.source})" in check.describe()
+
+
+def test_a_run_without_a_validation_split_is_not_checked(in_tmp: Path, tiny_model: Path) -> None:
+    code, run_dir, _ = run(make_config(in_tmp, tiny_model, "reward", params={"peft": True, "quantization": None}))
+    assert code == 0 and check_reward_run(inspect_reward_model(str(run_dir))) is None
