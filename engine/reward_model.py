@@ -203,3 +203,32 @@ def check_reward_run(reward: RewardModel, *, limit: int = 256, batch: int = 8) -
 
     return judge_scores(score(rows["chosen_ids"]), score(rows["rejected_ids"]),
                         f"{len(rows)} pairs of {split.source or split.split}")
+
+
+@dataclass(frozen=True)
+class TemplateMismatch:
+    """The policy and the reward model render conversations differently: TRL renders the prompt and the
+    completion for the reward model with the reward model's own tokenizer and template."""
+    policy_text: str  # one sample as the policy sees it
+    reward_text: str  # the same sample as the reward model sees it
+
+    def describe(self) -> str:
+        return ("the reward model renders conversations with another chat template than the policy (TRL gives it "
+                "the text in its own template). One sample as each sees it:\n  policy: "
+                f"{self.policy_text!r}\n  reward model: {self.reward_text!r}")
+
+
+def template_mismatch(reward: RewardModel, policy_tokenizer: Any,
+                      sample: list[dict[str, str]]) -> TemplateMismatch | None:
+    """None when both render `sample` (a conversation ending with the answer) the same way."""
+    from transformers import AutoTokenizer
+
+    reward_tokenizer = AutoTokenizer.from_pretrained(str(reward.path))
+
+    def render(tokenizer: Any) -> str:
+        if not getattr(tokenizer, "chat_template", None):  # no template: the turns' text joined, as TRL does
+            return "".join(m["content"] for m in sample)
+        return str(tokenizer.apply_chat_template(sample, tokenize=False))
+
+    policy_text, reward_text = render(policy_tokenizer), render(reward_tokenizer)
+    return None if policy_text == reward_text else TemplateMismatch(policy_text, reward_text)

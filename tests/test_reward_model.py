@@ -16,6 +16,7 @@ from engine.reward_model import (
     inspect_reward_model,
     judge_scores,
     load_reward_model,
+    template_mismatch,
 )
 from support import make_config, run
 
@@ -88,3 +89,20 @@ def test_a_reward_run_is_checked_on_its_validation_pairs(in_tmp: Path, tiny_mode
 def test_a_run_without_a_validation_split_is_not_checked(in_tmp: Path, tiny_model: Path) -> None:
     code, run_dir, _ = run(make_config(in_tmp, tiny_model, "reward", params={"peft": True, "quantization": None}))
     assert code == 0 and check_reward_run(inspect_reward_model(str(run_dir))) is None
+
+
+def test_a_reward_model_with_another_template_is_told_with_one_sample_as_each_sees_it(in_tmp: Path,
+                                                                                       tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    code, run_dir, _ = run(make_config(in_tmp, tiny_model, "reward", params={"peft": True, "quantization": None},
+                                       chat_template="chatml"))
+    assert code == 0
+    reward = inspect_reward_model(str(run_dir))
+    assert reward.template is not None and "<|im_start|>" in reward.template
+    sample = [{"role": "user", "content": "What is 1 plus 2?"}, {"role": "assistant", "content": "It is 3."}]
+    same = template_mismatch(reward, AutoTokenizer.from_pretrained(run_dir), sample)
+    assert same is None  # the policy trained with the reward run's own tokenizer
+    other = template_mismatch(reward, AutoTokenizer.from_pretrained(tiny_model), sample)  # the base's template
+    assert other is not None and "<|im_start|>user" in other.reward_text and "<|im_start|>" not in other.policy_text
+    assert "It is 3." in other.policy_text and "One sample as each sees it" in other.describe()
