@@ -245,9 +245,6 @@ def refusals(params: Any, topo: Topology, *, gpus: int, on_cuda: bool, quantizat
         out.append(("params.num_processes", f"asks for {topo.processes} processes, and this machine shows "
                     f"{gpus} GPU{'s' if gpus != 1 else ''} (CUDA_VISIBLE_DEVICES counts)",
                     f"use num_processes: {gpus} or fewer (one process per GPU)"))
-    if not on_cuda and topo.processes > (os.cpu_count() or 1):
-        out.append(("params.num_processes", f"asks for {topo.processes} CPU processes, and this machine has "
-                    f"{os.cpu_count()} cores", f"use num_processes: {os.cpu_count()} or fewer"))
     if topo.machines > 1 and not topo.main_process_ip and not params.accelerate_config:
         out.append(("params.main_process_ip", f"is needed for {topo.machines} machines: the address of machine 0",
                     "set params.main_process_ip (or MASTER_ADDR) to an address every machine can reach"))

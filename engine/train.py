@@ -201,6 +201,10 @@ class Run:
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
                   world_size=world_size(), batching=run_batching(cfg),
                   kernels=run_kernels(cfg))
+        cores = os.cpu_count() or 1
+        if job.world_size > cores and not _on_cuda():
+            self.log("warning", f"{job.world_size} CPU processes share {cores} cores: each runs slower than "
+                     f"alone; params.num_processes: {cores} or fewer keeps one core each")
         per_step = cfg.params.batch_size * job.world_size
         if job.world_size > 1 and len(train_rows.rows) < per_step:
             self.log("warning", f"{len(train_rows.rows)} training examples, fewer than one batch of every process "
@@ -438,6 +442,12 @@ def run_kernels(cfg: RunConfig) -> Any:
     on_cuda = device() == "cuda"
     model_type = read_model_info(cfg.base_model, cfg.base_dir).model_type if on_cuda else None
     return machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type)
+
+
+def _on_cuda() -> bool:
+    from engine.trainers.model import device
+
+    return device() == "cuda"
 
 
 def _launch(world: int) -> dict[str, Any]:

@@ -169,7 +169,7 @@ def test_refusals_before_launch() -> None:
     assert keys(params(num_machines=2, machine_rank=2, main_process_ip="h"), gpus=2, on_cuda=True) == [
         "params.machine_rank"]
     assert keys(params(deepspeed_config="ds.json", num_processes=2)) == ["params.deepspeed_config"]
-    assert keys(params(num_processes=10_000)) == ["params.num_processes"]  # more CPU processes than cores
+    assert keys(params(num_processes=64)) == []  # more CPU processes than cores: slower, not wrong (the run warns)
 
 
 def test_a_sharding_backend_leaves_an_unset_quantization_off() -> None:
