@@ -1365,7 +1365,7 @@ DISTRIBUTED_KEYS = ("distributed_backend", "num_processes", "deepspeed_config", 
 def distributed_problems(cfg: RunConfig, environ: dict[str, str] | None = None) -> list[Problem]:
     """A launch on several processes this machine cannot make (engine.distributed), said before anything starts.
     A config without the keys asks nothing (the run's default, every visible GPU, is always possible)."""
-    from engine.distributed import BadVariable, port_in_use, refusals, topology
+    from engine.distributed import BadVariable, cuda_gpus, port_in_use, refusals, topology
 
     p = cfg.params
     environ = dict(os.environ) if environ is None else environ
@@ -1384,7 +1384,7 @@ def distributed_problems(cfg: RunConfig, environ: dict[str, str] | None = None) 
 
     caps = probe()
     on_cuda = caps.device == "cuda"
-    gpus = caps.gpu_count if on_cuda else 0
+    gpus = cuda_gpus(caps)
     try:
         topo = topology(p, gpus=gpus, environ=environ)
     except BadVariable as e:

@@ -254,12 +254,16 @@ def refusals(params: Any, topo: Topology, *, gpus: int, on_cuda: bool, quantizat
     return out
 
 
+def cuda_gpus(caps: Any) -> int:
+    """The CUDA GPUs a run may use, from engine.capabilities' answer (an Apple GPU or a CPU: 0)."""
+    return caps.gpu_count if caps.device == "cuda" else 0
+
+
 def machine_topology(params: Any, environ: Mapping[str, str] | None = None) -> Topology:
     """`topology()` with the GPUs this machine shows (engine.capabilities: imports torch)."""
     from engine.capabilities import probe
 
-    caps = probe()
-    return topology(params, gpus=caps.gpu_count if caps.device == "cuda" else 0, environ=environ)
+    return topology(params, gpus=cuda_gpus(probe()), environ=environ)
 
 
 def known_topology(params: Any) -> Topology | None:

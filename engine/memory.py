@@ -251,7 +251,7 @@ def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device:
         from engine.distributed import shards_weights
 
         sharded = ["gradients", "optimizer states"] if topology.backend == "deepspeed" else []
-        if topology.backend == "fsdp" or shards_weights(p):
+        if shards_weights(p):
             sharded = ["weights", "gradients", "optimizer states"]
         if sharded:
             weights, reference = ((weights // world, reference // world) if "weights" in sharded

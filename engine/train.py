@@ -428,18 +428,16 @@ class Run:
 def run_batching(cfg: RunConfig) -> Any:
     """The batching this run uses on this machine (engine.batching)."""
     from engine.batching import machine_batching
-    from engine.trainers.model import device
 
-    return machine_batching(cfg, on_cuda=device() == "cuda")
+    return machine_batching(cfg, on_cuda=_on_cuda())
 
 
 def run_kernels(cfg: RunConfig) -> Any:
     """The fused kernels this run uses on this machine (engine.kernels)."""
     from engine.kernels import machine_kernels
     from engine.model_info import read_model_info
-    from engine.trainers.model import device
 
-    on_cuda = device() == "cuda"
+    on_cuda = _on_cuda()
     model_type = read_model_info(cfg.base_model, cfg.base_dir).model_type if on_cuda else None
     return machine_kernels(cfg, on_cuda=on_cuda, model_type=model_type)
 

@@ -43,18 +43,19 @@ def start_and_follow(cfg: RunConfig) -> int:
 def start_run(cfg: RunConfig) -> launch.RunHandle:
     """Prepare the run directory (refusing one that holds a model, checkpoints or a live run) and start the
     training process in it, detached."""
-    run_dir = prepare(cfg)
-    return _start(run_dir, child_env(cfg))
-
-
-def _start(run_dir: Path, env: dict[str, str], *, resume: bool = False) -> launch.RunHandle:
-    """One process, or this machine's processes through `accelerate launch` (engine.distributed), as the run
-    directory's config says."""
     from engine.config import load_config
-    from engine.distributed import start_command
     from engine.run_files import RunDir
 
-    command, launch_env = start_command(load_config(RunDir(run_dir).config).params, run_dir, resume=resume)
+    run_dir = prepare(cfg)  # its config.yaml holds what was chosen for this machine (the process count among it)
+    return _start(run_dir, load_config(RunDir(run_dir).config), child_env(cfg))
+
+
+def _start(run_dir: Path, run_cfg: RunConfig, env: dict[str, str], *, resume: bool = False) -> launch.RunHandle:
+    """One process, or this machine's processes through `accelerate launch` (engine.distributed), as the run
+    directory's config (`run_cfg`) says."""
+    from engine.distributed import start_command
+
+    command, launch_env = start_command(run_cfg.params, run_dir, resume=resume)
     return launch.start(run_dir, command=command, env={**env, **launch_env}, resume=resume)
 
 
@@ -86,7 +87,7 @@ def resume_and_follow(run_dir: Path) -> int:
     token_env, token_note = resume_token(run_dir, dict(os.environ))
     cfg = load_config(RunDir(run_dir).config, environ={**os.environ, **token_env}, check_env=True)
     control.clear(run_dir, "stop")  # the request that stopped it last time
-    handle = _start(run_dir, {**child_env(cfg), **token_env}, resume=True)
+    handle = _start(run_dir, cfg, {**child_env(cfg), **token_env}, resume=True)
     out = console()
     out.print(f"resuming {run_dir} from its last complete checkpoint (pid {handle.pid})", soft_wrap=True)
     if token_note:

@@ -431,10 +431,10 @@ class ParamsStep(Step):
         caps = self.wizard.capabilities
         if caps is None:
             return None
-        from engine.distributed import topology
+        from engine.distributed import cuda_gpus, topology
 
         try:
-            return topology(self.wizard.cfg.params, gpus=caps.gpu_count if caps.device == "cuda" else 0)
+            return topology(self.wizard.cfg.params, gpus=cuda_gpus(caps))
         except ValueError:
             return None
 
