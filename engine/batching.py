@@ -44,7 +44,8 @@ def packing_refusal(spec: TrainerSpec, *, on_cuda: bool, flash_attention: bool) 
     """Why `packed` cannot run here, or None when it can."""
     if spec.rows != "masked":
         return (f"packing without padding is built for SFT only; {spec.trainer} batches "
-                + ("are whole blocks already" if spec.packs else "pair a prompt with two answers"))
+                + ("are whole blocks already" if spec.packs else "are the answers it samples" if spec.online else
+                   "pair a prompt with two answers"))
     if not (on_cuda and flash_attention):
         return ("it needs flash-attention's variable-length kernels, on a CUDA GPU with flash_attn installed and "
                 "params.use_flash_attention_2: true; any other attention would let the packed examples attend to "
@@ -55,6 +56,8 @@ def packing_refusal(spec: TrainerSpec, *, on_cuda: bool, flash_attention: bool) 
 def choose_batching(asked: str, spec: TrainerSpec, *, on_cuda: bool, flash_attention: bool) -> Batching:
     """The batching a run uses: what params.batching asks, or for `auto` the fastest that is exact here.
     `packed` asked where it cannot run raises ValueError (the config check says it before that)."""
+    if spec.online and asked != "packed":  # the trainer draws each prompt num_generations times, in its own order
+        return Batching("padded", f"{spec.label} batches the answers it samples, a group per prompt")
     if asked == "padded":
         return Batching("padded", "params.batching: padded")
     if asked == "grouped":
@@ -91,7 +94,7 @@ def row_lengths(rows: Any, shape: str) -> list[int]:
     `rows`: a datasets.Dataset (read column-wise, without making the rows) or a list of row dicts."""
     columns = {"masked": ("input_ids",), "blocks": ("input_ids",), "scored": ("chosen_ids", "rejected_ids"),
                "pairs": ("chosen_ids", "rejected_ids"),
-               "labelled-pairs": ("chosen_input_ids", "rejected_input_ids")}[shape]
+               "labelled-pairs": ("chosen_input_ids", "rejected_input_ids"), "prompts": ("prompt_ids",)}[shape]
     extra = ("prompt_ids",) if shape == "pairs" else ()
     if isinstance(rows, list):
         return [sum(len(r[c]) for c in extra) + max(len(r[c]) for c in columns) for r in rows]

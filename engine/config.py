@@ -788,7 +788,11 @@ def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> No
             continue
         annotation = f.type if f else next(x.type for x in fields(RunConfig) if x.name == name)
         choices = f.metadata.get("choices") if f else None
-        value, problem = coerce(flat[key], annotation, key, choices)
+        given = flat[key]
+        if f and f.metadata.get("listed") and isinstance(given, list) and all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in given):
+            given = ", ".join(str(v) for v in given) or None  # kept as text: one form for YAML, CLI and wizard
+        value, problem = coerce(given, annotation, key, choices)
         if problem:
             problems.append(cfg.problem(key, problem[0], problem[1], flat[key]))
             continue
@@ -802,6 +806,11 @@ def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> No
         cfg.data.chat_template = "none"
     if TASKS.get(cfg.task) and "params.trainer" in cfg.defaulted:
         cfg.params.trainer = TASKS[cfg.task]  # written out as AutoTrain's training_params do
+
+
+def listed_values(value: str | None) -> list[str]:
+    """The items of a `listed` param (engine.params): comma-separated text, as a YAML list is kept."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def _optional(annotation: str) -> bool:
@@ -967,6 +976,9 @@ def static_problems(cfg: RunConfig) -> list[Problem]:
                         "use one or the other: remove params.valid_fraction to evaluate on data.valid_split, or "
                         "remove data.valid_split to hold out this fraction of the train rows", p.valid_fraction))
 
+    from engine.online import static_problems as online_problems
+
+    problems += online_problems(cfg)
     problems += _env_problems(cfg)
     return problems
 
@@ -1238,6 +1250,9 @@ def check_environment(cfg: RunConfig) -> list[Problem]:
         out += data_problems(cfg)
     out += machine_problems(cfg)
     out += distributed_problems(cfg)
+    from engine.online import environment_problems as online_problems
+
+    out += online_problems(cfg)
     if "base_model" not in unusable and not model:
         out += target_module_problems(cfg)
     return out

@@ -31,6 +31,7 @@ from engine.formatting import (
     FormattedSplit,
     Formatter,
     PairExample,
+    PromptExample,
     RowProblems,
     TextExample,
     check_columns,
@@ -40,7 +41,7 @@ from engine.formatting import (
 )
 from engine.pipeline import encode_examples_for, prepare_tokenizer
 from engine.split_counts import SplitCounts, count_blocks, counts_of, empty_counts
-from engine.tasks import ROW_COLUMNS
+from engine.tasks import ROW_COLUMNS, TEXT_ROW_COLUMNS
 from engine.work_progress import Report, Tally
 
 SAMPLES_KEPT = 20  # examples of each split kept for samples (the dry run shows 3 by default)
@@ -206,8 +207,9 @@ class _Work:
         else:
             from engine.trainers.rows import chunk_rows
 
-            rows = chunk_rows(self.shape, encoded, self.block_size)
-            columns = {name: _lists([r[name] for r in rows]) for name in ROW_COLUMNS[self.shape]}
+            rows = chunk_rows(self.shape, encoded, self.block_size, examples, cfg.params.max_prompt_length)
+            columns = {name: [r[name] for r in rows] if name in TEXT_ROW_COLUMNS else _lists([r[name] for r in rows])
+                       for name in ROW_COLUMNS[self.shape]}
         return _Chunk(role, len(table.rows), examples[:self.keep], len(examples), formatted.dropped, formatted.shapes,
                       fmt.roles_mapped, formatted.problems, counts, columns, list(table.columns))
 
@@ -386,20 +388,23 @@ def _write_blocks(writer: _Writer, carry: Any, values: Any, block_size: int) -> 
 
 
 class _Writer:
-    """An Arrow stream file of list<int32> columns, written a batch at a time (datasets reads it memory-mapped)."""
+    """An Arrow stream file of list<int32> columns (and text ones, TEXT_ROW_COLUMNS), written a batch at a time
+    (datasets reads it memory-mapped)."""
 
     def __init__(self, path: Path, names: tuple[str, ...]) -> None:
         import pyarrow as pa
 
         self.names = names
-        self.schema = pa.schema([(name, pa.list_(pa.int32())) for name in names])
+        self.schema = pa.schema([(name, pa.string() if name in TEXT_ROW_COLUMNS else pa.list_(pa.int32()))
+                                 for name in names])
         self.sink = pa.OSFile(str(path), "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
 
     def write(self, columns: dict[str, tuple[Any, Any]]) -> None:
         import pyarrow as pa
 
-        arrays = [pa.ListArray.from_arrays(pa.array(columns[n][0]), pa.array(columns[n][1])) for n in self.names]
+        arrays = [pa.array(columns[n], pa.string()) if n in TEXT_ROW_COLUMNS else
+                  pa.ListArray.from_arrays(pa.array(columns[n][0]), pa.array(columns[n][1])) for n in self.names]
         if len(arrays[0]):
             self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
@@ -417,7 +422,8 @@ def _enough_samples(entry: dict[str, Any], n_samples: int) -> bool:
 
 def _split_as_dict(s: PreparedSplit) -> dict[str, Any]:
     fs = s.formatted
-    examples = [{"kind": "pair" if isinstance(e, PairExample) else "text", **asdict(e)} for e in fs.examples]
+    kinds = {PairExample: "pair", PromptExample: "prompt"}
+    examples = [{"kind": kinds.get(type(e), "text"), **asdict(e)} for e in fs.examples]
     # asdict would rebuild a Counter from its (key, count) pairs, counting the pairs: the counters by hand
     return {"formatted": {**asdict(fs), "examples": examples, "dropped": dict(fs.dropped),
                           "roles_mapped": dict(fs.roles_mapped)}, "counts": s.counts.as_dict()}
@@ -430,6 +436,8 @@ def _split_from_dict(d: dict[str, Any]) -> PreparedSplit:
         kind = e.pop("kind")
         if kind == "pair":
             examples.append(PairExample(**e))
+        elif kind == "prompt":
+            examples.append(PromptExample(**e))
         else:
             examples.append(TextExample(e["location"], e["text"], [tuple(span) for span in e["spans"]]))
     fs = FormattedSplit(**{**f, "examples": examples})

@@ -15,7 +15,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.formatting import PairExample, Span, TextExample
+from engine.formatting import PairExample, PromptExample, Span, TextExample
 from engine.tasks import TrainerSpec
 from engine.work_progress import Report, Tally
 
@@ -143,7 +143,10 @@ def encode_split(tokenizer: Any, examples: list, *, spec: TrainerSpec, add_speci
                  max_prompt_length: int | None, max_completion_length: int | None,
                  progress: Report | None = None, what: str = "tokenizing") -> list[Encoded] | list[EncodedPair]:
     """The one tokenization the preview shows and the trainers train on. Pairs scored whole (reward) are cut
-    to block_size only; DPO/ORPO prompts and completions are also cut to their own limits."""
+    to block_size only; DPO/ORPO prompts and completions are also cut to their own limits. GRPO/RLOO prompts are
+    never cut (engine.split_counts leaves the over-long out) and have no trained token: the answers are sampled."""
+    if spec.online:
+        return encode_prompts(tokenizer, examples, add_special_tokens=add_special_tokens, progress=progress, what=what)
     if spec.pairwise:
         limits = spec.prompt_limits
         return encode_pairs(tokenizer, examples, add_special_tokens=add_special_tokens,
@@ -151,6 +154,14 @@ def encode_split(tokenizer: Any, examples: list, *, spec: TrainerSpec, add_speci
                             max_completion_length=max_completion_length if limits else None,
                             max_length=block_size, progress=progress, what=what)
     return encode_examples(tokenizer, examples, add_special_tokens=add_special_tokens, progress=progress, what=what)
+
+
+def encode_prompts(tokenizer: Any, examples: list[PromptExample], *, add_special_tokens: bool,
+                   progress: Report | None = None, what: str = "tokenizing") -> list[Encoded]:
+    """The prompts' ids as TRL's online trainers make them: a rendered conversation without added special tokens
+    (apply_chat_template's), plain text with them (the tokenizer's __call__)."""
+    return encode_texts(tokenizer, [e.text for e in examples], [[] for _ in examples],
+                        add_special_tokens=add_special_tokens, progress=progress, what=what)
 
 
 def _prompt_len(e: Encoded) -> int:

@@ -59,6 +59,16 @@ class PairExample:
 
 
 @dataclass
+class PromptExample:
+    """A prompt the policy answers (GRPO, RLOO): `text` as the policy reads it (rendered with the generation
+    prompt, or the plain text), `prompt` as TRL takes it (a message list, which it renders with each model's own
+    template, or that plain text)."""
+    location: str
+    text: str
+    prompt: Any
+
+
+@dataclass
 class FormattedSplit:
     split: str
     source: str
@@ -154,7 +164,9 @@ def format_rows(table: Table, fmt: Formatter, needed: list[str], tally: Tally | 
         if tally is not None:
             tally.add()
         try:
-            if pairwise:
+            if fmt.spec.online:
+                example, shape = fmt.prompt(row, location)
+            elif pairwise:
                 example, shape = fmt.pair(row, location)
                 for part, text in (("prompt", example.prompt), ("chosen", example.chosen),
                                    ("rejected", example.rejected)):
@@ -203,7 +215,7 @@ def needed_columns(cfg: RunConfig) -> list[str]:
         cols.append(cm.prompt_text_column)
     if d.completion_template and not preference:
         cols += template_fields(d.completion_template)
-    else:
+    elif TEXT in spec.roles:
         cols.append(cm.text_column)
     if preference and cm.rejected_text_column:
         cols.append(cm.rejected_text_column)
@@ -474,6 +486,32 @@ class Formatter:
             raise RowError("the chat template renders the prompt differently on its own, so prompt and "
                            "completion cannot be split", "use data.chat_template: chatml or zephyr")
         return PairExample(location, prompt, full[0][len(prompt):], full[1][len(prompt):])
+
+    # -- GRPO, RLOO
+
+    def prompt(self, row: dict, location: str) -> tuple[PromptExample, str]:
+        d, cm = self.cfg.data, self.cfg.data.column_mapping
+        column = cm.prompt_text_column or "prompt"
+        value = _fill(d.prompt_template, row) if d.prompt_template else _required(row, column)
+        listed = isinstance(value, list) or _looks_like_messages(value)
+        if not self.setup.is_chat:
+            if listed:
+                raise RowError(f"column {column!r} holds a conversation (a message list), but data.chat_template is "
+                               "none, so the model would read the literal text of the list",
+                               "set data.chat_template to tokenizer (the model's own), chatml or zephyr")
+            text = _valid_text(str(value), f"column {column!r}")
+            if not text.strip():
+                raise Dropped("empty prompt")
+            return PromptExample(location, text, text), "prompt (text)"
+        messages = self._as_messages(value, column)
+        if messages[-1]["role"] == "assistant":
+            raise RowError(f"the conversation in column {column!r} ends with an assistant turn: the prompt is what "
+                           "the model answers", "end each prompt with the user's turn")
+        if self.setup.name == "zephyr" and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": ""}] + messages  # as the other trainers render zephyr
+        text = self._render(messages, add_generation_prompt=True)
+        shape = "prompt (messages)" if listed else "prompt (text, as a user turn)"
+        return PromptExample(location, text, messages), shape
 
     # -- messages
 

@@ -17,6 +17,10 @@ The model, per part:
   hidden state per layer plus one layer recomputed at a time. Plus the logits, in fp32, with their gradient.
 - preference tasks (DPO, ORPO, reward) run chosen and rejected together: twice the activations; DPO without
   LoRA holds a frozen reference model: the weights again.
+- GRPO/RLOO: sequences of max_prompt_length + the completion length; a reference model only with a KL term
+  (and without LoRA); the reward model(s)' weights in the policy's precision; and the cache of keys and values
+  while a step's answers are sampled (batch_size x gradient_accumulation sequences at once, TRL's generation
+  batch).
 
 Standard library only: the wizard calls it on every keystroke.
 """
@@ -244,8 +248,16 @@ def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device:
     optimizer = int(trainable * optimizer_state_bytes(p.optimizer, param_bytes))
     reference = weights if cfg.spec.reference_model and not p.peft else 0
     seq = sequence_length(shape, cfg)
-    layers, logits = activation_bytes(shape, cfg, seq)
     notes = []
+    rewards = cache = 0
+    if cfg.spec.online:
+        from engine.online import completion_length, uses_reference
+
+        reference = weights if uses_reference(p) and not p.peft else 0
+        seq = p.max_prompt_length + completion_length(p)
+        rewards = reward_model_bytes(cfg, notes)
+        cache = p.batch_size * p.gradient_accumulation * seq * shape.layers * 2 * shape.kv_dim * load_bytes(cfg)
+    layers, logits = activation_bytes(shape, cfg, seq)
     world = topology.world_size if topology is not None and topology.launched else 1
     if world > 1 and device == "cuda":
         from engine.distributed import shards_weights
@@ -264,11 +276,13 @@ def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device:
     if copies > 1:
         notes.append(f"{copies} CPU processes, each with its own copy, in this machine's RAM")
     weights, reference, gradients, optimizer = (x * copies for x in (weights, reference, gradients, optimizer))
-    layers, logits = layers * copies, logits * copies
+    layers, logits, rewards, cache = layers * copies, logits * copies, rewards * copies, cache * copies
     activations = layers + logits
-    total = weights + reference + gradients + optimizer + activations
-    parts = [("weights", weights)] + ([("reference model", reference)] if reference else []) + [
-        ("gradients", gradients), ("optimizer", optimizer), ("activations", layers), ("logits", logits)]
+    total = weights + reference + rewards + gradients + optimizer + activations + cache
+    parts = [("weights", weights)] + ([("reference model", reference)] if reference else []) + (
+        [("reward model", rewards)] if rewards else []) + [
+        ("gradients", gradients), ("optimizer", optimizer), ("activations", layers), ("logits", logits)] + (
+        [("generation cache", cache)] if cache else [])
     if shape.guessed:
         notes.append("the model's shape is partly unknown: layer sizes guessed from the parameter count")
     if unknown:
@@ -279,6 +293,30 @@ def estimate_memory(info: Any, cfg: RunConfig, *, gpu_total: int | None, device:
     return MemoryEstimate(weights=weights, reference=reference, gradients=gradients, optimizer=optimizer,
                           activations=activations, total=total, parts=parts, fits=fits, verdict=verdict,
                           trainable=trainable, sequence=seq, notes=notes)
+
+
+def reward_model_bytes(cfg: RunConfig, notes: list[str]) -> int:
+    """The weights of GRPO/RLOO's reward model(s), loaded in the policy's precision (an adapter's base counted)."""
+    import json
+    from pathlib import Path
+
+    from engine.model_info import read_model_info
+    from engine.online import reward_models
+
+    total = 0
+    for name in reward_models(cfg.params):
+        info = read_model_info(name, cfg.base_dir)
+        if info.path and not info.parameters:
+            try:
+                base = json.loads((Path(info.path) / "adapter_config.json").read_text(encoding="utf-8"))
+                info = read_model_info(str(base.get("base_model_name_or_path") or ""), cfg.base_dir)
+            except (OSError, ValueError):
+                pass
+        if not info.parameters:
+            notes.append(f"the size of reward model {name} is unknown: not counted")
+            continue
+        total += info.parameters * (2 if cfg.params.mixed_precision else 4)
+    return total
 
 
 def judge(total: int, gpu_total: int | None, cfg: RunConfig, device: str = "cpu") -> tuple[bool | None, str]:

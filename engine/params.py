@@ -37,15 +37,20 @@ SCHEDULERS = (
 INT_LIMIT = 2**63 - 1
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1  # numpy's and transformers' set_seed accept 0 .. 2**32 - 1
+ONLINE_COMPLETION_LENGTH = 512  # GRPO/RLOO without max_completion_length: TRL's default
+# GRPOConfig.loss_type's values in the installed TRL (tests/test_trl_signatures.py checks them against it).
+GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 
 
 def _p(default: Any, help: str, *, group: str = "advanced", choices: tuple | None = None,
        minimum: float | None = None, maximum: float | None = None, exclusive_min: bool = False,
-       exclusive_max: bool = False, special: tuple = (), extra: bool = False) -> Any:
+       exclusive_max: bool = False, special: tuple = (), extra: bool = False, listed: bool = False) -> Any:
     """A params field. `special` lists values allowed outside the range (e.g. -1 = automatic).
-    `extra` marks llmtune's additions to AutoTrain's parameters."""
+    `extra` marks llmtune's additions to AutoTrain's parameters. `listed`: a YAML list is accepted too, and kept
+    as comma-separated text (engine.config.listed_values reads it back)."""
     meta = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum,
-            "exclusive_min": exclusive_min, "exclusive_max": exclusive_max, "special": special, "extra": extra}
+            "exclusive_min": exclusive_min, "exclusive_max": exclusive_max, "special": special, "extra": extra,
+            "listed": listed}
     return field(default=default, metadata=meta)
 
 
@@ -57,11 +62,13 @@ class Params:
                          maximum=INT32_MAX, special=(-1,))
     model_max_length: int = _p(2048, "The longest input the model is given; caps block_size.", minimum=1,
                                maximum=INT32_MAX)
-    max_prompt_length: int = _p(128, "DPO/ORPO: prompts are cut to this many tokens (the start is kept).",
+    max_prompt_length: int = _p(128, "DPO/ORPO: prompts are cut to this many tokens (their end is kept). "
+                                "GRPO/RLOO: longer prompts are left out (a cut conversation loses its question).",
                                 minimum=1, maximum=INT32_MAX)
     max_completion_length: int | None = _p(None, "DPO/ORPO: chosen/rejected completions are cut to this many "
-                                           "tokens; empty = whatever fits in block_size.", minimum=1,
-                                           maximum=INT32_MAX)
+                                           "tokens; empty = whatever fits in block_size. GRPO/RLOO: the most "
+                                           f"tokens sampled per completion; empty = {ONLINE_COMPLETION_LENGTH}.",
+                                           minimum=1, maximum=INT32_MAX)
     add_eos_token: bool = _p(True, "Generic trainer: end every text with the EOS token before joining them.")
     padding: str | None = _p("right", "Side on which batches are padded.", choices=("left", "right"))
     # Training
@@ -143,6 +150,33 @@ class Params:
     main_process_ip: str | None = _p(None, "Multi-node: the address of machine 0; empty = MASTER_ADDR.", extra=True)
     main_process_port: int | None = _p(None, "The port machine 0 listens on; empty = MASTER_PORT, 29500 for several "
                                        "machines, a free one on one machine.", minimum=1, maximum=65535, extra=True)
+    # Online RL from a reward model (GRPO, RLOO); TRL's meanings
+    reward_model: str | None = _p(None, "GRPO/RLOO: the reward model that scores the sampled answers: the run "
+                                  "directory of an llm-reward run, or a sequence-classification model with one label "
+                                  "(a directory or a hub id); several as a list.", group="basic", extra=True,
+                                  listed=True)
+    reward_weights: str | None = _p(None, "GRPO/RLOO with several reward models: one weight each (a list of "
+                                    "numbers); empty = 1 each.", extra=True, listed=True)
+    allow_weak_reward_model: bool = _p(False, "GRPO/RLOO: run --yes even when the reward model scores its own "
+                                       "validation pairs no better than chance, or says the same of every text.",
+                                       extra=True)
+    num_generations: int | None = _p(None, "GRPO/RLOO: answers sampled per prompt (a group); batch_size x "
+                                     "gradient_accumulation x processes must be a multiple of it. Empty = TRL's "
+                                     "default (GRPO 8, RLOO 2).", group="basic", minimum=2, maximum=INT32_MAX,
+                                     extra=True)
+    kl_beta: float | None = _p(None, "GRPO/RLOO: the KL coefficient (TRL's beta), how far the policy may move from "
+                               "the reference model; 0 = no reference model is loaded. Empty = TRL's default (GRPO "
+                               "0, RLOO 0.05).", minimum=0, extra=True)
+    loss_type: str | None = _p(None, "GRPO: how the token losses are aggregated (TRL's loss_type); empty = dapo.",
+                               choices=GRPO_LOSSES, extra=True)
+    temperature: float = _p(1.0, "GRPO/RLOO: the sampling temperature of the answers.", minimum=0,
+                            exclusive_min=True, extra=True)
+    top_p: float = _p(1.0, "GRPO/RLOO: nucleus sampling, the share of probability mass sampled from.", minimum=0,
+                      maximum=1, exclusive_min=True, extra=True)
+    num_iterations: int = _p(1, "GRPO/RLOO: policy updates per batch of sampled answers (TRL's mu).", minimum=1,
+                             maximum=INT32_MAX, extra=True)
+    use_vllm: bool = _p(False, "GRPO/RLOO: sample the answers with vLLM in the training process (TRL's colocate "
+                        "mode; a CUDA GPU with vllm installed) instead of transformers' generate.", extra=True)
     valid_fraction: float = _p(0.0, "Hold out this fraction of the train rows as the validation split when "
                                "there is no data.valid_split, e.g. 0.05 = 5% (chosen by seed, the same rows "
                                "every run); 0 = none.", minimum=0, maximum=1, exclusive_max=True, extra=True)

@@ -53,10 +53,21 @@ def optimizer_steps(examples: int, *, batch_size: int, gradient_accumulation: in
                            world_size=world_size) * epochs
 
 
+def samples_per_epoch(params: Any, examples: int) -> int:
+    """What one epoch batches: the examples, or for GRPO/RLOO num_generations answers to each prompt, each batch of
+    them trained on num_iterations times (TRL's RepeatSampler)."""
+    from engine.online import num_generations
+
+    if not spec(getattr(params, "trainer", "default")).online:
+        return examples
+    return examples * num_generations(params) * params.num_iterations
+
+
 def steps_of(params: Any, examples: int, world_size: int = 1) -> int:
     """optimizer_steps with a Params' batch_size, gradient_accumulation, epochs and max_steps."""
-    return optimizer_steps(examples, batch_size=params.batch_size, gradient_accumulation=params.gradient_accumulation,
-                           epochs=params.epochs, max_steps=params.max_steps, world_size=world_size)
+    return optimizer_steps(samples_per_epoch(params, examples), batch_size=params.batch_size,
+                           gradient_accumulation=params.gradient_accumulation, epochs=params.epochs,
+                           max_steps=params.max_steps, world_size=world_size)
 
 
 # ---------------------------------------------------------------- examples, from a preview's train report
@@ -170,14 +181,14 @@ class Plan:
 def make_plan(cfg: Any, examples: Examples, *, parameters: int | None, device: str | None,
               device_name: str | None, world_size: int = 1) -> Plan:
     p = cfg.params
-    per_epoch = steps_per_epoch(examples.count, batch_size=p.batch_size, gradient_accumulation=p.gradient_accumulation,
-                                world_size=world_size)
+    per_epoch = steps_per_epoch(samples_per_epoch(p, examples.count), batch_size=p.batch_size,
+                                gradient_accumulation=p.gradient_accumulation, world_size=world_size)
     steps = steps_of(p, examples.count, world_size)
     if p.max_steps > 0:  # each step takes batch_size x gradient_accumulation examples per process
         seen = p.max_steps * p.batch_size * p.gradient_accumulation * world_size
     else:
-        seen = examples.count * p.epochs
-    tokens = round(examples.tokens / examples.count * seen) if examples.count else 0
+        seen = samples_per_epoch(p, examples.count) * p.epochs
+    tokens = round(examples.tokens / examples.count * seen) if examples.count else 0  # GRPO/RLOO: prompts only
     estimate, why = estimate_duration(tokens, parameters, p, cfg.trainer, device=device, device_name=device_name)
     return Plan(examples, steps, per_epoch, tokens, estimate, why, world_size)
 
@@ -187,12 +198,17 @@ def steps_line(plan: Plan, cfg: Any) -> str:
     p, ex = cfg.params, plan.examples
     what = "block" if spec(cfg.trainer).packs else "example"
     count = f"{ex.how} {ex.count:,}" if ex.how != "exact" else f"{ex.count:,}"
+    items = f"{count} {what}{_s(ex.count)}"
+    if spec(cfg.trainer).online:
+        from engine.online import num_generations
+
+        repeats = f" x {p.num_iterations} iterations" if p.num_iterations > 1 else ""
+        items = f"{count} prompt{_s(ex.count)} x {num_generations(p)} answers{repeats}"
     steps = f"{ex.how} {plan.steps:,}" if ex.how != "exact" and p.max_steps <= 0 else f"{plan.steps:,}"
     if p.max_steps > 0:
-        return (f"{steps} optimizer step{_s(plan.steps)} (max_steps; an epoch of {count} {what}{_s(ex.count)} "
-                f"takes {plan.per_epoch:,})")
+        return f"{steps} optimizer step{_s(plan.steps)} (max_steps; an epoch of {items} takes {plan.per_epoch:,})"
     processes = f" x {plan.world_size} processes" if plan.world_size > 1 else ""
-    return (f"{steps} optimizer step{_s(plan.steps)} ({count} {what}{_s(ex.count)}, batch {p.batch_size} x "
+    return (f"{steps} optimizer step{_s(plan.steps)} ({items}, batch {p.batch_size} x "
             f"accumulation {p.gradient_accumulation}{processes}, {p.epochs} epoch{_s(p.epochs)})")
 
 

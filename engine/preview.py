@@ -75,6 +75,7 @@ class Preview:
     splits: list[SplitReport]
     samples: list[Sample]
     warnings: list[Problem]
+    reward: Any = None  # GRPO/RLOO: the reward model gate (engine.reward_model.RewardGate)
 
 
 def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None = None,
@@ -98,7 +99,7 @@ def build_preview(cfg: RunConfig, *, n_samples: int = 3, tokenizer: Any | None =
         if fs.split == "train":
             samples = split_samples
     return Preview(cfg, cfg.base_model, prepared.block_size, prepared.block_size_note, prepared.setup, reports,
-                   samples, list(cfg.warnings))
+                   samples, list(cfg.warnings), _gate(cfg, prepared.tokenizer, prepared.splits[0].examples[:n_samples]))
 
 
 def preview_of(data: Any, n_samples: int) -> Preview:
@@ -111,7 +112,16 @@ def preview_of(data: Any, n_samples: int) -> Preview:
     encoded = encode_examples_for(cfg, data.tokenizer, data.setup, examples, data.block_size)
     samples = samples_of(cfg, data.tokenizer, data.block_size, examples, encoded)
     return Preview(cfg, cfg.base_model, data.block_size, data.block_size_note, data.setup, reports, samples,
-                   list(cfg.warnings))
+                   list(cfg.warnings), _gate(cfg, data.tokenizer, examples))
+
+
+def _gate(cfg: RunConfig, tokenizer: Any, examples: list) -> Any:
+    """GRPO/RLOO: the reward model gate (it loads the reward model to score its validation pairs)."""
+    if not cfg.spec.online:
+        return None
+    from engine.reward_model import reward_gate
+
+    return reward_gate(cfg, tokenizer, [e.prompt for e in examples])
 
 
 def _report(prepared: Prepared, fs: FormattedSplit, n_samples: int) -> tuple[SplitReport, list[Sample]]:
@@ -124,6 +134,11 @@ def _report(prepared: Prepared, fs: FormattedSplit, n_samples: int) -> tuple[Spl
 
 def samples_of(cfg: RunConfig, tokenizer: Any, block_size: int, examples: list, encoded: list) -> list[Sample]:
     """The samples of these examples, as their trainer sees them."""
+    if cfg.spec.online:  # the prompt as the policy reads it: masked (nothing of it is trained), or left out whole
+        limit = cfg.params.max_prompt_length
+        return [Sample(e.location, [_part("prompt", tokenizer, e.text, enc, 0, len(enc),
+                                          len(enc) if len(enc) <= limit else 0)])
+                for e, enc in zip(examples, encoded)]
     if cfg.spec.pairwise:
         reward = cfg.spec.whole_texts
         return [_pair_sample(tokenizer, e.location, e.prompt + e.chosen, e.prompt + e.rejected, p, reward)
@@ -156,6 +171,11 @@ def training_problems(preview: Preview) -> list[Problem]:
     if train is None or not train.formatted.used or train.skipped < train.formatted.used:
         return []
     cfg, n = preview.cfg, train.formatted.used
+    if cfg.spec.online:
+        return [cfg.problem("params.max_prompt_length", f"every prompt of the train split ({n}) is longer than "
+                            f"max_prompt_length {cfg.params.max_prompt_length} tokens, and is left out",
+                            "raise params.max_prompt_length; the dry run (--dry-run) shows the prompts' lengths",
+                            cfg.params.max_prompt_length)]
     pairs = cfg.spec.prompt_limits
     why = ("an empty chosen or rejected answer once the prompt is cut to its limits" if pairs else
            "no trained token left after truncation")
@@ -163,6 +183,27 @@ def training_problems(preview: Preview) -> list[Problem]:
     return [cfg.problem("params.block_size", f"no training example has a trained token within block_size "
                         f"{preview.block_size}: all {n} example(s) of the train split have {why}",
                         f"{fix}; the dry run (--dry-run) shows where each sample is cut", cfg.params.block_size)]
+
+
+def reward_problems(preview: Preview) -> list[Problem]:
+    """A weak reward model (engine.reward_model.RewardCheck.weak) unless params.allow_weak_reward_model: an RL run
+    against it would spend its compute on noise."""
+    gate, cfg = preview.reward, preview.cfg
+    if gate is None or not gate.weak or gate.allow_weak:
+        return []
+    return [cfg.problem("params.reward_model", "is weak: " + "; ".join(gate.weak), "train it further or on more "
+                        "pairs (--dry-run shows how it scores), or set params.allow_weak_reward_model: true to run "
+                        "against it anyway", cfg.params.reward_model)]
+
+
+def check_reward_model(preview: Preview) -> None:
+    """Raise ConfigError (exit 2) for reward_problems: `--yes` and the wizard's launch stop here; the dry run only
+    warns."""
+    from engine.errors import ConfigError
+
+    problems = reward_problems(preview)
+    if problems:
+        raise ConfigError(problems, source=str(preview.cfg.source) if preview.cfg.source else None)
 
 
 def check_trainable(preview: Preview) -> None:

@@ -232,3 +232,62 @@ def template_mismatch(reward: RewardModel, policy_tokenizer: Any,
 
     policy_text, reward_text = render(policy_tokenizer), render(reward_tokenizer)
     return None if policy_text == reward_text else TemplateMismatch(policy_text, reward_text)
+
+
+ANSWER = "<the sampled answer>"  # stands for the answer in the reward model's view of a prompt
+
+
+@dataclass
+class RewardGate:
+    """What is known of an online run's reward model(s) before any compute is spent on them (the dry run and
+    the wizard show it; `--yes` stops on a weak one unless params.allow_weak_reward_model)."""
+    models: list[RewardModel]
+    checks: list[RewardCheck | None]  # per model: its scores of its own run's validation pairs, or None
+    mismatches: list[TemplateMismatch | None]  # per model: it renders conversations differently from the policy
+    views: list[list[str]]  # per model, per sample prompt: the text it scores (prompt + an answer)
+    allow_weak: bool = False
+
+    @property
+    def weak(self) -> list[str]:
+        return [f"{m.name}: {c.weak}" for m, c in zip(self.models, self.checks) if c is not None and c.weak]
+
+    def lines(self) -> list[str]:
+        out = []
+        for model, check, mismatch in zip(self.models, self.checks, self.mismatches):
+            out.append(model.describe())
+            out.append(f"  {check.describe()}" if check else "  not checked: it is no llmtune llm-reward run with a "
+                       "validation split (give valid_split or valid_fraction to the reward run to have it checked)")
+            if mismatch is not None:
+                out.append("  " + mismatch.describe().replace("\n", "\n  "))
+        return out
+
+
+def reward_view(tokenizer: Any, prompt: Any) -> str:
+    """The text a reward model scores for `prompt` and an answer, as TRL makes it: a conversation rendered whole
+    with the reward model's template, or plain text joined."""
+    if isinstance(prompt, list):
+        messages = prompt + [{"role": "assistant", "content": ANSWER}]
+        if getattr(tokenizer, "chat_template", None):
+            return str(tokenizer.apply_chat_template(messages, tokenize=False))
+        return "".join(m["content"] for m in messages)
+    return f"{prompt}{ANSWER}"
+
+
+def reward_gate(cfg: Any, policy_tokenizer: Any, prompts: list[Any]) -> RewardGate:
+    """Inspect, check and compare every reward model of `cfg` (the config check has refused what is not one);
+    `prompts`: a few prompts as TRL takes them, for the views."""
+    from transformers import AutoTokenizer
+
+    from engine.online import reward_models
+
+    gate = RewardGate([], [], [], [], allow_weak=cfg.params.allow_weak_reward_model)
+    conversation = next((p for p in prompts if isinstance(p, list)), None)
+    for name in reward_models(cfg.params):
+        reward = inspect_reward_model(name, cfg.base_dir)
+        gate.models.append(reward)
+        gate.checks.append(check_reward_run(reward))
+        sample = conversation + [{"role": "assistant", "content": ANSWER}] if conversation else None
+        gate.mismatches.append(template_mismatch(reward, policy_tokenizer, sample) if sample else None)
+        tokenizer = AutoTokenizer.from_pretrained(str(reward.path))
+        gate.views.append([reward_view(tokenizer, p) for p in prompts])
+    return gate

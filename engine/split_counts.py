@@ -105,6 +105,8 @@ class SplitCounts:
 
 def empty_counts(spec: Any, params: Any, block_size: int) -> SplitCounts:
     """The tallies a split of this trainer measures, with nothing counted yet."""
+    if spec.online:
+        return SplitCounts([LengthTally("prompt", params.max_prompt_length)])
     if not spec.pairwise:
         return SplitCounts([LengthTally("sequence", block_size)])
     if spec.whole_texts:
@@ -116,7 +118,9 @@ def empty_counts(spec: Any, params: Any, block_size: int) -> SplitCounts:
 def counts_of(spec: Any, params: Any, encoded: list, block_size: int) -> SplitCounts:
     """The counts of some encoded examples (a chunk, or a whole split) of this trainer."""
     counts = empty_counts(spec, params, block_size)
-    if spec.pairwise:
+    if spec.online:
+        count_prompts(counts, encoded, params.max_prompt_length)
+    elif spec.pairwise:
         count_pairs(counts, encoded, spec.whole_texts)
     else:
         count_texts(counts, encoded, block_size, spec.packs)
@@ -146,6 +150,21 @@ def count_texts(counts: SplitCounts, encoded: list[Encoded], block_size: int, pa
             counts.skipped += 1  # SFT leaves it out: nothing within block_size to learn from
     if packs:
         counts.trained_tokens = counts.total_tokens = counts.stream_tokens
+
+
+def count_prompts(counts: SplitCounts, prompts: list[Encoded], limit: int) -> None:
+    """Add GRPO/RLOO prompts: one longer than `limit` is left out (cutting a conversation would lose the turn it
+    answers); the answers are sampled in training, so no token here is trained."""
+    for e in prompts:
+        n = len(e)
+        counts.lengths[0].add(n)
+        counts.encoded += 1
+        if n > limit:
+            counts.skipped += 1
+            continue
+        counts.total_tokens += n
+        counts.examples += 1
+        counts.tokens += n
 
 
 def count_pairs(counts: SplitCounts, pairs: list[EncodedPair], whole_texts: bool) -> None:

@@ -21,7 +21,8 @@ TEMPLATES = ("prompt_template", "completion_template")
 #   pairs    prompt_ids / chosen_ids / rejected_ids
 #   labelled-pairs  the columns TRL's ORPO trainer makes from text (prompt/chosen/rejected input_ids, masks, labels)
 #   scored   whole chosen / rejected texts, each scored by a one-label head
-ROW_SHAPES = ("blocks", "masked", "pairs", "labelled-pairs", "scored")
+#   prompts  prompts only: the trainer samples the completions and a reward model scores them (GRPO, RLOO)
+ROW_SHAPES = ("blocks", "masked", "pairs", "labelled-pairs", "scored", "prompts")
 # The columns of each shape's rows (lists of token ids, labels or masks), as the data pipeline stores them.
 ROW_COLUMNS = {
     "blocks": ("input_ids", "labels"),
@@ -30,7 +31,11 @@ ROW_COLUMNS = {
     "labelled-pairs": ("prompt_input_ids", "prompt_attention_mask", "chosen_input_ids", "chosen_attention_mask",
                        "chosen_labels", "rejected_input_ids", "rejected_attention_mask", "rejected_labels"),
     "scored": ("chosen_ids", "rejected_ids"),
+    "prompts": ("prompt_ids", "prompt"),
 }
+# Row columns that hold text, not token ids: the prompt as TRL's online trainers take it, as JSON (a string, or a
+# message list that TRL renders with the policy's template for the policy and the reward model's for the reward).
+TEXT_ROW_COLUMNS = frozenset({"prompt"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,11 @@ class TrainerSpec:
     head: str = "causal-lm"  # "causal-lm", or "score": a one-label sequence-classification head (reward)
     responses_only: bool = False  # the loss is on the answers only, unless params.train_on_all_tokens
     reference_model: bool = False  # a frozen reference model (without LoRA: a second copy of the weights)
+    defaults: tuple[tuple[str, object], ...] = ()  # what an empty param of its own means for it (TRL's defaults)
+
+    def default(self, param: str) -> object:
+        """Its own default of a param left empty (KeyError for one it has none of)."""
+        return dict(self.defaults)[param]
 
     @property
     def pairwise(self) -> bool:
@@ -73,8 +83,13 @@ class TrainerSpec:
 
     @property
     def prompt_limits(self) -> bool:
-        """Prompts and completions are cut to max_prompt_length / max_completion_length."""
-        return "max_prompt_length" in self.params
+        """Prompts and completions are cut to max_prompt_length / max_completion_length (DPO, ORPO)."""
+        return self.pairwise and "max_prompt_length" in self.params
+
+    @property
+    def online(self) -> bool:
+        """It samples its own completions from prompts and learns from a reward model's scores of them."""
+        return self.rows == "prompts"
 
     @property
     def build_module(self) -> str:
@@ -86,6 +101,9 @@ class TrainerSpec:
 
 
 _PAIR_LIMITS = ("max_prompt_length", "max_completion_length", "dpo_beta")
+# What GRPO and RLOO read: the reward model(s), the sampling, and the policy update (TRL's meanings).
+_ONLINE = ("max_prompt_length", "max_completion_length", "reward_model", "reward_weights", "allow_weak_reward_model",
+           "num_generations", "kl_beta", "temperature", "top_p", "num_iterations", "use_vllm")
 
 SPECS: tuple[TrainerSpec, ...] = (  # in the order the wizard lists them: the usual choice first
     TrainerSpec(
@@ -109,6 +127,16 @@ SPECS: tuple[TrainerSpec, ...] = (  # in the order the wizard lists them: the us
         "orpo", "llm-orpo", "ORPO", "SFT and preference in one pass, no reference model", "prompt, chosen, rejected",
         "ORPO", roles=ROLES, required=ROLES, templates=("prompt_template",), params=_PAIR_LIMITS,
         rows="labelled-pairs"),
+    TrainerSpec(
+        "grpo", "llm-grpo", "GRPO", "sample answers and raise those a reward model scores above their group",
+        "prompts (text or messages) and a reward model", "GRPO (online RL from a reward model)", roles=(PROMPT,),
+        required=(PROMPT,), templates=("prompt_template",), params=_ONLINE + ("loss_type",), rows="prompts",
+        defaults=(("num_generations", 8), ("kl_beta", 0.0))),
+    TrainerSpec(
+        "rloo", "llm-rloo", "RLOO", "sample answers and raise those scored above the others' mean (REINFORCE)",
+        "prompts (text or messages) and a reward model", "RLOO (online RL from a reward model)", roles=(PROMPT,),
+        required=(PROMPT,), templates=("prompt_template",), params=_ONLINE, rows="prompts",
+        defaults=(("num_generations", 2), ("kl_beta", 0.05))),
 )
 
 BY_TRAINER: dict[str, TrainerSpec] = {s.trainer: s for s in SPECS}

@@ -32,7 +32,8 @@ def test_the_params_table_and_the_config_rules_take_their_trainers_from_the_regi
     assert PARAM_FIELDS["trainer"].metadata["choices"] == TRAINERS
     mapping = "data:\n  column_mapping: {prompt_text_column: p, text_column: c, rejected_text_column: r}\n"
     for s in SPECS:
-        cfg = parse_config_text(f"task: {s.task}\nbase_model: m\nproject_name: p\n" + mapping)
+        reward = "params:\n  reward_model: runs/reward\n" if s.online else ""
+        cfg = parse_config_text(f"task: {s.task}\nbase_model: m\nproject_name: p\n" + mapping + reward)
         assert cfg.trainer == s.trainer and cfg.spec is s
     generic = parse_config_text("task: llm\nbase_model: m\nproject_name: p\nparams:\n  trainer: dpo\n" + mapping)
     assert generic.spec is spec("dpo")

@@ -59,6 +59,15 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
     if spec.prompt_limits:
         rows.append(("lengths", f"max_prompt_length {p.max_prompt_length}, max_completion_length "
                      f"{p.max_completion_length or 'fits the block'}, beta {p.dpo_beta}"))
+    if spec.online:
+        from engine.online import completion_length, describe, generation, reward_models
+
+        rows.append(("reward model", ", ".join(reward_models(p)) or "none (params.reward_model)"))
+        rows.append(("sampling", describe(p)))
+        rows.append(("lengths", f"prompts up to max_prompt_length {p.max_prompt_length} (longer ones are left "
+                     f"out), answers up to {completion_length(p)} tokens"))
+        if machine:
+            rows.append(("generation", generation(p, on_cuda=_cuda_available()).why))
     steps = f"max_steps {p.max_steps}" if p.max_steps > 0 else f"epochs {p.epochs}"
     rows.append(("training", f"{steps}, batch {p.batch_size} x accumulation {p.gradient_accumulation}, lr {p.lr:g}, "
                  f"{p.scheduler}, {p.optimizer}, warmup {p.warmup_ratio:g}"))
@@ -266,12 +275,27 @@ def print_preview(preview: Preview, plan: Plan | None = None) -> None:
     for line in launch_lines(preview.cfg):
         out.print(Text(f"  {line}"), soft_wrap=True)
     for report in preview.splits:
-        print_split(out, report)
+        print_split(out, report, online=preview.cfg.spec.online)
+    if preview.reward is not None:
+        print_reward_gate(out, preview.reward)
     if preview.samples:
-        print_samples(out, preview.samples, plain=not out.is_terminal)
+        print_samples(out, preview.samples, plain=not out.is_terminal, gate=preview.reward)
 
 
-def print_split(out: Console, report: SplitReport) -> None:
+def print_reward_gate(out: Console, gate: Any) -> None:
+    """GRPO/RLOO: what the reward model is, how it scores pairs it was not trained on, and whether it renders
+    conversations as the policy does (engine.reward_model.RewardGate)."""
+    out.print("\n[bold]Reward model[/bold]")
+    for line in gate.lines():
+        out.print(Text(f"  {line}", style="yellow" if "weak" in line or "another chat template" in line else ""),
+                  soft_wrap=True)
+    if gate.weak:
+        verdict = ("params.allow_weak_reward_model: true, so --yes runs anyway" if gate.allow_weak else
+                   "--yes stops here: train it further, or set params.allow_weak_reward_model: true")
+        out.print(Text(f"  !! weak reward model: {verdict}", style="bold red"), soft_wrap=True)
+
+
+def print_split(out: Console, report: SplitReport, *, online: bool = False) -> None:
     fs = report.formatted
     out.print(Text.assemble("\n", (f"Data: {fs.split}", "bold"), f" ({fs.source})"))  # a path is not markup
     dropped = sum(fs.dropped.values())
@@ -287,11 +311,14 @@ def print_split(out: Console, report: SplitReport) -> None:
     for s in report.lengths:
         line = f"  tokens ({s.name}): {length_stats(s)}"
         if s.limit:
-            line += f"; {s.over} of {s.count} longer than {s.limit}" + (" (truncated)" if s.over else "")
+            line += f"; {s.over} of {s.count} longer than {s.limit}" + (
+                (" (left out)" if online else " (truncated)") if s.over else "")
         out.print(Text(line, style="yellow" if s.over else ""))
     for note in report.notes:
         out.print(Text(f"  {note}"))
-    if report.total_tokens:
+    if online:
+        out.print(Text("  trained tokens: the answers sampled during training (the prompts are only read)"))
+    elif report.total_tokens:
         share = 100 * report.trained_tokens / report.total_tokens
         out.print(Text(f"  trained tokens: {report.trained_tokens} of {report.total_tokens} ({share:.0f}%)"))
     if report.no_trained:
@@ -306,7 +333,8 @@ def _printable(name: str) -> str:
     return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def print_samples(out: Console, samples: list[Sample], *, plain: bool) -> None:
+def print_samples(out: Console, samples: list[Sample], *, plain: bool, gate: Any = None) -> None:
+    """The samples as the model sees them; with a reward gate (GRPO/RLOO), also as each reward model scores them."""
     if plain:
         legend = "trained text is [[between double brackets]], masked text is bare, cut text is <<cut:...>>"
     else:
@@ -321,6 +349,12 @@ def print_samples(out: Console, samples: list[Sample], *, plain: bool) -> None:
                 f", {part.cut} cut" if part.cut else "") + "]"
             out.print(Text(head, style="cyan"))
             out.print(render_part(part.segments, plain=plain))
+        if gate is not None:
+            for model, views in zip(gate.models, gate.views):
+                if i <= len(views):
+                    out.print(Text(f"[as reward model {model.name} scores it, with the answer]", style="cyan"))
+                    out.print(Text(views[i - 1]))
+            continue
         if sample.no_trained_tokens:
             out.print(Text("!! this sample has no trained tokens: it teaches the model nothing", style="bold red"))
 

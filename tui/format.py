@@ -33,10 +33,12 @@ STYLES = {"info": "", "warning": "yellow", "error": "red", "status": "dim", "eva
 ICONS = {"completed": "✔", "stopped": "■", "killed": "■", "failed": "✖"}
 # The trainer's own metrics worth a glance, in this order (at most HEADLINE_COUNT shown): name in the step
 # event's `metrics`, label, format. DPO and ORPO log rewards/*, a reward model accuracy and margin, SFT its
-# token accuracy (DPO logs one too: the reward accuracy comes first).
+# token accuracy (DPO logs one too: the reward accuracy comes first); GRPO and RLOO the mean reward of their sampled
+# answers (reward_std its spread), the KL to the reference and the answers' mean length.
 HEADLINE_METRICS = (("rewards/margins", "margin", ".3g"), ("rewards/accuracies", "acc", ".0%"),
                     ("accuracy", "acc", ".0%"), ("margin", "margin", ".3g"),
-                    ("mean_token_accuracy", "tok acc", ".1%"))
+                    ("mean_token_accuracy", "tok acc", ".1%"), ("reward", "reward", ".3g"),
+                    ("reward_std", "±", ".2g"), ("kl", "kl", ".2g"), ("completions/mean_length", "len", ".0f"))
 HEADLINE_COUNT = 2
 
 
@@ -188,9 +190,9 @@ def run_started_lines(event: dict) -> list[str]:
         lines[0] += f", {launch['world_size']} processes ({launch.get('backend')})"
     for split, d in (event.get("data") or {}).items():
         if isinstance(d, dict):
+            trained = f"{d.get('trained_tokens', 0):,} trained" if d.get("trained_tokens") else "answers sampled"
             lines.append(f"data {split}: {d.get('examples', 0):,} examples, {d.get('tokens', 0):,} tokens "
-                         f"({d.get('trained_tokens', 0):,} trained), {d.get('truncated', 0):,} truncated, "
-                         f"{d.get('dropped', 0):,} rows dropped")
+                         f"({trained}), {d.get('truncated', 0):,} truncated, {d.get('dropped', 0):,} rows dropped")
     return lines
 
 

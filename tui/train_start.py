@@ -17,7 +17,7 @@ from tui.headless import follow
 
 
 def start_and_follow(cfg: RunConfig) -> int:
-    from engine.preview import build_preview, check_trainable
+    from engine.preview import build_preview, check_reward_model, check_trainable
 
     out = console()
     print_validated(cfg, "llmtune")
@@ -26,6 +26,7 @@ def start_and_follow(cfg: RunConfig) -> int:
     with PrepProgress(out) as progress:  # prepares every row (bad data fails here, not later) into the cache,
         preview = build_preview(cfg, n_samples=0, progress=progress)  # where the training process finds them
     check_trainable(preview)  # what the training process sees: no example left with a trained token
+    check_reward_model(preview)  # GRPO/RLOO: a reward model at chance would spend the run on noise
     for key, value in summary_rows(cfg, preview, preview_plan(preview, machine=True), machine=True):
         out.print(Text(f"  {key:<14} {value}"))
     for report in preview.splits:
@@ -63,10 +64,12 @@ def check_and_start(config_path: Path) -> launch.RunHandle:
     """What `--yes` does before following, without printing: load the saved config with the environment
     checks, format and tokenize every row (bad data raises a UserError here), then start the run."""
     from engine.config import load_config
-    from engine.preview import build_preview, check_trainable
+    from engine.preview import build_preview, check_reward_model, check_trainable
 
     cfg = load_config(config_path, check_env=True)
-    check_trainable(build_preview(cfg, n_samples=0))
+    preview = build_preview(cfg, n_samples=0)
+    check_trainable(preview)
+    check_reward_model(preview)
     return start_run(cfg)
 
 

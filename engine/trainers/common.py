@@ -14,7 +14,7 @@ from engine.batching import Batching, GroupedSampler, row_lengths
 from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
 from engine.kernels import Kernels
-from engine.plan import steps_of, steps_per_epoch
+from engine.plan import samples_per_epoch, steps_of, steps_per_epoch
 from engine.trainers.evaluation import weigh_eval_loss
 from engine.trainers.model import device
 from engine.trainers.rows import TrainerRows
@@ -55,7 +55,7 @@ def epochs_run(job: Job) -> float:
     p = job.cfg.params
     if p.max_steps <= 0:
         return float(p.epochs)
-    per_epoch = steps_per_epoch(len(job.train.rows), batch_size=p.batch_size,
+    per_epoch = steps_per_epoch(samples_per_epoch(p, len(job.train.rows)), batch_size=p.batch_size,
                                 gradient_accumulation=p.gradient_accumulation, world_size=job.world_size)
     return round(p.max_steps / per_epoch, 4)
 
@@ -112,6 +112,8 @@ def training_args(job: Job, config_class: type, **extra: Any) -> Any:
         use_liger_kernel=job.kernels.liger,
     )
     kwargs.update(extra)
+    if "dataset_num_proc" not in {f.name for f in fields(config_class)}:
+        del kwargs["dataset_num_proc"]  # GRPO and RLOO prepare no dataset of their own
     return config_class(**kwargs)
 
 
@@ -122,6 +124,8 @@ def apply_batching(trainer: Any, job: Job) -> None:
     (engine.trainers.evaluation). Padded and packed training need nothing here (packed is the SFT collator's
     padding_free, set in its args)."""
     shape = job.cfg.spec.rows
+    if job.cfg.spec.online:  # TRL samples its own batches (each prompt num_generations times); its eval loss stands
+        return
     weigh_eval_loss(trainer, shape)
     if job.batching.mode == "padded":
         return

@@ -50,6 +50,17 @@ class TokenCounter:
         self.pending = [0, 0]  # this process's tokens and trained tokens since the last optimizer step
 
     def attach(self, trainer: Any) -> None:
+        if hasattr(trainer, "_generate_and_score_completions"):  # GRPO, RLOO: batches are made in the step
+            prepare = trainer._prepare_inputs
+
+            def prepared(inputs: Any) -> Any:
+                batch = prepare(inputs)
+                if trainer.model.training:
+                    self.count(batch)
+                return batch
+
+            trainer._prepare_inputs = prepared
+            return
         step = trainer.training_step
 
         def counted(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -59,6 +70,10 @@ class TokenCounter:
         trainer.training_step = counted
 
     def count(self, batch: dict[str, Any]) -> None:
+        if torch.is_tensor(batch.get("prompt_mask")) and torch.is_tensor(batch.get("completion_mask")):
+            trained = int(batch["completion_mask"].sum())  # sampled answers (GRPO, RLOO): what the loss is on
+            self._add(int(batch["prompt_mask"].sum()) + trained, trained)
+            return
         masks = [v for k, v in batch.items() if k.endswith("attention_mask") and torch.is_tensor(v)]
         tokens = int(sum(m.sum() for m in masks)) if masks else int(batch["input_ids"].numel())
         labels = [v for k, v in batch.items() if k.endswith("labels") and torch.is_tensor(v)]
@@ -68,6 +83,9 @@ class TokenCounter:
             trained = int(batch["completion_mask"].sum())
         else:  # reward: whole texts are scored
             trained = tokens
+        self._add(tokens, trained)
+
+    def _add(self, tokens: int, trained: int) -> None:
         self.tokens += tokens
         self.trained += trained
         self.pending[0] += tokens

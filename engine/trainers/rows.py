@@ -7,6 +7,7 @@ instead would let it re-add EOS, drop over-long reward pairs and mask prompt/com
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,7 +52,7 @@ def build_rows(prepared: Prepared, fs: FormattedSplit) -> TrainerRows:
         count_blocks(counts, block_size)
         rows = [{"input_ids": b, "labels": list(b)} for b in pack_blocks(encoded, block_size)]
     else:
-        rows = chunk_rows(cfg.spec.rows, encoded, block_size)
+        rows = chunk_rows(cfg.spec.rows, encoded, block_size, fs.examples, cfg.params.max_prompt_length)
     stats = split_stats(fs.rows, sum(fs.dropped.values()), fs.source, counts)
     return TrainerRows(fs.split, rows, stats, skipped_notes(cfg.spec, fs.split, counts.skipped))
 
@@ -66,14 +67,21 @@ def skipped_notes(spec: TrainerSpec, split: str, skipped: int) -> list[str]:
         return []
     why = ("pair(s) have an empty chosen or rejected answer once the prompt is cut to its limits, and are left out; "
            "raise block_size or lower max_prompt_length" if spec.pairwise else
+           "prompt(s) are longer than max_prompt_length and are left out (a cut prompt loses the turn it answers); "
+           "raise max_prompt_length to keep them" if spec.online else
            "example(s) have no trained token within block_size and are left out (the dry run shows them); raise "
            "block_size to keep them")
     return [f"{split}: {skipped} {why}"]
 
 
-def chunk_rows(shape: str, encoded: list[Encoded] | list[EncodedPair], block_size: int) -> list[dict[str, Any]]:
+def chunk_rows(shape: str, encoded: list[Encoded] | list[EncodedPair], block_size: int, examples: list[Any] = (),
+               prompt_limit: int = 0) -> list[dict[str, Any]]:
     """The rows of some encoded examples, for every shape but "blocks" (packed across examples): examples left
-    with nothing to train on are left out, as engine.split_counts counts them."""
+    with nothing to train on are left out, as engine.split_counts counts them. Prompts (GRPO, RLOO) need their
+    `examples` too, and are left out beyond `prompt_limit` tokens."""
+    if shape == "prompts":
+        return [{"prompt_ids": e.ids, "prompt": json.dumps(x.prompt, ensure_ascii=False)}
+                for e, x in zip(encoded, examples) if len(e.ids) <= prompt_limit]
     if shape == "masked":
         rows = []
         for e in encoded:
