@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from engine.errors import SECRET_KEYS, ConfigError, Problem, show_value
+from engine.model_names import model_id_problem, resolve_local
 from engine.params import INT_LIMIT, PARAM_FIELDS, Params
 from engine.target_modules import parse_targets
 from engine.tasks import BY_TRAINER, DEFAULT_TRAINER, ROLE_MEANINGS, TASKS, TrainerSpec
@@ -34,7 +35,6 @@ from engine.tasks import BY_TRAINER, DEFAULT_TRAINER, ROLE_MEANINGS, TASKS, Trai
 CHAT_TEMPLATES = ("none", "zephyr", "chatml", "tokenizer")
 LOGGERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 BACKENDS_LOCAL = ("local", "local-cli", "local-ui")
-MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 # SECRET_KEYS (imported from engine.errors, where Problem hides their values) is part of this module's API.
 
@@ -808,11 +808,6 @@ def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> No
         cfg.params.trainer = TASKS[cfg.task]  # written out as AutoTrain's training_params do
 
 
-def listed_values(value: str | None) -> list[str]:
-    """The items of a `listed` param (engine.params): comma-separated text, as a YAML list is kept."""
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
 def _optional(annotation: str) -> bool:
     return "None" in annotation
 
@@ -1093,11 +1088,13 @@ def _column_problems(cfg: RunConfig) -> list[Problem]:
     for name in cfg.spec.required:
         if getattr(cm, name):
             continue
-        if name == "prompt_text_column" and (cfg.data.prompt_template or cfg.data.chat_template != "none"):
+        if name == "prompt_text_column" and (cfg.data.prompt_template or (cfg.data.chat_template != "none"
+                                                                          and not cfg.spec.online)):
             continue  # the prompt comes from the template, or from the shared leading turns of message lists
         key = f"data.column_mapping.{name}"
-        fix = {"prompt_text_column": "map the prompt column (e.g. prompt_text_column: prompt), or keep whole "
-               "conversations in chosen/rejected and set data.chat_template",
+        fix = {"prompt_text_column": "map the prompt column (e.g. prompt_text_column: prompt), or " + (
+                   "build prompts with data.prompt_template" if cfg.spec.online else
+                   "keep whole conversations in chosen/rejected and set data.chat_template"),
                "rejected_text_column": "map the rejected column, e.g. rejected_text_column: rejected",
                "text_column": "map the chosen column, e.g. text_column: chosen"}[name]
         out.append(cfg.problem(key, f"task {cfg.task} needs {ROLE_MEANINGS[name]}, and no column is mapped to it",
@@ -1258,18 +1255,6 @@ def check_environment(cfg: RunConfig) -> list[Problem]:
     return out
 
 
-def resolve_local(path: str, base_dir: Path | None) -> Path | None:
-    """A relative path is tried against the current directory, then the config file's directory."""
-    try:
-        p = Path(path).expanduser()
-        if p.exists():
-            return p
-        if base_dir is not None and not p.is_absolute() and (base_dir / p).exists():
-            return base_dir / p
-    except (OSError, ValueError):  # a name too long, a NUL byte, a lone surrogate: no such file either
-        return None
-    return None
-
 
 def model_problems(cfg: RunConfig) -> list[Problem]:
     from engine.tinymodel import TINY_MODEL_ID
@@ -1314,16 +1299,6 @@ def target_module_problems(cfg: RunConfig) -> list[Problem]:
                         f"{_cut(','.join(linear), 200) or 'all-linear'} (or all-linear for all of them)",
                         cfg.params.target_modules)]
 
-
-def model_id_problem(name: str) -> tuple[str, str] | None:
-    """(message, fix) when a name that is no local directory cannot be a hub model id either."""
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        return ("no such directory", "check the path (relative paths are read from the current directory, "
-                "then from the config file's directory)")
-    if not MODEL_ID.match(name) or "--" in name or ".." in name:
-        return ("is neither a local model directory nor a valid model id",
-                "a model id looks like org/name, e.g. Qwen/Qwen2.5-0.5B-Instruct")
-    return None
 
 
 def data_problems(cfg: RunConfig) -> list[Problem]:

@@ -432,6 +432,7 @@ class RunSummary:
     epoch: float | None = None
     loss: float | None = None         # the last logged training loss
     eval_loss: float | None = None    # the last evaluation loss
+    reward: float | None = None       # online RL (GRPO, RLOO): the last mean reward of the sampled answers
     lr: float | None = None
     tokens_per_s: float | None = None
     elapsed: float | None = None      # seconds of training, from the last step event (of its own process)
@@ -551,6 +552,9 @@ class RunSummary:
         for name in ("loss", "lr", "tokens_per_s", "elapsed"):
             if (value := _number(e.get(name))) is not None:
                 setattr(self, name, value)
+        metrics = e.get("metrics")
+        if isinstance(metrics, dict) and (reward := _number(metrics.get("reward"))) is not None:
+            self.reward = reward
 
     def _on_eval(self, e: dict) -> None:
         if (value := _number(e.get("eval_loss"))) is not None:

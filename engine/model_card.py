@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import RunConfig, to_yaml
+from engine.online import describe, reward_models
 from engine.run_files import RunDir
 from engine.tinymodel import resolve_model
 
@@ -25,8 +26,14 @@ def write_model_card(cfg: RunConfig, run_dir: Path, *, status: str, metrics: dic
               + (f", validation split `{cfg.data.valid_split}`)" if cfg.data.valid_split else ")"),
               f"- chat template: {cfg.data.chat_template}"]
     for split, s in data.items():
+        if cfg.spec.online:  # prompts: the answers trained on are sampled in the run
+            lines.append(f"- {split}: {s['rows']} rows, {s['examples']} prompts ({s['tokens']} tokens), "
+                         f"{s['skipped']} left out as longer than max_prompt_length, {s['dropped']} rows dropped")
+            continue
         lines.append(f"- {split}: {s['rows']} rows, {s['examples']} examples, {s['tokens']} tokens "
                      f"({s['trained_tokens']} trained), {s['truncated']} truncated, {s['dropped']} rows dropped")
+    if cfg.spec.online:
+        lines.append(f"- reward model: {', '.join(reward_models(cfg.params))}; {describe(cfg.params)}")
     if batching:
         lines.append(f"- batching: {batching}")
     if kernels:

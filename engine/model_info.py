@@ -19,7 +19,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from engine.config import model_id_problem, resolve_local
+from engine.model_names import model_id_problem, resolve_local
 from engine.offline import hub_offline, is_connection_error
 from engine.tinymodel import TINY_MODEL_ID
 

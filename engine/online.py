@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import Problem
-from engine.params import ONLINE_COMPLETION_LENGTH
+from engine.params import ONLINE_COMPLETION_LENGTH, listed_values
 from engine.tasks import spec
 
 
@@ -40,15 +40,11 @@ def uses_reference(params: Any) -> bool:
 
 
 def reward_models(params: Any) -> list[str]:
-    from engine.config import listed_values
-
     return listed_values(params.reward_model)
 
 
 def reward_weights(params: Any) -> list[float] | None:
     """One weight per reward model, or None (1 each). ValueError for what is not a number."""
-    from engine.config import listed_values
-
     values = listed_values(params.reward_weights)
     return [float(v) for v in values] if values else None
 

@@ -47,7 +47,7 @@ def _p(default: Any, help: str, *, group: str = "advanced", choices: tuple | Non
        exclusive_max: bool = False, special: tuple = (), extra: bool = False, listed: bool = False) -> Any:
     """A params field. `special` lists values allowed outside the range (e.g. -1 = automatic).
     `extra` marks llmtune's additions to AutoTrain's parameters. `listed`: a YAML list is accepted too, and kept
-    as comma-separated text (engine.config.listed_values reads it back)."""
+    as comma-separated text (listed_values reads it back)."""
     meta = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum,
             "exclusive_min": exclusive_min, "exclusive_max": exclusive_max, "special": special, "extra": extra,
             "listed": listed}
@@ -183,6 +183,11 @@ class Params:
 
 
 PARAM_FIELDS = {f.name: f for f in fields(Params)}
+
+
+def listed_values(value: str | None) -> list[str]:
+    """The items of a `listed` param: comma-separated text, as a YAML list is kept (engine.config)."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def param_default(name: str) -> Any:

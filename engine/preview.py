@@ -119,7 +119,7 @@ def _gate(cfg: RunConfig, tokenizer: Any, examples: list) -> Any:
     """GRPO/RLOO: the reward model gate (it loads the reward model to score its validation pairs)."""
     if not cfg.spec.online:
         return None
-    from engine.reward_model import reward_gate
+    from engine.reward_gate import reward_gate
 
     return reward_gate(cfg, tokenizer, [e.prompt for e in examples])
 

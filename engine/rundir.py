@@ -51,6 +51,11 @@ def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
         local = resolve_local(value, cfg.base_dir) if value else None
         if local is not None:
             setattr(obj, attr, str(local.absolute()))
+    if out.params.reward_model:  # a list: each local one made absolute
+        from engine.params import listed_values
+
+        names = [(resolve_local(v, cfg.base_dir), v) for v in listed_values(out.params.reward_model)]
+        out.params.reward_model = ", ".join(str(local.absolute()) if local else v for local, v in names)
     return out
 
 

@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.reward_model import (
-    NotARewardModel,
-    check_reward_run,
-    inspect_reward_model,
-    judge_scores,
-    load_reward_model,
-    template_mismatch,
-)
+from engine.reward_gate import check_reward_run, judge_scores, load_reward_model, template_mismatch
+from engine.reward_model import NotARewardModel, inspect_reward_model
 from support import make_config, run
 
 

@@ -32,6 +32,18 @@ def _trainer() -> type:
     return Trainer
 
 
+def _grpo() -> type:
+    from trl import GRPOTrainer
+
+    return GRPOTrainer
+
+
+def _rloo() -> type:
+    from trl import RLOOTrainer
+
+    return RLOOTrainer
+
+
 # (class, method, the signature without annotations, what of ours relies on it and what to re-check)
 PINNED: list[tuple[Callable[[], type], str, str, str]] = [
     (_dpo, "_prepare_dataset", "(self, dataset, processing_class, args, dataset_name)",
@@ -44,6 +56,14 @@ PINNED: list[tuple[Callable[[], type], str, str, str]] = [
     (_trainer, "training_step", "(self, model, inputs, num_items_in_batch=None)",
      "engine/trainers/progress.py (TokenCounter) and nonfinite.py wrap it, passing (model, inputs, *args): "
      "check the arguments and that it still returns the step's loss"),
+    (_grpo, "_prepare_inputs", "(self, generation_batch)",
+     "engine/trainers/progress.py (TokenCounter) wraps it on GRPO/RLOO to count the prompt and answer tokens of "
+     "each batch it makes: check it still returns prompt_mask and completion_mask"),
+    (_rloo, "_prepare_inputs", "(self, generation_batch)",
+     "as GRPOTrainer._prepare_inputs (engine/trainers/progress.py)"),
+    (_grpo, "_tokenize_prompts", "(self, prompts)",
+     "tests/test_online.py compares its ids with the pipeline's (the preview's): check prompts are still "
+     "rendered with apply_chat_template(add_generation_prompt=True) or tokenized as text"),
     (_trainer, "_get_grad_norm", "(self, model, grad_norm=None)",
      "engine/trainers/nonfinite.py wraps it to see each step's gradient norm: check the inner training loop "
      "still calls it once per optimizer step and returns the norm"),
@@ -79,3 +99,17 @@ def test_our_dpo_override_takes_what_trl_passes() -> None:
     from engine.trainers.dpo import PretokenizedDPOTrainer
 
     assert _bare(PretokenizedDPOTrainer._prepare_dataset) == _bare(_dpo()._prepare_dataset)
+
+
+def test_the_grpo_losses_the_params_table_offers_are_trls() -> None:
+    """engine.params.GRPO_LOSSES copies GRPOConfig.loss_type's values (the validator imports no TRL)."""
+    import dataclasses
+    import re
+
+    from trl import GRPOConfig
+
+    from engine.params import GRPO_LOSSES
+
+    help_text = next(f for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type").metadata["help"]
+    supported = help_text.split("Supported values are", 1)[1].split(".", 1)[0]
+    assert tuple(re.findall(r"'(\w+)'", supported)) == GRPO_LOSSES

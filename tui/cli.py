@@ -76,7 +76,7 @@ def attach(
 def runs(
     directory: Annotated[Path, typer.Argument(help="Where the runs are (default: ./runs).")] = Path("runs"),
 ) -> None:
-    """List the runs under a directory: status, trainer, progress, last loss and eval loss."""
+    """List the runs under a directory: status, trainer, progress, last loss and eval loss, last reward (GRPO, RLOO)."""
     from tui.runs_list import print_runs
 
     raise typer.Exit(_run(lambda: print_runs(directory)))

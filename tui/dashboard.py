@@ -1,4 +1,5 @@
-"""The live dashboard of one run: progress, the loss plot, learning rate and grad norm, memory, the log.
+"""The live dashboard of one run: progress, the loss plot (and the reward's, for online RL), learning rate and
+grad norm (and KL, the answers' length and how many were cut, for online RL), memory, the log.
 
 It only reads the run directory (events.jsonl, train.log) and asks the run for things through files
 (engine.control.request), so leaving it, detaching or losing the terminal never touches the run. A worker
@@ -15,7 +16,7 @@ from threading import Event
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Container, Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Sparkline, Static
@@ -51,6 +52,18 @@ class SidePanel(Vertical):
     def on_resize(self) -> None:
         if isinstance(self.screen, DashboardScreen):
             self.screen._draw_side()
+
+
+# Online RL's (GRPO, RLOO) metrics in the side panel: name in the step event's `metrics`, label, format.
+ONLINE_STATS = (("kl", "kl", ".3g"), ("completions/mean_length", "answer length", ".1f"),
+                ("completions/clipped_ratio", "cut at max length", ".0%"))
+
+
+def online_stats(metrics: object) -> list[str]:
+    """The side panel's lines for the ONLINE_STATS a step event's `metrics` carries; none for other runs."""
+    if not isinstance(metrics, dict):
+        return []
+    return [f"{label} {number(metrics[name], spec)}" for name, label, spec in ONLINE_STATS if name in metrics]
 
 
 def spark_values(series: Series, width: int) -> list[float]:
@@ -99,23 +112,29 @@ class DashboardScreen(FunnelledWorkers, Screen[None]):
         yield RunStatus(id="run-status")
         yield RunOutcome(id="run-outcome")
         with Horizontal(id="dash-middle"):
-            yield LossPlot("loss", id="loss-plot")
+            with Container(id="dash-plots"):
+                yield LossPlot("loss", id="loss-plot")
+                yield LossPlot("reward", id="reward-plot")  # shown once a step carries a reward
             with SidePanel(id="dash-side"):
                 yield MemoryPanel(id="memory")
                 yield Static(id="lr-label", classes="spark-label")
                 yield Sparkline([], id="lr-spark")
                 yield Static(id="grad-label", classes="spark-label")
                 yield Sparkline([], id="grad-spark")
+                yield Static(id="online-stats")
         yield LogTail(id="run-log")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = shown_path(self.run_dir)
-        plot = self.query_one(LossPlot)
+        plot = self.query_one("#loss-plot", LossPlot)
         self._title_plot()
         self._title_log()
         plot.set_lines([PlotLine("train", self.state.train_loss, "cyan"),
                         PlotLine("eval", self.state.eval_loss, "magenta", markers=True)])
+        state = self.state
+        self.query_one("#reward-plot", LossPlot).set_lines(
+            [PlotLine("", state.reward, "green", band=(state.reward_low, state.reward_high))])
         self.follower = RunFollower(self.run_dir, self.handle)
         self._follow()
         self.set_interval(REDRAW_INTERVAL, self._redraw)
@@ -203,18 +222,23 @@ class DashboardScreen(FunnelledWorkers, Screen[None]):
         state, live = self.state, self.live
         self.query_one(RunStatus).show(state, live)
         self.query_one(RunOutcome).show(state, live)
-        plot = self.query_one(LossPlot)
-        plot.set_x_limit(state.summary.total_steps)  # marks the plot stale too: the series have grown
+        self.query_one("#loss-plot", LossPlot).set_x_limit(state.summary.total_steps)  # stale too: the series grew
+        self.set_class(state.rewarded, "-rewarded")  # app.tcss shows the reward plot
+        self.query_one("#reward-plot", LossPlot).set_x_limit(state.summary.total_steps)
         self._draw_side()
-        self.query_one(LogTail).show(self._log_lines())
+        self.query_one(LogTail).show(self._log_lines(), wrap=self.show_events)
 
     def _draw_side(self) -> None:
         """Memory and the sparklines, for the side panel's size (again whenever that changes)."""
         state = self.state
         side = self.query_one("#dash-side")
-        self.query_one(MemoryPanel).show(state, max(side.size.height - 4, 3))
-        width = max(side.size.width, 10)
         last = state.last_step or {}
+        online = online_stats(last.get("metrics"))
+        stats = self.query_one("#online-stats", Static)
+        stats.display = bool(online)
+        stats.update("\n".join(online))
+        self.query_one(MemoryPanel).show(state, max(side.size.height - 4 - len(online), 3))
+        width = max(side.size.width, 10)
         for name, label, key, series, spec in (("lr", "learning rate", "lr", state.lr, ".2e"),
                                                ("grad", "grad norm", "grad_norm", state.grad_norm, ".3g")):
             self.query_one(f"#{name}-label", Static).update(f"{label} {number(last.get(key), spec)}")
@@ -288,7 +312,8 @@ class DashboardScreen(FunnelledWorkers, Screen[None]):
     def action_events(self) -> None:
         self.show_events = not self.show_events
         self._title_log()
-        self.query_one(LogTail).show(self._log_lines(), to_end=True)
+        # The events' lines are wrapped (a sampled answer, an error read whole); train.log's are cut, see LogTail.
+        self.query_one(LogTail).show(self._log_lines(), to_end=True, wrap=self.show_events)
 
     def _title_log(self) -> None:
         log = self.query_one(LogTail)
@@ -297,11 +322,11 @@ class DashboardScreen(FunnelledWorkers, Screen[None]):
 
     def _title_plot(self) -> None:
         """The scale is state the eye cannot read off the labels: the border says it while it is log."""
-        plot = self.query_one(LossPlot)
+        plot = self.query_one("#loss-plot", LossPlot)
         plot.border_title = "log scale" if plot.log_y else ""
         plot.border_subtitle = "l: linear" if plot.log_y else "l: log scale"
 
     def action_log_scale(self) -> None:
-        plot = self.query_one(LossPlot)
+        plot = self.query_one("#loss-plot", LossPlot)
         plot.log_y = not plot.log_y
         self._title_plot()

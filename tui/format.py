@@ -34,11 +34,11 @@ ICONS = {"completed": "✔", "stopped": "■", "killed": "■", "failed": "✖"}
 # The trainer's own metrics worth a glance, in this order (at most HEADLINE_COUNT shown): name in the step
 # event's `metrics`, label, format. DPO and ORPO log rewards/*, a reward model accuracy and margin, SFT its
 # token accuracy (DPO logs one too: the reward accuracy comes first); GRPO and RLOO the mean reward of their sampled
-# answers (reward_std its spread), the KL to the reference and the answers' mean length.
+# answers and their spread (reward_std), the KL to the reference and the answers' mean length.
 HEADLINE_METRICS = (("rewards/margins", "margin", ".3g"), ("rewards/accuracies", "acc", ".0%"),
                     ("accuracy", "acc", ".0%"), ("margin", "margin", ".3g"),
                     ("mean_token_accuracy", "tok acc", ".1%"), ("reward", "reward", ".3g"),
-                    ("reward_std", "±", ".2g"), ("kl", "kl", ".2g"), ("completions/mean_length", "len", ".0f"))
+                    ("reward_std", "spread", ".2g"), ("kl", "kl", ".2g"), ("completions/mean_length", "len", ".0f"))
 HEADLINE_COUNT = 2
 
 

@@ -1,5 +1,6 @@
-"""The dashboard's model of a run, folded from its events: the summary, the metric series the plots draw,
-memory per GPU with peaks, and the notable lines (status, eval, checkpoint, warnings, errors).
+"""The dashboard's model of a run, folded from its events: the summary, the metric series the plots draw (the
+reward of an online RL run's sampled answers with its spread too), memory per GPU with peaks, and the notable
+lines (status, eval, checkpoint, warnings, errors).
 
 Re-attaching rebuilds exactly this from events.jsonl, so what a dashboard shows never depends on whether it
 watched the run from the start. No Textual here: widgets read it, tests fold fixtures into it.
@@ -17,6 +18,7 @@ from tui.format import event_lines
 from tui.series import Series
 
 NOTABLE_LINES = 500
+REWARD_METRIC = "reward"  # GRPO/RLOO: the mean reward of the sampled answers, in a step event's metrics
 
 
 @dataclass
@@ -71,6 +73,12 @@ class RunState:
         self.eval_loss = Series()
         self.lr = Series()
         self.grad_norm = Series()
+        # Online RL (GRPO, RLOO): the mean reward of the sampled answers, and it minus and plus their spread
+        # (reward_std), the band its plot draws. `rewarded`: a step event carried a reward.
+        self.reward = Series()
+        self.reward_low = Series()
+        self.reward_high = Series()
+        self.rewarded = False
         self.last_step: dict | None = None  # the latest step event, null metrics filled with the last logged
         self._logged = LoggedMetrics()
         self.epochs: float | None = None
@@ -111,7 +119,19 @@ class RunState:
             value = _num(event.get(name))
             if value is not None:
                 series.append(step, value)  # a NaN loss is counted by the series, not drawn
+        self._reward(step, event.get("metrics"))
         self._memory(event.get("memory"))
+
+    def _reward(self, step: float, metrics: Any) -> None:
+        if not isinstance(metrics, dict) or REWARD_METRIC not in metrics:
+            return
+        self.rewarded = True
+        if (reward := _num(metrics[REWARD_METRIC])) is None:
+            return
+        self.reward.append(step, reward)
+        if (spread := _num(metrics.get("reward_std"))) is not None:
+            self.reward_low.append(step, reward - spread)
+            self.reward_high.append(step, reward + spread)
 
     def _eval(self, event: dict) -> None:
         step, loss = _num(event.get("step")), _num(event.get("eval_loss"))

@@ -1,6 +1,7 @@
 """`llmtune-tui runs [DIR]`: the runs under a directory, each folded from its events.jsonl: status, trainer,
-progress, last loss and eval loss, and when it last wrote. A run whose process is gone without a final event
-is shown as `ended?` (killed hard, or the machine went down): its train.log says more."""
+progress, last loss (and last reward, for online RL runs), eval loss, and when it last wrote. A run whose process
+is gone without a final event is shown as `ended?` (killed hard, or the machine went down): its train.log says
+more."""
 
 from __future__ import annotations
 
@@ -36,10 +37,8 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
     if not runs:
         console.print(f"no runs under {directory} (a run is a directory holding {EVENTS_FILE})")
         return 0
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for name in ("run", "status", "trainer", "step", "loss", "eval loss", "last event"):
-        table.add_column(name, no_wrap=name != "run")
     skipped: list[str] = []
+    rows: list[tuple[Path, RunSummary, str]] = []
     for run_dir in runs:
         try:
             events, bad = read_events_counted(RunDir(run_dir).events)
@@ -49,11 +48,20 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
         if bad:
             skipped.append(f"{_shown(run_dir, directory)}: {bad} line(s) of {EVENTS_FILE} are not readable events "
                            "and were skipped")
-        summary = summarize(events)
         when = events[-1].get("time") if events else None
         last = dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M") if isinstance(when, (int, float)) else "-"
+        rows.append((run_dir, summarize(events), last))
+    # The reward column only when a run has one: a listing of supervised runs stays as narrow as it was.
+    rewarded = any(summary.reward is not None for _, summary, _ in rows)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("run", "status", "trainer", "step", "loss", *(("reward",) if rewarded else ()), "eval loss",
+                 "last event"):
+        table.add_column(name, no_wrap=name != "run")
+    for run_dir, summary, last in rows:
+        reward = (number(summary.reward, ".3g"),) if rewarded else ()
         table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-",
-                      steps_done(summary), number(summary.loss, ".4f"), number(summary.eval_loss, ".4f"), last)
+                      steps_done(summary), number(summary.loss, ".4f"), *reward, number(summary.eval_loss, ".4f"),
+                      last)
     console.print(table)
     for line in skipped:
         console.print(f"note: {line}", style="yellow", soft_wrap=True)

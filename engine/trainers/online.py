@@ -11,6 +11,7 @@ a reference model only when the KL coefficient is above 0 (with LoRA: the base w
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -19,7 +20,8 @@ import torch
 from transformers import TrainerCallback
 
 from engine.online import completion_length, generation, kl_beta, num_generations, reward_models, reward_weights
-from engine.reward_model import inspect_reward_model, load_reward_model
+from engine.reward_gate import load_reward_model
+from engine.reward_model import inspect_reward_model
 from engine.trainers.common import Job, training_args
 from engine.trainers.model import LoadedModel, device, load_model, lora_config
 
@@ -72,8 +74,10 @@ class LatestAnswer(TrainerCallback):
         prompt, answer = logs_["prompt"][-1], logs_["completion"][-1]
         rewards = {name: values[-1] for name, values in logs_.get("rewards", {}).items() if values}
         scored = ", ".join(f"{name} {value:.3g}" for name, value in rewards.items())
-        self.writer.log(level="info", message=f"sampled at step {state.global_step} (reward {scored}): "
-                        f"{_short(_text(prompt), 120)!r} -> {_short(_text(answer), self.CHARS)!r}")
+        message = (f"sampled at step {state.global_step} (reward {scored}): {_short(_text(prompt), 120)!r} -> "
+                   f"{_short(_text(answer), self.CHARS)!r}")
+        logging.getLogger("llmtune").info(message)  # train.log too, as the run's other notes
+        self.writer.log(level="info", message=message)
 
 
 def _text(value: Any) -> str:

@@ -3,8 +3,9 @@
 Each line is a `tui.series.Series`, already bounded in size, resampled to one bucket per dot column. A column
 draws its bucket's min..max dimly (the noise band, spikes included) and its mean brightly, joined to the
 previous column's mean so the line stays continuous across gaps (eval every N steps, or fewer points than
-columns). A cell has one colour, so it shows one layer only: the thin bright mean line wins over its own dim
-band, and a later line over an earlier one (eval over train).
+columns); a line with a `band` (the reward, with its spread) draws that band too. A cell has one colour, so it
+shows one layer only: the thin bright mean line wins over its own dim band, and a later line over an earlier one
+(eval over train).
 
 The rendered lines are cached until the data, the size, the theme or `log_y` change, so the compositor may
 ask for them as often as it likes; `update_plot` only marks the cache stale.
@@ -41,10 +42,13 @@ MARGIN = 0.05    # of the y span, above and below the data
 
 @dataclass
 class PlotLine:
-    label: str           # legend text, e.g. "train" / "eval"
+    label: str           # legend text, e.g. "train" / "eval"; "" for the plot's one line: its value alone
     series: Series
     style: str           # a Rich colour or style ("cyan"), or a Textual theme variable ("$accent")
     markers: bool = False  # a sparse series (eval every N steps): a bead at each point, joined with lines
+    # The dim band under the line, when not the series' own min..max: per column, from the first series' min to
+    # the second's max (reward - reward_std and reward + reward_std); the legend gives its half-width, as ±.
+    band: tuple[Series, Series] | None = None
 
 
 class _Canvas:
@@ -210,7 +214,7 @@ class LossPlot(Widget, can_focus=False):
             x_hi = x_lo + 1.0
 
         log_y = self.log_y
-        bounds = _y_bounds([line.series for line in self.lines], x_lo, x_hi, log_y)
+        bounds = _y_bounds([s for line in self.lines for s in (line.series, *(line.band or ()))], x_lo, x_hi, log_y)
         if bounds is None:
             return self._message(strips, "no values > 0 for a log scale", width, dim)
         lo, hi = bounds
@@ -241,7 +245,8 @@ class LossPlot(Widget, can_focus=False):
 
         for k, line in enumerate(self.lines):
             cols = line.series.columns(x_lo, x_hi, canvas.width)
-            _draw(canvas, cols, to_py, k, line.markers)
+            band = None if line.band is None else tuple(s.columns(x_lo, x_hi, canvas.width) for s in line.band)
+            _draw(canvas, cols, to_py, k, line.markers, band)
 
         band_styles = [s + Style(dim=True) for s in styles]
         for r in range(rows):
@@ -263,7 +268,9 @@ class LossPlot(Widget, can_focus=False):
         for line, style in zip(self.lines, styles):
             last = line.series.last
             value = f"{last[1]:.4g}" if last is not None else "–"
-            segments += [Segment("  ", base), Segment(f"{line.label} {value}", style)]
+            if line.band is not None and (spread := _spread(line.band, last)) is not None:
+                value += f" ±{spread:.2g}"
+            segments += [Segment("  ", base), Segment(f"{line.label} {value}" if line.label else value, style)]
         return Strip(segments).crop_extend(0, width, base)
 
     def _plot_row(self, canvas: _Canvas, r: int, labels: dict[int, str], gutter: int, base: Style, dim: Style,
@@ -291,6 +298,14 @@ class LossPlot(Widget, can_focus=False):
             width, base)
 
 
+def _spread(band: tuple[Series, Series], last: tuple[float, float] | None) -> float | None:
+    """The band's half-width at the line's `last` point (reward_std at the last step), when the band has it."""
+    low, high = band[0].last, band[1].last
+    if low is None or high is None or last is None or not low[0] == high[0] == last[0]:
+        return None
+    return high[1] / 2 - low[1] / 2
+
+
 def _rank_style(rank: int, base: Style, styles: list[Style], band_styles: list[Style]) -> Style:
     if rank < 0:
         return base
@@ -298,15 +313,21 @@ def _rank_style(rank: int, base: Style, styles: list[Style], band_styles: list[S
 
 
 def _draw(canvas: _Canvas, cols: list[Bucket | None], to_py: Callable[[float], int | None], k: int,
-          markers: bool) -> None:
-    """Line k: each column's min..max as band (rank 2k), the means joined as the line (rank 2k + 1)."""
+          markers: bool, band: tuple[list[Bucket | None], ...] | None = None) -> None:
+    """Line k: each column's min..max as band (rank 2k), the means joined as the line (rank 2k + 1). With `band`
+    (the low and high series' columns), a column's band reaches the low's min and the high's max too."""
     band_rank, line_rank = 2 * k, 2 * k + 1
     bottom = canvas.height - 1
     points: list[tuple[int, int]] = []
     for px, b in enumerate(cols):
         if b is None or (mean := to_py(b.ymean)) is None:
             continue
-        top, low = to_py(b.ymax), to_py(b.ymin)
+        ymin, ymax = b.ymin, b.ymax
+        if band is not None:
+            below, above = band[0][px], band[-1][px]
+            ymin = min(ymin, below.ymin) if below is not None else ymin
+            ymax = max(ymax, above.ymax) if above is not None else ymax
+        top, low = to_py(ymax), to_py(ymin)
         low = bottom if low is None else low  # a non-positive min on a log scale: off the bottom
         if top != mean or low != mean:
             canvas.vline(px, mean if top is None else top, low, band_rank)
