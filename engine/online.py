@@ -124,6 +124,14 @@ def environment_problems(cfg: Any) -> list[Problem]:
             inspect_reward_model(name, cfg.base_dir)
         except NotARewardModel as e:
             out.append(cfg.problem("params.reward_model", str(e), e.fix, name))
+    pairs = cfg.params.reward_pairs
+    if pairs:
+        from engine.model_names import resolve_local
+
+        found = resolve_local(pairs, cfg.base_dir)
+        if found is None or not found.is_file():
+            out.append(cfg.problem("params.reward_pairs", "is not a file here", "give the path of a .jsonl, .csv, "
+                                   ".json or .parquet file with columns prompt, chosen and rejected", pairs))
     if cfg.params.use_vllm:
         from engine.capabilities import probe
 

@@ -157,6 +157,9 @@ class Params:
                                   listed=True)
     reward_weights: str | None = _p(None, "GRPO/RLOO with several reward models: one weight each (a list of "
                                     "numbers); empty = 1 each.", extra=True, listed=True)
+    reward_pairs: str | None = _p(None, "GRPO/RLOO: a file of pairs (columns prompt, chosen, rejected) to check the "
+                                  "reward model on before training; empty = its llm-reward run's validation split.",
+                                  extra=True)
     allow_weak_reward_model: bool = _p(False, "GRPO/RLOO: run --yes even when the reward model scores its own "
                                        "validation pairs no better than chance, or says the same of every text.",
                                        extra=True)

@@ -73,17 +73,39 @@ def check_reward_run(reward: RewardModel, *, limit: int = 256, batch: int = 8) -
     pipeline made them (the cache has them). None when it is not an llmtune run or has no validation split."""
     if reward.kind != "llmtune run":
         return None
-    import torch
-
     from engine.config import load_config
     from engine.dataset_prep import prepare_dataset
 
-    cfg = load_config(reward.path / CONFIG_FILE)
-    prepared = prepare_dataset(cfg)
+    prepared = prepare_dataset(load_config(reward.path / CONFIG_FILE))
     if len(prepared.splits) < 2:  # train first, then the validation split (or the held-out fraction)
         return None
     split = prepared.splits[1].formatted
-    rows = prepared.dataset(split.split)
+    return score_pairs(reward, prepared.dataset(split.split), split.source or split.split, limit=limit, batch=batch)
+
+
+def check_reward_pairs(reward: RewardModel, path: str, base_dir: Any, *, limit: int = 256,
+                       batch: int = 8) -> RewardCheck:
+    """Score a file of prompt / chosen / rejected pairs (params.reward_pairs), rendered with the reward model's own
+    tokenizer and template as an llm-reward run of it would: any reward model can be checked so."""
+    import yaml
+
+    from engine.config import parse_config_text
+    from engine.dataset_prep import prepare_dataset
+
+    raw = {"task": "llm-reward", "base_model": str(reward.path), "project_name": "reward-pairs",
+           "data": {"path": path, "chat_template": "tokenizer" if reward.template else "none",
+                    "column_mapping": {"prompt_text_column": "prompt", "text_column": "chosen",
+                                       "rejected_text_column": "rejected"}}}
+    cfg = parse_config_text(yaml.safe_dump(raw), source=base_dir / "params.reward_pairs" if base_dir else None)
+    prepared = prepare_dataset(cfg)
+    split = prepared.splits[0].formatted
+    return score_pairs(reward, prepared.dataset(split.split), split.source, limit=limit, batch=batch)
+
+
+def score_pairs(reward: RewardModel, rows: Any, source: str, *, limit: int, batch: int) -> RewardCheck:
+    """How `reward` scores (at most `limit` of) rows of chosen_ids / rejected_ids, `batch` texts at a time."""
+    import torch
+
     rows = rows.select(range(min(limit, len(rows))))
     model, tokenizer = load_reward_model(reward, dtype=torch.float32)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -99,8 +121,7 @@ def check_reward_run(reward: RewardModel, *, limit: int = 256, batch: int = 8) -
                 out += model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().tolist()
         return out
 
-    return judge_scores(score(rows["chosen_ids"]), score(rows["rejected_ids"]),
-                        f"{len(rows)} pairs of {split.source or split.split}")
+    return judge_scores(score(rows["chosen_ids"]), score(rows["rejected_ids"]), f"{len(rows)} pairs of {source}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +175,8 @@ class RewardGate:
         for model, check, mismatch in zip(self.models, self.checks, self.mismatches):
             out.append(model.describe())
             out.append(f"  {check.describe()}" if check else "  not checked: it is no llmtune llm-reward run with a "
-                       "validation split (give valid_split or valid_fraction to the reward run to have it checked)")
+                       "validation split (give params.reward_pairs, a file of prompt/chosen/rejected pairs, to have "
+                       "it checked)")
             if mismatch is not None:
                 out.append("  " + mismatch.describe().replace("\n", "\n  "))
         return out
@@ -183,7 +205,8 @@ def reward_gate(cfg: Any, policy_tokenizer: Any, prompts: list[Any]) -> RewardGa
     for name in reward_models(cfg.params):
         reward = inspect_reward_model(name, cfg.base_dir)
         gate.models.append(reward)
-        gate.checks.append(check_reward_run(reward))
+        pairs = cfg.params.reward_pairs
+        gate.checks.append(check_reward_pairs(reward, pairs, cfg.base_dir) if pairs else check_reward_run(reward))
         sample = conversation + [{"role": "assistant", "content": ANSWER}] if conversation else None
         gate.mismatches.append(template_mismatch(reward, policy_tokenizer, sample) if sample else None)
         tokenizer = AutoTokenizer.from_pretrained(str(reward.path))

@@ -46,7 +46,8 @@ def resolved(cfg: RunConfig, *, for_run: bool = False) -> RunConfig:
     if out.hub.token and "hub.token" not in out.env_refs:
         out.env_refs["hub.token"] = "${HF_TOKEN}"
     for obj, attr in ((out.data, "path"), (out, "base_model"), (out.params, "model_ref"),
-                      (out.params, "deepspeed_config"), (out.params, "accelerate_config")):
+                      (out.params, "deepspeed_config"), (out.params, "accelerate_config"),
+                      (out.params, "reward_pairs")):
         value = getattr(obj, attr)
         local = resolve_local(value, cfg.base_dir) if value else None
         if local is not None:

@@ -102,8 +102,9 @@ class TrainerSpec:
 
 _PAIR_LIMITS = ("max_prompt_length", "max_completion_length", "dpo_beta")
 # What GRPO and RLOO read: the reward model(s), the sampling, and the policy update (TRL's meanings).
-_ONLINE = ("max_prompt_length", "max_completion_length", "reward_model", "reward_weights", "allow_weak_reward_model",
-           "num_generations", "kl_beta", "temperature", "top_p", "num_iterations", "use_vllm")
+_ONLINE = ("max_prompt_length", "max_completion_length", "reward_model", "reward_weights", "reward_pairs",
+           "allow_weak_reward_model", "num_generations", "kl_beta", "temperature", "top_p", "num_iterations",
+           "use_vllm")
 
 SPECS: tuple[TrainerSpec, ...] = (  # in the order the wizard lists them: the usual choice first
     TrainerSpec(

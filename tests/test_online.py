@@ -312,3 +312,27 @@ def test_grpo_on_two_processes_is_one_run(tmp_path: Path, tiny_model: Path, rewa
     steps = [e["step"] for e in events if e["type"] == "step"]
     assert steps == sorted(set(steps)) and max(steps) == 2
     assert all("reward" in e["metrics"] for e in events if e["type"] == "step" and e.get("loss") is not None)
+
+
+def test_a_reward_model_that_is_no_llmtune_run_is_checked_on_a_pairs_file(tmp_path: Path, tiny_model: Path,
+                                                                          reward_run: Path) -> None:
+    """A plain sequence-classification directory (as a hub model would be): the gate says it cannot check it, and
+    with params.reward_pairs scores it on those pairs, rendered with its own template."""
+    from engine.reward_gate import load_reward_model
+    from engine.reward_model import inspect_reward_model
+
+    model, tokenizer = load_reward_model(inspect_reward_model(str(reward_run)), dtype=torch.float32)
+    plain = tmp_path / "plain-reward"
+    model.save_pretrained(str(plain))
+    tokenizer.save_pretrained(str(plain))
+    assert inspect_reward_model(str(plain)).kind == "model"
+    config = policy_config(tmp_path, tiny_model, plain)
+    out = cli("--config", str(config), "--dry-run", cwd=tmp_path)
+    assert out.returncode == 0 and "not checked" in out.stdout and "params.reward_pairs" in out.stdout, out.stdout
+    write_files(tmp_path, {"pairs.jsonl": PAIRS})
+    out = cli("--config", str(config), "--dry-run", "--set", f"params.reward_pairs={tmp_path / 'pairs.jsonl'}",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "chosen above rejected on" in out.stdout and "6 pairs of" in out.stdout and "pairs.jsonl" in out.stdout
+    missing = cli("--config", str(config), "--dry-run", "--set", "params.reward_pairs=nowhere.jsonl", cwd=tmp_path)
+    assert missing.returncode == 2 and "params.reward_pairs" in missing.stdout + missing.stderr
