@@ -152,6 +152,8 @@ def estimate_duration(tokens: int, parameters: int | None, params: Any, trainer:
         return None, "fp32 training: only bf16/fp16 peaks are known"
     if device != "cuda":
         return None, f"no sound throughput figure for {device.upper() + ' training' if device else 'this device'}"
+    if spec(trainer).online:  # sampling one token at a time dominates, and the answers' lengths are not known
+        return None, "GRPO/RLOO spend most of a step sampling answers, whose lengths are known only as it runs"
     peak = device_peak(device_name)
     if peak is None:
         return None, f"no published peak for {device_name or 'this GPU'} in llmtune's table"

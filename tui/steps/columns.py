@@ -25,6 +25,7 @@ from engine.data import Table
 from engine.errors import Problem, UserError
 from engine.formatting import (
     PairExample,
+    PromptExample,
     TextExample,
     format_split,
     holds_messages,
@@ -81,6 +82,12 @@ def suggest_mapping(columns: list[str], trainer: str, row: dict[str, Any] | None
         return next((lowered[n] for n in names if n in lowered), None)
 
     messages = find(MESSAGES_NAMES) or next((c for c in columns if holds_messages(row.get(c))), None)
+    if what.online:  # prompts only: the answers are sampled during training
+        prompt = find(PROMPT_NAMES) or messages or next((c for c in columns if isinstance(row.get(c), str)), None)
+        prompt = prompt or (columns[0] if columns else None)
+        lists = prompt is not None and holds_messages(row.get(prompt))
+        return Suggestion(prompt_text_column=prompt, conversations=lists,
+                          reason=f"prompts{' as conversations' if lists else ''} in {prompt!r}" if prompt else "")
     if what.pairwise:
         chosen, rejected = find(CHOSEN_NAMES), find(REJECTED_NAMES)
         prompt = find(PROMPT_NAMES, exclude=(chosen, rejected))
@@ -110,12 +117,19 @@ def suggest_mapping(columns: list[str], trainer: str, row: dict[str, Any] | None
 def answers_prompts(spec: TrainerSpec) -> bool:
     """A text trainer that reads an optional prompt column (SFT): conversations, instruction columns or
     prompt/answer pairs are what it is given."""
-    return not spec.pairwise and PROMPT in spec.roles
+    return not spec.pairwise and not spec.online and PROMPT in spec.roles
+
+
+def reads_prompt_column(spec: TrainerSpec) -> bool:
+    """Whether the prompt column alone may hold a conversation (SFT's prompt, GRPO's and RLOO's prompts)."""
+    return answers_prompts(spec) or spec.online
 
 
 def required_roles(spec: TrainerSpec) -> tuple[str, ...]:
     """The roles the user must map here: the prompt may come from a template or a conversation, and a text
-    trainer always reads its text column."""
+    trainer always reads its text column. An online trainer (GRPO, RLOO) reads nothing but its prompts."""
+    if spec.online:
+        return (PROMPT,)
     return tuple(r for r in spec.required or (TEXT,) if r != PROMPT)
 
 
@@ -125,7 +139,8 @@ def mapping_fits(cfg: RunConfig, columns: list[str]) -> bool:
         needed = needed_columns(cfg)
     except ValueError:  # a template that does not parse
         return False
-    required = [r for r in cfg.spec.required if r != PROMPT]
+    # The prompt may come from a template or the conversations, except for an online trainer without a template.
+    required = [r for r in cfg.spec.required if r != PROMPT or (cfg.spec.online and not cfg.data.prompt_template)]
     return all(c in columns for c in needed) and all(getattr(cfg.data.column_mapping, r) for r in required)
 
 
@@ -152,7 +167,7 @@ def set_mapping_value(cfg: RunConfig, name: str, value: Any) -> None:
 def plain_single_text(cfg: RunConfig, row: dict[str, Any]) -> bool:
     """Whether the trainer reads one column of plain text: a chat template would refuse every row."""
     cm, d = cfg.data.column_mapping, cfg.data
-    if d.prompt_template or cfg.spec.pairwise:
+    if d.prompt_template or cfg.spec.pairwise or cfg.spec.online:  # online: a plain prompt becomes a user turn
         return False
     if answers_prompts(cfg.spec) and cm.prompt_text_column:
         return False
@@ -215,7 +230,10 @@ def render_sample(cfg: RunConfig, table: Table, kit: RenderKit) -> Text:
         return Text(f"cannot fill the template: {e}", style="red")
     example = formatted.examples[0]
     out = Text(f"{example.location} ({formatted.shape}):\n", style="bold")
-    if isinstance(example, TextExample):
+    if isinstance(example, PromptExample):  # GRPO, RLOO: the prompt only; the answers are sampled in training
+        out.append_text(_visible(example.text, "dim"))
+        out.append("\n(the answers are sampled during training and scored by the reward model)", style="italic")
+    elif isinstance(example, TextExample):
         out.append_text(_spans_text(example.text, example.spans))
     elif isinstance(example, PairExample):
         for title, value, style in (("prompt", example.prompt, "dim"), ("chosen", example.chosen, "bold green"),
@@ -276,7 +294,8 @@ class TokenizerLoaded(Message):
 class ColumnsStep(Step):
     """Map the data's columns to what the task reads. SFT reads a conversation (a message list), or a prompt
     and an answer, or one text column; DPO and ORPO read a prompt, a chosen and a rejected answer; a reward
-    model reads chosen and rejected. For instruction-style data, a prompt template such as
+    model reads chosen and rejected; GRPO and RLOO read prompts only (text, or conversations ending with the
+    user's turn): the answers are sampled during training. For instruction-style data, a prompt template such as
     `### Instruction:\\n{instruction}\\n\\n### Response:\\n` builds the prompt from several columns (write \\n
     for a new line). The sample shows the first row as the model will see it: bold green is trained on,
     dim is context only. Suggestions come from the column names; change any of them."""
@@ -394,8 +413,8 @@ class ColumnsStep(Step):
             return
         row = table.rows[0] if table.rows else {}
         cm = cfg.data.column_mapping
-        conversations = holds_messages(row.get(cm.text_column)) or (
-            answers_prompts(cfg.spec) and holds_messages(row.get(cm.prompt_text_column)))
+        conversations = (TEXT in cfg.spec.roles and holds_messages(row.get(cm.text_column))) or (
+            reads_prompt_column(cfg.spec) and holds_messages(row.get(cm.prompt_text_column)))
         if conversations and cfg.data.chat_template == "none":
             # Message lists need a chat template to become text; Parameters is where it can be changed.
             info = self.wizard.model_info
@@ -423,7 +442,7 @@ class ColumnsStep(Step):
         row.display = used
         row.query_one(".field-label", Label).update(role_label(role, cfg.spec))
         select = self.query_one(f"#col-{_kebab(role)}", Select)
-        optional = role == "prompt_text_column"
+        optional = role == PROMPT and not cfg.spec.online  # online trainers read nothing but the prompts
         select.set_options(([("(none)", NONE)] if optional else []) + [(c, c) for c in columns])
         value = getattr(cfg.data.column_mapping, role)
         if value in columns:
@@ -439,7 +458,8 @@ class ColumnsStep(Step):
     def _show_templates(self, cfg: RunConfig) -> None:
         """For several columns that are not one conversation (or when a template is set already)."""
         first = self.table.rows[0] if self.table is not None and self.table.rows else {}
-        conversations = holds_messages(first.get(cfg.data.column_mapping.text_column))
+        cm = cfg.data.column_mapping
+        conversations = holds_messages(first.get(cm.prompt_text_column if cfg.spec.online else cm.text_column))
         multi = (len(self.columns) > 1 and not conversations) or bool(cfg.data.prompt_template)
         for name in ("prompt_template", "completion_template"):
             self.query_one(f"#row-{_kebab(name)}", FieldRow).display = multi and name in cfg.spec.templates

@@ -1,5 +1,6 @@
 """Step 5, Parameters: every training parameter, built from engine.params' table (defaults, help, choices),
-checked as it is typed with the engine's own rules, with a memory estimate that follows the values."""
+checked as it is typed with the engine's own rules, with a memory estimate that follows the values. GRPO and
+RLOO's reward model has a row of its own (tui.steps.reward): the runs to pick from, and the gate's findings."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from engine.params import PARAM_FIELDS, param_default
 from tui.format import human_bytes
 from tui.messages import CapabilitiesRead
 from tui.steps.base import Step, step_problems
+from tui.steps.reward import KEY as REWARD_KEY
+from tui.steps.reward import RewardGateChanged, RewardModelRow
 from tui.steps.rows import FieldRow, compact_input
 
 # Params only some trainers read (engine.tasks) are shown only where the task reads them. The Task step owns
@@ -67,7 +70,8 @@ class ParamField:
 
 
 def param_fields() -> list[ParamField]:
-    """The chat template and project name, then every params field: basic ones first, in the table's order."""
+    """The chat template and project name, then every params field: basic ones first, in the table's order,
+    except the reward model (GRPO, RLOO), which comes first: it is what those trainers learn from."""
     chat = next(f for f in fields(DataConfig) if f.name == "chat_template")
     project = next(f for f in fields(RunConfig) if f.name == "project_name")
     out = [ParamField("data.chat_template", str(chat.type), chat.default, OTHER_HELP["data.chat_template"],
@@ -75,6 +79,7 @@ def param_fields() -> list[ParamField]:
            ParamField("project_name", str(project.type), project.default, OTHER_HELP["project_name"], None, "basic")]
     params = [ParamField(f"params.{name}", str(f.type), param_default(name), f.metadata["help"],
                          f.metadata["choices"], f.metadata["group"]) for name, f in PARAM_FIELDS.items()]
+    params.sort(key=lambda f: f.key != REWARD_KEY)  # stable: the rest keep the table's order
     return out + [f for f in params if f.group == "basic"] + [f for f in params if f.group != "basic"]
 
 
@@ -178,7 +183,9 @@ class ParamsStep(Step):
     Advanced ones are folded away below. Each field shows its default; the line at the bottom explains the
     focused one. Values are checked as you type with the same rules as `--yes`. The memory panel estimates
     what training needs (weights, gradients, optimizer, activations) against this machine's GPU: an
-    estimate, to tell "fits easily" from "will not fit"."""
+    estimate, to tell "fits easily" from "will not fit". GRPO and RLOO learn from a reward model: pick an
+    llm-reward run found under ./runs, or type a run directory, model directory or hub id; the line under it
+    says what it is and how it scores its own run's held-out pairs (a weak one is flagged)."""
 
     title = "Parameters"
     keys = ("params.", "data.chat_template", "project_name")
@@ -243,8 +250,9 @@ class ParamsStep(Step):
 
     def _row(self, field: ParamField) -> FieldRow:
         tooltip = f"{field.key}: {field.help} (default: {default_text(field)})"
-        row = FieldRow(field_label(field), build_widget(field), key=field.key, tooltip=tooltip,
-                       id=f"row-{field.widget_id}")
+        kind = RewardModelRow if field.key == REWARD_KEY else FieldRow
+        row = kind(field_label(field), build_widget(field), key=field.key, tooltip=tooltip,
+                   id=f"row-{field.widget_id}")
         row.display = field_visible(field, self.wizard.cfg)  # right from the start, not one refresh later
         return row
 
@@ -257,6 +265,9 @@ class ParamsStep(Step):
             self._building = True
             self.call_later(self._build)
         elif self.ready:
+            row = self._reward_row(cfg)
+            if row is not None:
+                row.scan()  # a reward run may have finished since the step was shown
             self._fill(cfg, self.fields)
 
     def _fill(self, cfg: RunConfig, fields: list[ParamField]) -> None:
@@ -311,7 +322,16 @@ class ParamsStep(Step):
         found = step_problems(cfg, self.keys, extra=bad)
         if self._machine_known():
             found += [p for p in machine_problems(cfg) + distributed_problems(cfg) if p not in found]
+        row = self._reward_row(cfg)
+        if row is not None and REWARD_KEY not in self.bad:
+            found += [p for p in row.problems(cfg) if p not in found]
         return found
+
+    def _reward_row(self, cfg: RunConfig) -> RewardModelRow | None:
+        """The reward model's row, where the task reads one (GRPO, RLOO) and the row is built."""
+        if REWARD_KEY not in self.built or not field_visible(self._field(REWARD_KEY), cfg):
+            return None
+        return self.query_one(RewardModelRow)
 
     def _machine_known(self) -> bool:
         return self.wizard.capabilities is not None and probe_known()
@@ -370,11 +390,21 @@ class ParamsStep(Step):
         warnings = list(cfg.warnings)
         if self._machine_known():
             problems += machine_problems(cfg) + distributed_problems(cfg)
+        reward = self._reward_row(cfg)
+        if reward is not None:
+            reward.follow(cfg)  # inspects the model(s) named a moment after typing stops, then says so
+            problems += reward.refusals(cfg)
         for row in self.query(FieldRow):
             if row.key in self.bad:
                 row.show([self.bad[row.key]])
             else:
                 row.show([p for p in problems if p.key == row.key], [w for w in warnings if w.key == row.key])
+
+    @on(RewardGateChanged)
+    def _gate_changed(self, message: RewardGateChanged) -> None:
+        message.stop()
+        if self.ready:
+            self._validate(self.wizard.cfg)
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         self._show_help()

@@ -4,7 +4,8 @@ Loads the tokenizer and tokenizes the first rows of the data in a worker (the en
 dry run's own), then shows per split the rows used and dropped, trained against total tokens, the length
 distribution against the limit, and a few samples with trained, masked and cut text marked; and the run's
 optimizer steps with a duration estimate where there is a basis for one (engine.plan), the rows beyond the
-first ones read counted where that is cheap.
+first ones read counted where that is cheap. For GRPO and RLOO: each prompt as the policy reads it, then as
+each reward model scores it (with a stand-in for the sampled answer), and what the reward model gate found.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from engine.config import RunConfig, to_yaml
 from engine.errors import Problem, UserError
 from engine.plan import Plan, duration_line, steps_line
 from engine.preview import LengthStats, Preview, Sample, SplitReport
+from engine.reward_model import NotARewardModel
 from engine.tasks import TrainerSpec
 from tui.errors import report_fix
 from tui.format import length_stats
@@ -101,28 +103,32 @@ def length_line(stats: LengthStats) -> str:
     return f"  {stats.name}: {length_stats(stats)}"
 
 
-def over_text(stats: LengthStats) -> str:
+def over_text(stats: LengthStats, online: bool = False) -> str:
+    """`online`: a prompt over max_prompt_length is left out whole (GRPO, RLOO), not cut."""
     if not stats.limit:
         return ""
-    return f"{stats.over} of {stats.count} over {stats.limit}" + (" (truncated)" if stats.over else "")
+    return f"{stats.over} of {stats.count} over {stats.limit}" + (
+        (" (left out)" if online else " (truncated)") if stats.over else "")
 
 
-def split_text(report: SplitReport, limit: int | None) -> Text:
+def split_text(report: SplitReport, limit: int | None, online: bool = False) -> Text:
     fs = report.formatted
     out = Text.assemble((f"{fs.split}", "bold"), f" ({fs.source}): {rows_line(report, limit)}\n")
     for reason, n in fs.dropped.most_common():
         out.append(f"  dropped {n}: {reason}\n", style="yellow")
-    if report.total_tokens:
+    if online:
+        out.append("  trained tokens: the answers sampled during training (the prompts are only read)\n")
+    elif report.total_tokens:
         share = 100 * report.trained_tokens / report.total_tokens
         out.append(f"  tokens: {report.trained_tokens} trained of {report.total_tokens} ({share:.0f}%)\n")
     for stats in report.lengths:
         out.append(length_line(stats) + "\n")
         if stats.count:
             out.append_text(length_bar(stats))
-        out.append(f"  {over_text(stats)}\n" if stats.limit else "\n", style="yellow" if stats.over else "")
+        out.append(f"  {over_text(stats, online)}\n" if stats.limit else "\n", style="yellow" if stats.over else "")
     for note in report.notes:
         out.append(f"  {note}\n")
-    if report.no_trained:
+    if report.no_trained and not online:
         out.append(f"  {report.no_trained} sample(s) have nothing trained left after truncation\n",
                    style="bold red")
     return out
@@ -138,7 +144,40 @@ def preview_text(preview: Preview, limit: int | None, plan: Plan | None = None) 
     for warning in preview.warnings:
         out.append(f"note: {warning.render()}\n", style="yellow")
     for report in preview.splits:
-        out.append_text(split_text(report, limit))
+        out.append_text(split_text(report, limit, online=preview.cfg.spec.online))
+    if preview.reward is not None:
+        out.append_text(gate_text(preview.reward))
+    out.rstrip()
+    return out
+
+
+def gate_text(gate: Any) -> Text:
+    """GRPO/RLOO: the reward model gate (engine.reward_gate.RewardGate), as the dry run words it."""
+    out = Text("reward model\n", style="bold")
+    for line in gate.lines():
+        out.append(f"  {line}\n", style="yellow" if "weak" in line or "another chat template" in line else "")
+    if gate.weak:
+        verdict = ("params.allow_weak_reward_model is on: the run goes ahead with it" if gate.allow_weak else
+                   "Save and launch (and --yes) stop here: train it further, or turn on "
+                   "params.allow_weak_reward_model")
+        out.append(f"  !! weak reward model: {verdict}\n", style="bold yellow" if gate.allow_weak else "bold red")
+    return out
+
+
+def reward_view_text(gate: Any, index: int) -> Text:
+    """Sample `index` as each reward model scores it: the prompt and a stand-in for the sampled answer."""
+    from engine.reward_gate import ANSWER
+
+    out = Text()
+    for model, views in zip(gate.models, gate.views):
+        if index < len(views):
+            out.append(f"as reward model {model.name} scores it, with the answer\n", style="bold")
+            before, _, after = views[index].partition(ANSWER)
+            out.append(before, style="dim")
+            if ANSWER in views[index]:
+                out.append(ANSWER, style="italic green")
+                out.append(after, style="dim")
+            out.append("\n")
     out.rstrip()
     return out
 
@@ -168,6 +207,11 @@ def build_plan(preview: Preview, limit: int, parameters: int | None, capabilitie
 
 def sample_flag(sample: Sample, spec: TrainerSpec) -> str:
     """Why a sample teaches nothing, and what to change; empty when it does teach something."""
+    if spec.online:  # a prompt trains nothing itself (the sampled answers do); one too long is left out
+        if any(part.cut for part in sample.parts):
+            return ("this prompt is longer than params.max_prompt_length: training leaves it out; raise "
+                    "params.max_prompt_length")
+        return ""
     if not sample.no_trained_tokens:
         return ""
     if not any(part.cut for part in sample.parts):
@@ -201,6 +245,7 @@ class PreviewStep(Step):
     PreviewStep #preview-nav Button { min-width: 5; margin: 0 1 0 0; }
     PreviewStep #preview-sample-title { width: 1fr; }
     PreviewStep #preview-flag { color: $error; text-style: bold; height: auto; }
+    PreviewStep #preview-reward-view { height: auto; margin-bottom: 1; }
     PreviewStep #preview-pair { height: auto; layout: vertical; }
     PreviewStep.-wide #preview-pair { layout: horizontal; }
     PreviewStep.-wide #preview-pair MaskedText { width: 1fr; margin-right: 1; }
@@ -228,6 +273,7 @@ class PreviewStep(Step):
         yield Static(legend(), id="preview-legend")
         yield Static(id="preview-flag", markup=False)
         yield MaskedText(id="preview-text")
+        yield Static(id="preview-reward-view", markup=False)
         with Horizontal(id="preview-pair"):
             yield MaskedText(id="preview-chosen")
             yield MaskedText(id="preview-rejected")
@@ -270,6 +316,8 @@ class PreviewStep(Step):
             message: Message = PreviewBuilt(key, preview, plan)
         except UserError as e:
             message = PreviewFailed(key, list(e.problems))
+        except NotARewardModel as e:  # the Parameters step refuses one; its files may have changed since
+            message = PreviewFailed(key, [cfg.problem("params.reward_model", str(e), e.fix, cfg.params.reward_model)])
         except Exception as e:  # a bug, not the user's fault: say so on the step rather than crash the wizard
             message = PreviewFailed(key, [Problem("preview", f"internal error: {type(e).__name__}: {e}",
                                                   report_fix(e) + "; the dry run (--dry-run) may say more")])
@@ -322,8 +370,10 @@ class PreviewStep(Step):
     def _refresh(self) -> None:
         self.refresh_bindings()
         status = self.query_one("#preview-status", Static)
+        online = self.preview is not None and self.preview.cfg.spec.online
         status.update(LOADING if self.building else "could not build the preview:" if self.errors else
-                      "the training data, exactly as the model sees it")
+                      "the prompts, exactly as the policy and the reward model see them (the answers are sampled "
+                      "during training)" if online else "the training data, exactly as the model sees it")
         self.query_one(LoadingIndicator).display = self.building
         stats = self.query_one("#preview-stats", Static)
         stats.display = self.preview is not None
@@ -342,6 +392,10 @@ class PreviewStep(Step):
         self.query_one("#preview-chosen", MaskedText).show(parts.get("chosen"))
         self.query_one("#preview-rejected", MaskedText).show(parts.get("rejected"))
         self.query_one("#preview-pair").display = "chosen" in parts
+        gate = self.preview.reward if self.preview is not None else None
+        view = reward_view_text(gate, self.sample_index) if sample is not None and gate is not None else Text()
+        self.query_one("#preview-reward-view", Static).update(view)
+        self.query_one("#preview-reward-view").display = bool(view.plain)
         flag = sample_flag(sample, self.preview.cfg.spec) if sample and self.preview else ""
         self.query_one("#preview-flag", Static).update(flag)
         self.query_one("#preview-flag").display = bool(flag)

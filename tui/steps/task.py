@@ -1,4 +1,5 @@
-"""Step 2, Task: which trainer, with a line on what each is for and which columns it needs."""
+"""Step 2, Task: which trainer, with a line on what each is for and which columns it needs (every spec of the
+trainer registry, engine.tasks, in its order)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ class TaskChoice(RadioSet):
 class TaskStep(Step):
     """Pick the kind of training. SFT is the usual choice for chat or instruction data; DPO and ORPO need
     pairs of a better (chosen) and a worse (rejected) answer; a reward model learns to score answers; the
-    generic trainer continues pre-training on plain text. Up and Down choose; the line under the list says
-    which columns the chosen task needs."""
+    generic trainer continues pre-training on plain text; GRPO and RLOO sample their own answers to prompts and
+    learn from a reward model's scores of them (train one first with the reward model task). Up and Down
+    choose; the lines under the list say what the chosen task does and which columns it needs."""
 
     title = "Task"
     keys = ("task", "params.trainer")
@@ -70,6 +72,7 @@ class TaskStep(Step):
         with TaskChoice(id="task"):
             for spec in SPECS:
                 yield RadioButton(f"{spec.label}: {spec.purpose}", id=f"task-{spec.task}")
+        yield Static(id="task-purpose", classes="hint")  # in full: at 80 columns the list cuts the longer ones
         yield Static(id="task-columns", classes="hint")
         yield Static(classes="problems")
 
@@ -96,4 +99,5 @@ class TaskStep(Step):
 
     def _describe(self, task: str) -> None:
         spec = spec_for_task(task)
+        self.query_one("#task-purpose", Static).update(f"{spec.label}: {spec.purpose}." if spec else "")
         self.query_one("#task-columns", Static).update(f"Columns needed: {spec.columns_hint}" if spec else "")
