@@ -30,12 +30,14 @@ def test_what_auto_picks_for_each_trainer_and_machine(trainer: str) -> None:
         assert cpu.mode == gpu.mode == "padded"
     elif s.rows == "masked":  # SFT
         assert (cpu.mode, gpu.mode) == ("grouped", "packed")
+    elif s.online:  # GRPO/RLOO sample their own batches: each prompt's answers together
+        assert cpu.mode == gpu.mode == "padded" and "a group per prompt" in cpu.why
     else:
         assert cpu.mode == gpu.mode == "grouped"
     assert choose_batching("auto", s, on_cuda=True, flash_attention=False).mode != "packed"  # sdpa would mix them
     for mode in ("padded", "grouped"):
-        assert choose_batching(mode, s, on_cuda=False, flash_attention=False) == Batching(
-            mode, f"params.batching: {mode}")
+        assert choose_batching(mode, s, on_cuda=False, flash_attention=False) == (
+            cpu if s.online else Batching(mode, f"params.batching: {mode}"))
     with pytest.raises(ValueError, match="packed cannot run here"):
         choose_batching("packed", s, on_cuda=False, flash_attention=False)
 
@@ -114,7 +116,11 @@ def _more_padding(trainer, batch: dict, extra: int) -> dict:
     return out
 
 
-@pytest.mark.parametrize("trainer", [s.trainer for s in SPECS])
+# GRPO and RLOO batch the answers they sample themselves (never grouped), and their loss is on those answers
+OFFLINE = [s.trainer for s in SPECS if not s.online]
+
+
+@pytest.mark.parametrize("trainer", OFFLINE)
 def test_a_batch_loss_does_not_depend_on_its_padding(in_tmp: Path, tiny_model: Path, trainer: str) -> None:
     """Grouping changes how much padding a batch carries, nothing else: the same examples with 13 more padding
     tokens each give the same loss (per-token mean for SFT and generic, per-sequence log-probabilities for
@@ -138,7 +144,7 @@ def test_a_batch_loss_does_not_depend_on_its_padding(in_tmp: Path, tiny_model: P
         assert loss(wide(features)) == pytest.approx(loss(base), rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("trainer", [s.trainer for s in SPECS if s.trainer != "orpo"])
+@pytest.mark.parametrize("trainer", [t for t in OFFLINE if t != "orpo"])
 def test_the_eval_loss_does_not_depend_on_the_eval_batches(in_tmp: Path, tiny_model: Path, trainer: str) -> None:
     """The eval loss is the mean over every trained token (SFT, generic) or pair (reward, DPO) of the eval set:
     the same with padded batches in data order, grouped ones longest first, and one example per batch

@@ -278,3 +278,22 @@ def test_from_a_thread_the_workers_are_spawned_and_give_the_same_rows(tmp_path: 
     [direct] = _direct_rows(cfg)
     rows = data.trainer_rows(data.splits[0]).rows
     assert [rows[i] for i in range(len(rows))] == direct.rows
+
+
+@pytest.mark.parametrize("template", ["chatml", "none"])
+def test_the_cached_prompts_are_the_direct_prompts(tmp_path: Path, tiny_model: Path, template: str) -> None:
+    """GRPO/RLOO rows: the prompt ids and the prompt as TRL takes it (a text column of JSON), in chunks over two
+    processes, with over-long prompts left out alike."""
+    from support import tiny_config
+
+    prompts = [{"prompt": "Which is right? " * (1 + i % 7)} for i in range(24)]
+    cfg = tiny_config(tmp_path, tiny_model, {"train.jsonl": prompts}, task="llm-grpo", chat_template=template,
+                      column_mapping={"prompt_text_column": "prompt"},
+                      params={"reward_model": "unused-here", "max_prompt_length": 30, "valid_fraction": 0.2})
+    data = prepare_dataset(cfg, num_proc=2, chunk_rows=5)
+    for split, rows in zip(data.splits, _direct_rows(cfg)):
+        got = data.trainer_rows(split)
+        assert [got.rows[i] for i in range(len(got.rows))] == rows.rows and got.stats == rows.stats
+        assert 0 < len(rows.rows) < split.formatted.used and got.stats.skipped > 0  # the long ones left out
+    first = json.loads(data.trainer_rows(data.splits[0]).rows[0]["prompt"])
+    assert isinstance(first, list) == (template != "none")
