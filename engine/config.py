@@ -103,6 +103,8 @@ class RunConfig:
     lines: dict[str, int] = field(default_factory=dict, compare=False)
     # dotted keys given by `--set KEY=VALUE` (a problem with one is the option's, not the file's) -> the KEY.
     overrides: dict[str, str] = field(default_factory=dict, compare=False)
+    # dotted key -> the command-line flag that gave it (`llmtune-tui llm --lr ...`): its problems are the flag's.
+    given_as: dict[str, str] = field(default_factory=dict, compare=False)
     # keys that were absent from the file (their defaults were used).
     defaulted: set[str] = field(default_factory=set, compare=False)
     warnings: list[Problem] = field(default_factory=list, compare=False)
@@ -140,6 +142,9 @@ class RunConfig:
     def located(self, p: Problem) -> Problem:
         """`p` placed: a value from `--set` is said to come from it (the file's line for that key would blame a
         line that does not hold the value); otherwise the key's line in the file, when known."""
+        flag = self.given_as.get(p.key)
+        if flag is not None:
+            return replace(p, message=f"(from {flag}) {p.message}", line=None)
         given = self.set_by(p.key)
         if given is not None:  # the value is not repeated here: Problem shows it, or hides it for a secret
             where = "--set" if given == p.key else f"--set {_cut(given, 60)}=..."
@@ -363,13 +368,16 @@ def _read_text(path: Path) -> str:
 
 
 def parse_config_text(text: str, *, source: Path | None = None, overrides: list[str] | None = None,
-                      environ: dict[str, str] | None = None, check_env: bool = False) -> RunConfig:
-    name = str(source) if source else "<config>"
+                      environ: dict[str, str] | None = None, check_env: bool = False,
+                      given_as: dict[str, str] | None = None, name: str | None = None) -> RunConfig:
+    """`given_as`: config key -> the command-line flag that set it; `name`: what messages call the config."""
+    name = name or (str(source) if source else "<config>")
     raw, lines, problems = _read_yaml(text)
     if raw is None:
         raise ConfigError(problems, source=name)
     problems += apply_overrides(raw, overrides or [])
-    cfg, more = build_config(raw, lines=lines, source=source, environ=environ, overrides=overrides)
+    cfg, more = build_config(raw, lines=lines, source=source, environ=environ, overrides=overrides,
+                             given_as=given_as)
     problems += more
     if check_env:
         problems = _with_environment(cfg, problems)
@@ -626,12 +634,13 @@ def override_keys(overrides: list[str]) -> dict[str, str]:
 
 
 def build_config(raw: dict, *, lines: dict[str, int] | None = None, source: Path | None = None,
-                 environ: dict[str, str] | None = None, overrides: list[str] | None = None
-                 ) -> tuple[RunConfig, list[Problem]]:
+                 environ: dict[str, str] | None = None, overrides: list[str] | None = None,
+                 given_as: dict[str, str] | None = None) -> tuple[RunConfig, list[Problem]]:
     """Turn a raw mapping into a RunConfig; return it with every problem found (static rules included).
     `overrides`: the `--set` items already applied to `raw`, so that their problems are said to be theirs."""
     env = os.environ if environ is None else environ
-    cfg = RunConfig(source=source, lines=dict(lines or {}), overrides=override_keys(overrides or []))
+    cfg = RunConfig(source=source, lines=dict(lines or {}), overrides=override_keys(overrides or []),
+                    given_as=dict(given_as or {}))
     for key in list(cfg.lines):
         if cfg.set_by(key) is not None:
             del cfg.lines[key]  # the file's line no longer holds the value
@@ -795,6 +804,7 @@ def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> No
         value, problem = coerce(given, annotation, key, choices)
         if problem:
             problems.append(cfg.problem(key, problem[0], problem[1], flat[key]))
+            cfg.defaulted.add(key)  # its default stands in, as if absent: no rule blames the default on the key
             continue
         if key in cfg.unset_env and value is None and not _optional(annotation):
             continue  # keep the default; the unset variable is reported where it matters
@@ -806,6 +816,14 @@ def _assign(cfg: RunConfig, flat: dict[str, Any], problems: list[Problem]) -> No
         cfg.data.chat_template = "none"
     if TASKS.get(cfg.task) and "params.trainer" in cfg.defaulted:
         cfg.params.trainer = TASKS[cfg.task]  # written out as AutoTrain's training_params do
+
+
+def key_is_optional(key: str) -> bool:
+    """Whether a dotted config key may be empty (None): its field's type says so."""
+    for k, obj, f in _targets(RunConfig()):
+        if k == key:
+            return _optional(f.type if f else next(x.type for x in fields(RunConfig) if x.name == key))
+    raise KeyError(key)
 
 
 def _optional(annotation: str) -> bool:

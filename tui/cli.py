@@ -1,4 +1,5 @@
-"""`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` or `--yes` headless; `demo`, `resume`,
+"""`llmtune-tui`: the wizard by default; `--config FILE` with `--dry-run` or `--yes` headless; `llm` (AutoTrain's
+`autotrain llm` flags: tui.autotrain_cli); `demo`, `resume`,
 `attach` (the dashboard of a run), `runs` (a list of them), `cache` (the prepared datasets: `cache list`,
 `cache clear [KEY...] [--older-than DAYS]`).
 
@@ -50,6 +51,16 @@ def main_command(
     if yes:
         raise typer.Exit(_run(lambda: _train(config, overrides or [])))
     raise typer.Exit(_run(lambda: _wizard(config, overrides or [])))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                "help_option_names": []}, add_help_option=False)
+def llm(ctx: typer.Context) -> None:
+    """AutoTrain's command line: `autotrain llm --train ...` with `llmtune-tui` for `autotrain`
+    (llmtune-tui llm --help lists the flags)."""
+    from tui.autotrain_cli import run_llm
+
+    raise typer.Exit(_run(lambda: run_llm(list(ctx.args))))
 
 
 @app.command()
@@ -132,19 +143,9 @@ def demo(
 
 def _dry_run(config: Path, overrides: list[str], samples: int) -> int:
     from engine.config import load_config
-    from tui.dry_run import print_preview, print_validated
+    from tui.dry_run import dry_run_config
 
-    cfg = load_config(config, overrides, check_env=True)
-    print_validated(cfg)
-    from engine.preview import build_preview, check_trainable
-    from tui.dry_run import console
-    from tui.progress_bar import PrepProgress
-
-    with PrepProgress(console()) as progress:  # a bar on a terminal while every row is prepared
-        preview = build_preview(cfg, n_samples=samples, progress=progress)
-    print_preview(preview)
-    check_trainable(preview)  # after the preview, which shows where each sample is cut
-    return ExitCode.OK
+    return dry_run_config(load_config(config, overrides, check_env=True), samples)
 
 
 def _train(config: Path, overrides: list[str]) -> int:

@@ -404,3 +404,16 @@ def shorten(segments: list[Segment], budget: int) -> list[tuple[str, str | None]
         out.append((f" … ({gap} characters not shown) … ", None))
     return out
 
+
+def dry_run_config(cfg: Any, samples: int) -> int:
+    """The dry run of a checked config (from a file, or from AutoTrain's flags: tui.autotrain_cli)."""
+    print_validated(cfg)
+    from engine.exit_codes import ExitCode
+    from engine.preview import build_preview, check_trainable
+    from tui.progress_bar import PrepProgress
+
+    with PrepProgress(console()) as progress:  # a bar on a terminal while every row is prepared
+        preview = build_preview(cfg, n_samples=samples, progress=progress)
+    print_preview(preview)
+    check_trainable(preview)  # after the preview, which shows where each sample is cut
+    return ExitCode.OK
