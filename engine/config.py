@@ -143,8 +143,10 @@ class RunConfig:
         """`p` placed: a value from `--set` is said to come from it (the file's line for that key would blame a
         line that does not hold the value); otherwise the key's line in the file, when known."""
         flag = self.given_as.get(p.key)
-        if flag is not None:
-            return replace(p, message=f"(from {flag}) {p.message}", line=None)
+        if flag is not None:  # a fix written as YAML (`lr: 3e-5`) is said as the flag (`--lr 3e-5`)
+            leaf = p.key.rsplit(".", 1)[-1]
+            fix = p.fix.replace(f"e.g. {leaf}: ", f"e.g. {flag} ") if p.fix else p.fix
+            return replace(p, message=f"(from {flag}) {p.message}", fix=fix, line=None)
         given = self.set_by(p.key)
         if given is not None:  # the value is not repeated here: Problem shows it, or hides it for a secret
             where = "--set" if given == p.key else f"--set {_cut(given, 60)}=..."
