@@ -56,7 +56,8 @@ def print_runs(directory: Path, console: Console | None = None) -> int:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("run", "status", "trainer", "step", "loss", *(("reward",) if rewarded else ()), "eval loss",
                  "last event"):
-        table.add_column(name, no_wrap=name != "run")
+        # a long run name folds onto more lines: cut with an ellipsis, nested runs would all read "reward-…"
+        table.add_column(name, no_wrap=name != "run", overflow="fold" if name == "run" else "ellipsis")
     for run_dir, summary, last in rows:
         reward = (number(summary.reward, ".3g"),) if rewarded else ()
         table.add_row(_shown(run_dir, directory), run_status(run_dir, summary), summary.trainer or "-",
