@@ -31,9 +31,10 @@ from engine.model_names import model_id_problem, resolve_local
 from engine.params import INT_LIMIT, PARAM_FIELDS, Params
 from engine.target_modules import parse_targets
 from engine.tasks import BY_TRAINER, DEFAULT_TRAINER, ROLE_MEANINGS, TASKS, TrainerSpec
+from engine.trackers import TRACKERS
 
 CHAT_TEMPLATES = ("none", "zephyr", "chatml", "tokenizer")
-LOGGERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
+LOGGERS = ("none", *TRACKERS)  # engine.trackers: what each needs, checked before a run
 BACKENDS_LOCAL = ("local", "local-cli", "local-ui")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 # SECRET_KEYS (imported from engine.errors, where Problem hides their values) is part of this module's API.
@@ -1259,7 +1260,8 @@ def _env_problems(cfg: RunConfig) -> list[Problem]:
 
 def check_environment(cfg: RunConfig) -> list[Problem]:
     """Rules that look at this machine: model and data exist, the hardware runs the precision asked for, LoRA's
-    target modules are modules of the model. Keys whose text no file can have are left to text_problems."""
+    target modules are modules of the model, the tracker `log` names can log from here. Keys whose text no file
+    can have are left to text_problems."""
     unusable = {p.key for p in text_problems(cfg)}
     model = [] if "base_model" in unusable else model_problems(cfg)
     out = list(model)
@@ -1270,6 +1272,9 @@ def check_environment(cfg: RunConfig) -> list[Problem]:
     from engine.online import environment_problems as online_problems
 
     out += online_problems(cfg)
+    from engine.trackers import environment_problems as tracker_problems
+
+    out += tracker_problems(cfg)
     if "base_model" not in unusable and not model:
         out += target_module_problems(cfg)
     return out

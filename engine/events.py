@@ -20,7 +20,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "eval_loss": _NUM_OR_NULL, "metrics": (dict,),
     "path": (str,), "level": (str,), "kind": (str,), "log": (str,),
     "status": (str,), "exit_code": _INT, "output": _STR_OR_NULL, "merged": _STR_OR_NULL,
-    "kept": (bool,), "rank": _INT, "launch": (dict,),
+    "kept": (bool,), "rank": _INT, "launch": (dict,), "tracker": (dict,),
 }
 
 # Closed vocabularies: a value outside these is a writer bug.
@@ -74,7 +74,7 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 # Free text and opaque dicts: a string "NaN" in these is text, not a number.
 _TEXT_FIELDS = frozenset({"type", "run_dir", "trainer", "task", "base_model", "config", "versions",
                           "device", "output_dir", "phase", "message", "path", "level", "kind", "log",
-                          "status", "output", "merged", "launch"})
+                          "status", "output", "merged", "launch", "tracker"})
 
 
 def _sanitize(value: Any) -> Any:
@@ -152,6 +152,9 @@ class EventWriter:
     Thread-safe: the trainer's callback and a background sampler may both emit. A file deleted while the
     run goes on is created again at the next event (readers follow the new file), and a line that a full
     disk cut short is ended before the next one, so that line is lost and not the next.
+
+    `listeners` get each event once it is written, as a reader reads it back (the experiment tracker's feed,
+    engine.trainers.tracking); a listener must not raise.
     """
 
     def __init__(self, path: Path) -> None:
@@ -160,6 +163,7 @@ class EventWriter:
         self._fd = self._open()
         self._lock = threading.Lock()
         self._cut = False  # the last write failed part way: the file may end in a partial line
+        self.listeners: list[Callable[[dict], None]] = []
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -185,6 +189,8 @@ class EventWriter:
                 written = os.write(self._fd, data)
                 data = data[written:]
             self._cut = False
+        for listener in list(self.listeners):  # outside the lock: a listener may write an event itself
+            listener(_restored(event))
         return event
 
     def _checked(self, type: str, **fields: Any) -> dict:
@@ -203,10 +209,12 @@ class EventWriter:
                     data: Mapping[str, Any], total_steps: int, epochs: float, batch_size: int, output_dir: str,
                     block_size: int, block_size_note: str, trainable_parameters: int,
                     total_parameters: int, batching: Mapping[str, str] | None = None,
-                    kernels: Mapping[str, Any] | None = None, launch: Mapping[str, Any] | None = None) -> dict:
+                    kernels: Mapping[str, Any] | None = None, launch: Mapping[str, Any] | None = None,
+                    tracker: Mapping[str, Any] | None = None) -> dict:
         """`batching`: how batches are made ({"mode", "why"}, engine.batching); `kernels`: whether Liger's fused
         kernels run ({"liger", "why"}, engine.kernels); `launch`: the processes ({"world_size", "backend",
-        "command", ...}, engine.distributed)."""
+        "command", ...}, engine.distributed); `tracker`: where `log:` logs ({"name", "label", "mode", "where",
+        "project", "run", "hint"}, engine.trainers.tracking)."""
         return self._checked("run_started", run_dir=run_dir, pid=pid, trainer=trainer, task=task,
                              base_model=base_model, config=config, versions=versions, device=device, data=data,
                              total_steps=total_steps, epochs=epochs, batch_size=batch_size, output_dir=output_dir,
@@ -214,7 +222,8 @@ class EventWriter:
                              trainable_parameters=trainable_parameters, total_parameters=total_parameters,
                              **({"batching": dict(batching)} if batching else {}),
                              **({"kernels": dict(kernels)} if kernels else {}),
-                             **({"launch": dict(launch)} if launch else {}))
+                             **({"launch": dict(launch)} if launch else {}),
+                             **({"tracker": dict(tracker)} if tracker else {}))
 
     def status(self, *, phase: str, message: str, step: int | None = None) -> dict:
         """`step`: with phase "training", the step training begins at (step events' `elapsed` counts from here)."""

@@ -36,7 +36,8 @@ from engine.run_files import CHECKPOINT_PREFIX, EVENTS_FILE, PARAMS_FILE, RESERV
 from engine.trainers.nonfinite import TrainingDiverged
 
 log = logging.getLogger("llmtune")
-PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "tokenizers", "llmtune")
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "tokenizers", "llmtune",
+            "wandb", "mlflow", "mlflow-skinny", "trackio")  # those not installed are left out
 
 
 def rank() -> int:
@@ -197,6 +198,7 @@ class Run:
         from engine.trainers.common import Job, apply_batching, epochs_run, total_steps
         from engine.trainers.nonfinite import NonFiniteGuard, nonfinite_parameters
         from engine.trainers.progress import ProgressCallback, TokenCounter
+        from engine.trainers.tracking import start_tracker
 
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
                   world_size=world_size(), batching=run_batching(cfg),
@@ -219,9 +221,13 @@ class Run:
                      "uninterrupted run would have had (the same count repeats them)")
         guard = NonFiniteGuard()
         progress = ProgressCallback(self.writer, self.run_dir, counter, guard, self.manifest)
+        # the tracker's run (rank 0), before the model: run_started says where it logs; it follows the events
+        tracker = start_tracker(cfg.log, self.run_dir, lambda m: self.log("warning", m)) if self.writer else None
+        if tracker is not None and self.writer is not None:
+            self.writer.listeners.append(tracker)
         self.status("loading model", f"loading {cfg.base_model}")
         with self.recording():  # TensorBoard's runs/ appears here
-            trainer, loaded = builder(cfg.trainer)(job, [progress])
+            trainer, loaded = builder(cfg.trainer)(job, [progress] + ([tracker] if tracker else []))
         apply_batching(trainer, job)
         self.log("info", f"batching: {job.batching.describe()}")
         self.log("info", f"kernels: {job.kernels.describe()}")
@@ -259,7 +265,8 @@ class Run:
                 batch_size=cfg.params.batch_size * cfg.params.gradient_accumulation * job.world_size,
                 output_dir=str(self.run_dir), block_size=block_size, block_size_note=note,
                 trainable_parameters=_trainable(trainer.model), total_parameters=_total(trainer.model),
-                batching=job.batching.as_dict(), kernels=job.kernels.as_dict(), launch=_launch(job.world_size))
+                batching=job.batching.as_dict(), kernels=job.kernels.as_dict(), launch=_launch(job.world_size),
+                tracker=tracker.where if tracker else None)
         card("running")
         self._check_room(cfg, trainer.model, total_steps(job), checkpoint)
         if "stop" in progress.requests():  # asked to stop while the data and model were loading (every rank hears)

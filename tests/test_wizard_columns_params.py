@@ -8,6 +8,7 @@ quantization, values kept across Back and Next.
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -443,8 +444,33 @@ def test_every_param_has_a_field() -> None:
     from engine.params import PARAM_FIELDS
 
     keys = [f.key for f in param_fields()]
-    assert keys[:2] == ["data.chat_template", "project_name"]
-    assert sorted(keys[2:]) == sorted(f"params.{n}" for n in PARAM_FIELDS)
+    assert keys[:3] == ["data.chat_template", "project_name", "log"]
+    assert sorted(keys[3:]) == sorted(f"params.{n}" for n in PARAM_FIELDS)
+
+
+async def test_the_tracker_field_offers_the_installed_trackers_and_says_how_to_add_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("mlflow", "trackio"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: import fails, find_spec finds nothing
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = config("llm-sft")
+    cfg.log = "mlflow"  # the config names one that is not installed here
+    app = WizardApp(cfg)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_step(pilot, PARAMS)
+        select = app.query_one("#param-log", Select)
+        assert [v for _, v in select._options] == ["none", "tensorboard", "wandb", "mlflow"]
+        assert select.value == "mlflow"
+        await pilot.press("ctrl+n")  # the engine's refusal (the same as --yes), next to the field; Next blocked
+        await until(pilot, lambda: "needs the mlflow-skinny package" in row_problem(app, "row-param-log"), "refusal")
+        assert "pip install 'llmtune[mlflow]'" in row_problem(app, "row-param-log") and app.index == PARAMS
+        select.focus()
+        await until(pilot, lambda: "Installed here: tensorboard, wandb." in text_of(app, "#param-help"), "the help")
+        assert "mlflow: pip install 'llmtune[mlflow]'; trackio: pip install 'llmtune[trackio]'" in text_of(
+            app, "#param-help")
+        select.value = "wandb"
+        await until(pilot, lambda: app.cfg.log == "wandb" and not row_problem(app, "row-param-log"), "wandb taken")
+        assert app.step.problems(app.cfg) == []
 
 
 # ---------------------------------------------------------------- snapshots

@@ -1,5 +1,6 @@
 """The live dashboard of one run: progress, the loss plot (and the reward's, for online RL), learning rate and
-grad norm (and KL, the answers' length and how many were cut, for online RL), memory, the log.
+grad norm (and KL, the answers' length and how many were cut, for online RL), memory, the log; the header says
+where the experiment tracker (`log:`) logs the run.
 
 It only reads the run directory (events.jsonl, train.log) and asks the run for things through files
 (engine.control.request), so leaving it, detaching or losing the terminal never touches the run. A worker
@@ -24,7 +25,7 @@ from textual.worker import get_current_worker
 
 from engine import control, launch
 from engine.run_files import LOG_FILE
-from tui.format import end_reason, number, shown_path
+from tui.format import end_reason, number, shown_path, tracker_lines
 from tui.run_follower import RunFollower, RunPolled
 from tui.run_state import RunState
 from tui.series import Series
@@ -220,6 +221,8 @@ class DashboardScreen(FunnelledWorkers, Screen[None]):
         self._dirty = False
         self.redraws += 1
         state, live = self.state, self.live
+        tracker = tracker_lines(state.tracker)[:1]  # in the header: the run dir, and where the tracker logs it
+        self.sub_title = " · ".join([shown_path(self.run_dir), *(t.removeprefix("tracker: ") for t in tracker)])
         self.query_one(RunStatus).show(state, live)
         self.query_one(RunOutcome).show(state, live)
         self.query_one("#loss-plot", LossPlot).set_x_limit(state.summary.total_steps)  # stale too: the series grew

@@ -16,6 +16,8 @@ from rich.text import Text
 from engine.config import RunConfig
 from engine.plan import Plan, duration_line, plan_for_preview, steps_line
 from engine.preview import Preview, Sample, Segment, SplitReport
+from engine.trackers import TRACKERS
+from engine.trackers import describe as describe_tracker
 from tui.format import length_stats
 
 STYLES = {"trained": "bold green", "masked": "grey50", "cut": "red strike"}
@@ -84,6 +86,8 @@ def summary_rows(cfg: RunConfig, preview: Preview | None = None, plan: Plan | No
     rows.append(("kernels", kernels_line(cfg, machine)))
     rows.append(("checkpointing", checkpointing_line(cfg, machine)))
     rows.append(("processes", processes_line(cfg, machine)))
+    if cfg.log in TRACKERS:
+        rows.append(("tracker", describe_tracker(cfg, machine=machine)))
     return rows
 
 

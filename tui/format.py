@@ -193,7 +193,15 @@ def run_started_lines(event: dict) -> list[str]:
             trained = f"{d.get('trained_tokens', 0):,} trained" if d.get("trained_tokens") else "answers sampled"
             lines.append(f"data {split}: {d.get('examples', 0):,} examples, {d.get('tokens', 0):,} tokens "
                          f"({trained}), {d.get('truncated', 0):,} truncated, {d.get('dropped', 0):,} rows dropped")
-    return lines
+    return lines + tracker_lines(event.get("tracker"))
+
+
+def tracker_lines(tracker: object) -> list[str]:
+    """Where `log:` logs the run (the run_started `tracker` field): the offline directory, the URL, the file."""
+    if not isinstance(tracker, dict) or not tracker.get("where"):
+        return []
+    lines = [f"tracker: {tracker.get('label')} ({tracker.get('mode')}): {tracker['where']}"]
+    return lines + ([f"tracker: {tracker['hint']}"] if tracker.get("hint") else [])
 
 
 def event_lines(event: dict) -> list[tuple[str, str]]:

@@ -82,6 +82,7 @@ class RunState:
         self.last_step: dict | None = None  # the latest step event, null metrics filled with the last logged
         self._logged = LoggedMetrics()
         self.epochs: float | None = None
+        self.tracker: dict | None = None  # where `log:` logs the run (run_started's `tracker`)
         self.checkpoint_step: int | None = None  # the step of the last checkpoint saved
         self.checkpoint_kept = False  # ... and whether it was asked for by hand (rotation leaves it)
         self.gpus: dict[int, GpuMemory] = {}
@@ -105,6 +106,7 @@ class RunState:
                 self._eval(event)
             elif kind == "run_started":
                 self.epochs = _num(event.get("epochs"))
+                self.tracker = event["tracker"] if isinstance(event.get("tracker"), dict) else None
             elif kind == "checkpoint":
                 self.checkpoint_step = _int(event.get("step"))
                 self.checkpoint_kept = event.get("kept") is True

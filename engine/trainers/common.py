@@ -15,11 +15,12 @@ from engine.chat_templates import TemplateSetup
 from engine.config import RunConfig
 from engine.kernels import Kernels
 from engine.plan import samples_per_epoch, steps_of, steps_per_epoch
+from engine.trackers import TRACKERS, project, run_name
 from engine.trainers.evaluation import weigh_eval_loss
 from engine.trainers.model import device
 from engine.trainers.rows import TrainerRows
 
-REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+REPORTERS = {name: name for name in TRACKERS}  # `log` -> transformers' report_to (the same names)
 
 
 @dataclass
@@ -102,6 +103,8 @@ def training_args(job: Job, config_class: type, **extra: Any) -> Any:
         save_steps=p.save_steps if p.save_steps else 500,
         save_total_limit=p.save_total_limit,
         report_to=[REPORTERS[cfg.log]] if cfg.log in REPORTERS else "none",
+        run_name=run_name(job.run_dir),  # the tracker's run (engine.trackers); Trackio's callback opens it by name
+        project=project(cfg.log, job.run_dir),  # only Trackio reads it
         include_num_input_tokens_seen="no",  # we count tokens ourselves (trained ones too)
         disable_tqdm=True,  # progress goes to events.jsonl; bars would garble train.log
         use_cpu=not on_gpu,
@@ -112,8 +115,11 @@ def training_args(job: Job, config_class: type, **extra: Any) -> Any:
         use_liger_kernel=job.kernels.liger,
     )
     kwargs.update(extra)
-    if "dataset_num_proc" not in {f.name for f in fields(config_class)}:
+    names = {f.name for f in fields(config_class)}
+    if "dataset_num_proc" not in names:
         del kwargs["dataset_num_proc"]  # GRPO and RLOO prepare no dataset of their own
+    if "project" not in names:
+        del kwargs["project"]  # transformers before 5.x
     return config_class(**kwargs)
 
 

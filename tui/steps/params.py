@@ -17,6 +17,7 @@ from textual.widgets import Checkbox, Collapsible, Input, Select, Static
 
 from engine.config import (
     CHAT_TEMPLATES,
+    LOGGERS,
     DataConfig,
     RunConfig,
     coerce,
@@ -27,6 +28,8 @@ from engine.config import (
 from engine.errors import Problem
 from engine.memory import estimate_memory
 from engine.params import PARAM_FIELDS, param_default
+from engine.trackers import TRACKERS, installed_trackers
+from engine.trackers import environment_problems as tracker_problems
 from tui.format import human_bytes
 from tui.messages import CapabilitiesRead
 from tui.steps.base import Step, step_problems
@@ -38,11 +41,20 @@ from tui.steps.rows import FieldRow, compact_input
 # `trainer`.
 LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "merge_adapter")
 NEVER = ("trainer", "valid_fraction")  # set on other steps: the task (trainer), the data (its hold-out share)
-# The two fields outside `params:` that belong here; their help, as the params table has none for them.
+# The fields outside `params:` that belong here; their help, as the params table has none for them.
 OTHER_HELP = {
     "data.chat_template": "Turns message lists into text: chatml, zephyr, tokenizer (the model's own) or none.",
     "project_name": "The output directory of the run (checkpoints, the adapter or model, events, logs).",
 }
+
+
+def log_help(installed: list[str]) -> str:
+    """`log`'s help: the trackers, which are installed here (the field offers those), how to add the others."""
+    missing = [TRACKERS[n] for n in TRACKERS if n not in installed]
+    add = "; ".join(f"{t.name}: {t.install.split(' (')[0]}" for t in missing)
+    return ("Where the training metrics are logged besides the run's own events: tensorboard (RUN_DIR/runs), "
+            f"wandb (W&B), mlflow, trackio. Installed here: {', '.join(installed) or 'none'}."
+            + (f" To add one, {add}, then start the wizard again." if missing else ""))
 
 
 @dataclass(frozen=True)
@@ -70,13 +82,15 @@ class ParamField:
 
 
 def param_fields() -> list[ParamField]:
-    """The chat template and project name, then every params field: basic ones first, in the table's order,
-    except the reward model (GRPO, RLOO), which comes first: it is what those trainers learn from."""
+    """The chat template, project name and tracker, then every params field: basic ones first, in the table's
+    order, except the reward model (GRPO, RLOO), which comes first: it is what those trainers learn from."""
     chat = next(f for f in fields(DataConfig) if f.name == "chat_template")
     project = next(f for f in fields(RunConfig) if f.name == "project_name")
+    log = next(f for f in fields(RunConfig) if f.name == "log")
     out = [ParamField("data.chat_template", str(chat.type), chat.default, OTHER_HELP["data.chat_template"],
                       CHAT_TEMPLATES, "basic"),
-           ParamField("project_name", str(project.type), project.default, OTHER_HELP["project_name"], None, "basic")]
+           ParamField("project_name", str(project.type), project.default, OTHER_HELP["project_name"], None, "basic"),
+           ParamField("log", str(log.type), log.default, log_help(installed_trackers()), LOGGERS, "basic")]
     params = [ParamField(f"params.{name}", str(f.type), param_default(name), f.metadata["help"],
                          f.metadata["choices"], f.metadata["group"]) for name, f in PARAM_FIELDS.items()]
     params.sort(key=lambda f: f.key != REWARD_KEY)  # stable: the rest keep the table's order
@@ -136,6 +150,8 @@ def build_widget(field: ParamField) -> Widget:
 
 
 def select_options(field: ParamField) -> list[tuple[str, str]]:
+    if field.key == "log":  # the trackers installed here; one the config names that is not stays, refused
+        return [(c, c) for c in ("none", *installed_trackers())]
     none = [("none", "none")] if field.optional and "none" not in (field.choices or ()) else []
     return none + [(str(c), str(c)) for c in field.choices or ()]
 
@@ -178,17 +194,18 @@ def probe_known() -> bool:
 
 
 class ParamsStep(Step):
-    """Training parameters. The basic ones come first: chat template, output directory, block_size (tokens per
-    sample), epochs, batch size, learning rate, mixed precision, LoRA (peft) and quantization (int4 = QLoRA).
-    Advanced ones are folded away below. Each field shows its default; the line at the bottom explains the
-    focused one. Values are checked as you type with the same rules as `--yes`. The memory panel estimates
-    what training needs (weights, gradients, optimizer, activations) against this machine's GPU: an
-    estimate, to tell "fits easily" from "will not fit". GRPO and RLOO learn from a reward model: pick an
-    llm-reward run found under ./runs, or type a run directory, model directory or hub id; the line under it
-    says what it is and how it scores its own run's held-out pairs (a weak one is flagged)."""
+    """Training parameters. The basic ones come first: chat template, output directory, the experiment tracker
+    (log: the trackers installed here; its help says how to add the others), block_size (tokens per sample),
+    epochs, batch size, learning rate, mixed precision, LoRA (peft) and quantization (int4 = QLoRA). Advanced
+    ones are folded away below. Each field shows its default; the line at the bottom explains the focused one.
+    Values are checked as you type with the same rules as `--yes`. The memory panel estimates what training
+    needs (weights, gradients, optimizer, activations) against this machine's GPU: an estimate, to tell "fits
+    easily" from "will not fit". GRPO and RLOO learn from a reward model: pick an llm-reward run found under
+    ./runs, or type a run directory, model directory or hub id; the line under it says what it is and how it
+    scores its own run's held-out pairs (a weak one is flagged)."""
 
     title = "Parameters"
-    keys = ("params.", "data.chat_template", "project_name")
+    keys = ("params.", "data.chat_template", "project_name", "log")
 
     DEFAULT_CSS = """
     ParamsStep Collapsible { padding-left: 0; padding-bottom: 0; border-top: none; }
@@ -320,6 +337,7 @@ class ParamsStep(Step):
         # A text that is no value stays unassigned: its own problem stands for the key (fields in use only).
         bad = [p for key, p in self.bad.items() if field_visible(self._field(key), cfg)]
         found = step_problems(cfg, self.keys, extra=bad)
+        found += [p for p in tracker_problems(cfg) if p not in found]
         if self._machine_known():
             found += [p for p in machine_problems(cfg) + distributed_problems(cfg) if p not in found]
         row = self._reward_row(cfg)
@@ -386,7 +404,7 @@ class ParamsStep(Step):
         self.update_memory()
 
     def _validate(self, cfg: RunConfig) -> None:
-        problems = static_problems(cfg)  # also refreshes cfg.warnings
+        problems = static_problems(cfg) + tracker_problems(cfg)  # static_problems also refreshes cfg.warnings
         warnings = list(cfg.warnings)
         if self._machine_known():
             problems += machine_problems(cfg) + distributed_problems(cfg)
