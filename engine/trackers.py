@@ -91,13 +91,13 @@ def describe(cfg: Any, *, machine: bool = True, environ: Mapping[str, str] | Non
     """Where the run will be logged, said before it starts (the dry run, --yes, the wizard's review); the run's
     exact place (W&B's offline directory, its URL) is in the run_started event. `machine`: read W&B's own
     settings for its mode (the wizard does not, to stay quick)."""
-    from engine.run_files import run_dir_of
+    from engine.run_files import TENSORBOARD_DIR, run_dir_of
 
     environ = os.environ if environ is None else environ
     tracker, run_dir = TRACKERS[cfg.log], run_dir_of(cfg)
     names = f"project {project(cfg.log, run_dir, environ)}, run {run_name(run_dir)}"
     if cfg.log == "tensorboard":
-        return f"TensorBoard: {environ.get('TENSORBOARD_LOGGING_DIR') or run_dir / 'runs'}"
+        return f"TensorBoard: {environ.get('TENSORBOARD_LOGGING_DIR') or run_dir / TENSORBOARD_DIR}"
     if cfg.log == "wandb":
         settings = _wandb_settings() if machine and installed("wandb") else None
         mode = environ.get("WANDB_MODE") or (settings or {}).get("mode") or "online unless WANDB_MODE says"

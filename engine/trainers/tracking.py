@@ -28,6 +28,7 @@ from urllib.request import url2pathname
 from transformers import TrainerCallback
 
 from engine.errors import Problem, UserError
+from engine.run_files import TENSORBOARD_DIR
 from engine.trackers import TRACKERS, is_file_store, mlflow_uri, project, run_name
 
 STEP_FIELDS = ("tokens_per_s", "trained_tokens_per_s", "tokens", "trained_tokens")
@@ -64,7 +65,7 @@ class TensorBoardRun(TrackerRun):
     name = "tensorboard"
 
     def start(self) -> tuple[str, str, str | None]:
-        where = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(self.run_dir.absolute() / "runs")
+        where = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(self.run_dir.absolute() / TENSORBOARD_DIR)
         return "local", where, f"view: tensorboard --logdir {where}"
 
 
