@@ -1,5 +1,8 @@
-"""Fused kernels, chosen for the machine and model: Liger's (`params.liger_kernel`: auto|on|off) and LoRA's
-dropout fused into its matmul (`params.lora_dropout_kernel`: auto|on|off), both our additions.
+"""Fused kernels, chosen for the machine and model, each with its key (auto|on|off, our additions): Liger's
+(`params.liger_kernel`), LoRA's dropout fused into its matmul (`params.lora_dropout_kernel`), the LM head's
+log-probabilities on the CPU (`params.logprob_kernel`) and attention without the padding mask for right-padded
+batches (`params.causal_attention_kernel`). SWITCHES lists them: the summary line, the run_started event and the
+config check's refusals read it.
 
 Liger replaces a model's RMSNorm, RoPE and SwiGLU (and, outside TRL's SFT, which fuses its own LM head, the
 LM head with the cross-entropy) with Triton kernels: less memory and more speed on a CUDA GPU, for the model
@@ -12,6 +15,15 @@ The fused LoRA dropout (engine.trainers.lora_dropout) is the same dropout drawn 
 matmul: on a CPU, torch's dropout draws its mask slowly and every LoRA module keeps its own dropped copy of its
 input. `auto` turns it on for LoRA runs with dropout on the CPU, where it was measured; on a GPU peft's dropout
 is torch's fused kernel, and `on` there is refused.
+
+The CPU log-prob head (engine.trainers.logprob_head) scores only the positions with a label, a block of tokens
+at a time, where TRL's fused LM head scores every position in fp32 off a GPU. `auto`: on for CPU runs of the
+trainers whose loss comes from TRL's fused head (SFT, generic, DPO, GRPO, RLOO); on a GPU TRL's Triton kernel
+does the same already, and `on` there is refused.
+
+Causal attention without the padding mask (engine.trainers.causal_attention): exact for right-padded batches of
+a causal model, and PyTorch runs its causal kernel instead of the masked one. `auto`: on for CPU runs, where it
+was measured; `on` runs it on a GPU too.
 """
 
 from __future__ import annotations
@@ -24,6 +36,34 @@ from typing import Any
 SWITCH = ("auto", "on", "off")  # the choices of each kernel key
 KEY = "params.liger_kernel"
 LORA_DROPOUT_KEY = "params.lora_dropout_kernel"
+LOGPROB_KEY = "params.logprob_kernel"
+CAUSAL_KEY = "params.causal_attention_kernel"
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One kernel key: the Kernels fields it sets (`attr`, and `attr`_why, Liger's being `why`) and its words."""
+    attr: str
+    key: str
+    label: str
+    on: str
+    off: str
+
+    @property
+    def why_attr(self) -> str:
+        return "why" if self.attr == "liger" else f"{self.attr}_why"
+
+    @property
+    def param(self) -> str:
+        return self.key.removeprefix("params.")
+
+
+SWITCHES = (
+    Switch("liger", KEY, "Liger", "on", "off"),
+    Switch("lora_dropout", LORA_DROPOUT_KEY, "LoRA dropout", "fused", "as peft does it"),
+    Switch("logprob_head", LOGPROB_KEY, "log-probs", "llmtune's CPU head", "TRL's head"),
+    Switch("causal_attention", CAUSAL_KEY, "attention", "causal, no padding mask", "with the padding mask"),
+)
 
 
 @dataclass(frozen=True)
@@ -32,14 +72,17 @@ class Kernels:
     why: str
     lora_dropout: bool = False
     lora_dropout_why: str = f"{LORA_DROPOUT_KEY}: off"
+    logprob_head: bool = False
+    logprob_head_why: str = f"{LOGPROB_KEY}: off"
+    causal_attention: bool = False
+    causal_attention_why: str = f"{CAUSAL_KEY}: off"
 
     def describe(self) -> str:
-        return (f"Liger {'on' if self.liger else 'off'} ({self.why}); LoRA dropout "
-                f"{'fused' if self.lora_dropout else 'as peft does it'} ({self.lora_dropout_why})")
+        return "; ".join(f"{s.label} {s.on if getattr(self, s.attr) else s.off} ({getattr(self, s.why_attr)})"
+                         for s in SWITCHES)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"liger": self.liger, "why": self.why, "lora_dropout": self.lora_dropout,
-                "lora_dropout_why": self.lora_dropout_why}
+        return {name: getattr(self, name) for s in SWITCHES for name in (s.attr, s.why_attr)}
 
 
 def liger_refusal(*, on_cuda: bool, installed: bool, model_type: str | None,
@@ -84,8 +127,6 @@ def choose_lora_dropout(asked: str, *, on_cuda: bool, peft: bool, dropout: float
         return False, f"{LORA_DROPOUT_KEY}: off"
     if not peft:
         return False, "no LoRA (params.peft: false)"
-    if dropout <= 0:
-        return False, "params.lora_dropout: 0, nothing to drop"
     refusal = lora_dropout_refusal(on_cuda=on_cuda)
     if asked == "on":
         if refusal:
@@ -93,28 +134,68 @@ def choose_lora_dropout(asked: str, *, on_cuda: bool, peft: bool, dropout: float
         return True, f"{LORA_DROPOUT_KEY}: on"
     if refusal:
         return False, f"auto: {refusal}"
-    return True, ("auto: the mask drawn and applied inside the LoRA matmul on this CPU, the same dropout "
-                  "(1.25x faster steps than peft's here)")
+    if dropout <= 0:
+        return True, "auto: no dropout to draw; the LoRA A matmul reads its input without peft's fp32 copy"
+    return True, ("auto: the mask drawn and applied inside the LoRA matmul on this CPU, the same dropout, and "
+                  "the input read without peft's fp32 copy (1.4x faster steps than peft's here)")
+
+
+def logprob_refusal(*, on_cuda: bool) -> str | None:
+    """Why the CPU log-prob head cannot run here, or None when it can."""
+    if on_cuda:
+        return "on a GPU TRL's Triton kernel scores only the labelled positions already"
+    return None
+
+
+def choose_logprob_head(asked: str, *, on_cuda: bool, fused_head: bool) -> tuple[bool, str]:
+    """(on, why) for params.logprob_kernel; `fused_head`: the trainer's loss comes from TRL's fused LM head."""
+    if asked == "off":
+        return False, f"{LOGPROB_KEY}: off"
+    if not fused_head:
+        return False, "this trainer's loss does not go through TRL's fused LM head"
+    refusal = logprob_refusal(on_cuda=on_cuda)
+    if asked == "on":
+        if refusal:
+            raise ValueError(f"{LOGPROB_KEY}: on cannot run here: {refusal}")
+        return True, f"{LOGPROB_KEY}: on"
+    if refusal:
+        return False, f"auto: {refusal}"
+    return True, ("auto: only the positions with a label scored, a block of tokens at a time (TRL's own head "
+                  "scores every position in fp32 off a GPU)")
+
+
+def choose_causal_attention(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
+    """(on, why) for params.causal_attention_kernel: exact wherever batches are right-padded, measured on CPUs."""
+    if asked == "off":
+        return False, f"{CAUSAL_KEY}: off"
+    if asked == "on":
+        return True, f"{CAUSAL_KEY}: on"
+    if on_cuda:
+        return False, f"auto: not measured on a GPU yet ({CAUSAL_KEY}: on runs it there)"
+    return True, ("auto: right-padded batches attend without their padding mask (a causal model's real tokens "
+                  "never see the pads after them), so PyTorch runs its causal kernel")
+
+
+REFUSALS = {"liger": lambda on_cuda: liger_refusal(on_cuda=on_cuda, installed=liger_installed(), model_type=None,
+                                                   supported=None),
+            "lora_dropout": lambda on_cuda: lora_dropout_refusal(on_cuda=on_cuda),
+            "logprob_head": lambda on_cuda: logprob_refusal(on_cuda=on_cuda)}  # causal attention runs anywhere
 
 
 def on_refusals(params: Any, *, on_cuda: bool) -> list[tuple[str, str]]:
-    """(key, reason) for each kernel key set to `on` that cannot run on this machine: the config check's list,
-    so a new kernel key is added here once. Liger's model type is checked by liger where it runs."""
+    """(key, reason) for each kernel key set to `on` that cannot run on this machine: the config check's list.
+    Liger's model type is checked by liger where it runs."""
     out = []
-    if params.liger_kernel == "on":
-        refusal = liger_refusal(on_cuda=on_cuda, installed=liger_installed(), model_type=None, supported=None)
+    for s in SWITCHES:
+        refusal = REFUSALS[s.attr](on_cuda) if s.attr in REFUSALS and getattr(params, s.param) == "on" else None
         if refusal:
-            out.append((KEY, refusal))
-    if params.lora_dropout_kernel == "on":
-        refusal = lora_dropout_refusal(on_cuda=on_cuda)
-        if refusal:
-            out.append((LORA_DROPOUT_KEY, refusal))
+            out.append((s.key, refusal))
     return out
 
 
 def asks_on(params: Any) -> bool:
     """Whether any kernel key is set to `on` (the only setting the config check has to ask the machine about)."""
-    return "on" in (params.liger_kernel, params.lora_dropout_kernel)
+    return any(getattr(params, s.param) == "on" for s in SWITCHES)
 
 
 def liger_installed() -> bool:
@@ -139,4 +220,7 @@ def machine_kernels(cfg: Any, *, on_cuda: bool, model_type: str | None = None) -
     liger = choose_kernels(p.liger_kernel, on_cuda=on_cuda, installed=liger_installed(), model_type=model_type,
                            supported=liger_model_types() if known else None)
     fused, why = choose_lora_dropout(p.lora_dropout_kernel, on_cuda=on_cuda, peft=p.peft, dropout=p.lora_dropout)
-    return replace(liger, lora_dropout=fused, lora_dropout_why=why)
+    head, head_why = choose_logprob_head(p.logprob_kernel, on_cuda=on_cuda, fused_head=cfg.spec.fused_lm_head)
+    causal, causal_why = choose_causal_attention(p.causal_attention_kernel, on_cuda=on_cuda)
+    return replace(liger, lora_dropout=fused, lora_dropout_why=why, logprob_head=head, logprob_head_why=head_why,
+                   causal_attention=causal, causal_attention_why=causal_why)

@@ -133,6 +133,12 @@ class Params:
     lora_dropout_kernel: str = _p("auto", "LoRA's dropout drawn and applied inside the LoRA matmul (the same "
                                   "dropout, faster and lighter on a CPU): auto = on for CPU runs.", choices=SWITCH,
                                   extra=True)
+    logprob_kernel: str = _p("auto", "The LM head's log-probabilities on a CPU scored only where there is a label, "
+                             "a block of tokens at a time (the same loss; TRL scores every position there): auto = on "
+                             "for CPU runs of SFT, generic, DPO, GRPO and RLOO.", choices=SWITCH, extra=True)
+    causal_attention_kernel: str = _p("auto", "Right-padded batches attend without their padding mask, so PyTorch "
+                                      "runs its causal kernel (exact: a causal model's real tokens never see the "
+                                      "pads after them): auto = on for CPU runs.", choices=SWITCH, extra=True)
     num_processes: int | None = _p(None, "Training processes on each machine (one per GPU); empty = every visible "
                                    "GPU (CUDA_VISIBLE_DEVICES counts), one process without a GPU.", group="basic",
                                    minimum=1, maximum=1024, extra=True)

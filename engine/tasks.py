@@ -55,6 +55,7 @@ class TrainerSpec:
     head: str = "causal-lm"  # "causal-lm", or "score": a one-label sequence-classification head (reward)
     responses_only: bool = False  # the loss is on the answers only, unless params.train_on_all_tokens
     reference_model: bool = False  # a frozen reference model (without LoRA: a second copy of the weights)
+    fused_lm_head: bool = True  # its TRL trainer takes the loss from TRL's fused LM head (engine.trainers.logprob_head)
     defaults: tuple[tuple[str, object], ...] = ()  # what an empty param of its own means for it (TRL's defaults)
 
     def default(self, param: str) -> object:
@@ -119,7 +120,7 @@ SPECS: tuple[TrainerSpec, ...] = (  # in the order the wizard lists them: the us
     TrainerSpec(
         "reward", "llm-reward", "Reward model", "learn to score answers: chosen above rejected",
         "chosen, rejected (prompt optional)", "reward modelling", roles=ROLES, required=(TEXT, REJECTED),
-        templates=(), params=(), rows="scored", head="score"),
+        templates=(), params=(), rows="scored", head="score", fused_lm_head=False),
     TrainerSpec(
         "dpo", "llm-dpo", "DPO", "prefer chosen over rejected answers, against a frozen reference",
         "prompt, chosen, rejected", "DPO", roles=ROLES, required=ROLES, templates=("prompt_template",),
@@ -127,7 +128,7 @@ SPECS: tuple[TrainerSpec, ...] = (  # in the order the wizard lists them: the us
     TrainerSpec(
         "orpo", "llm-orpo", "ORPO", "SFT and preference in one pass, no reference model", "prompt, chosen, rejected",
         "ORPO", roles=ROLES, required=ROLES, templates=("prompt_template",), params=_PAIR_LIMITS,
-        rows="labelled-pairs"),
+        rows="labelled-pairs", fused_lm_head=False),
     TrainerSpec(
         "grpo", "llm-grpo", "GRPO", "sample answers and raise those a reward model scores above their group",
         "prompts (text or messages) and a reward model", "GRPO (online RL from a reward model)", roles=(PROMPT,),

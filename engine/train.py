@@ -189,20 +189,26 @@ class Run:
         if self.manifest is not None:  # rank 0 writes the run directory's files
             self.manifest.add(PARAMS_FILE)
             write_training_params(cfg, self.run_dir)
-        return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows)
+        from engine.trainers.kernel_setup import checked, process_patches
+
+        kernels, notes = checked(run_kernels(cfg))
+        for n in notes:
+            self.log("warning", n)
+        with process_patches(kernels):
+            return self._train(cfg, tokenizer, setup, block_size, note, train_rows, valid_rows, kernels)
 
     def _train(self, cfg: RunConfig, tokenizer: Any, setup: Any, block_size: int, note: str, train_rows: Any,
-               valid_rows: Any) -> ExitCode:
+               valid_rows: Any, kernels: Any) -> ExitCode:
         from engine.model_card import write_model_card
         from engine.trainers import builder
         from engine.trainers.common import Job, apply_batching, epochs_run, total_steps
+        from engine.trainers.kernel_setup import apply_to_trainer
         from engine.trainers.nonfinite import NonFiniteGuard, nonfinite_parameters
         from engine.trainers.progress import ProgressCallback, TokenCounter
         from engine.trainers.tracking import start_tracker
 
         job = Job(cfg, self.run_dir, tokenizer, setup, block_size, train_rows, valid_rows,
-                  world_size=world_size(), batching=run_batching(cfg),
-                  kernels=run_kernels(cfg))
+                  world_size=world_size(), batching=run_batching(cfg), kernels=kernels)
         cores = os.cpu_count() or 1
         if job.world_size > cores and not _on_cuda():
             self.log("warning", f"{job.world_size} CPU processes share {cores} cores: each runs slower than "
@@ -231,10 +237,8 @@ class Run:
         apply_batching(trainer, job)
         self.log("info", f"batching: {job.batching.describe()}")
         self.log("info", f"kernels: {job.kernels.describe()}")
-        if job.kernels.lora_dropout:
-            from engine.trainers.lora_dropout import fuse_lora_dropout
-
-            self.log("info", f"LoRA dropout fused into {fuse_lora_dropout(trainer.model)} LoRA layers")
+        for line in apply_to_trainer(trainer, job.kernels):
+            self.log("info", line)
         counter.attach(trainer)
         guard.attach(trainer)
         # TRL's card ("a fine-tuned version of [None]"); ours below

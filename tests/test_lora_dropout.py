@@ -132,8 +132,9 @@ def test_auto_fuses_lora_dropout_on_the_cpu_only_and_explicit_values_win() -> No
         False, "params.lora_dropout_kernel: off")
     assert choose_lora_dropout("on", on_cuda=False, peft=True, dropout=0.05) == (
         True, "params.lora_dropout_kernel: on")
-    assert choose_lora_dropout("on", on_cuda=False, peft=True, dropout=0.0)[1] == (
-        "params.lora_dropout: 0, nothing to drop")
+    # no dropout: still fused, for the input read without peft's fp32 copy
+    assert choose_lora_dropout("auto", on_cuda=False, peft=True, dropout=0.0) == (
+        True, "auto: no dropout to draw; the LoRA A matmul reads its input without peft's fp32 copy")
     assert not choose_lora_dropout("auto", on_cuda=False, peft=False, dropout=0.05)[0]
     with pytest.raises(ValueError, match="params.lora_dropout_kernel: on cannot run here"):
         choose_lora_dropout("on", on_cuda=True, peft=True, dropout=0.05)
@@ -153,3 +154,38 @@ def test_on_is_refused_by_the_config_check_on_a_gpu(in_tmp: Path, tiny_model: Pa
     monkeypatch.setattr(capabilities, "probe", lambda: dataclasses.replace(real, device="cuda"))
     [problem] = machine_problems(cfg)
     assert problem.key == "params.lora_dropout_kernel" and "on a GPU" in problem.message
+
+
+def test_a_bf16_model_without_dropout_is_fused_and_trains_as_peft_does(tiny_model: Path) -> None:
+    """DPO turns dropout off, and a bf16 LoRA run's layers read bf16 inputs: fused anyway, the A matmul takes
+    the input uncast (peft would copy it to fp32 and autocast straight back); the same loss and gradients under
+    autocast, and a forward without autocast (generation) still runs."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    def model() -> torch.nn.Module:
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.bfloat16)
+        m = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
+        torch.manual_seed(0)
+        for p in m.parameters():
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.05)
+        return m.train()
+
+    ids = torch.randint(5, 200, (2, 24))
+    results = []
+    for fuse in (False, True):
+        m = model()
+        if fuse:
+            layers = [x for x in m.modules() if isinstance(x, LoraLayer)]
+            assert fuse_lora_dropout(m) == len(layers) > 0
+            assert all(x.cast_input_dtype_enabled is False for x in layers)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(_grads(m, ids, seed=1))
+    (loss, grads), (fused_loss, fused_grads) = results
+    assert fused_loss == pytest.approx(loss, rel=1e-6)
+    for n in grads:
+        torch.testing.assert_close(fused_grads[n], grads[n])
+    with torch.no_grad():
+        assert m.eval()(input_ids=ids).logits.dtype == torch.bfloat16  # no autocast: the input cast as peft does

@@ -146,14 +146,13 @@ def batching_line(cfg: RunConfig, machine: bool) -> str:
 
 def kernels_line(cfg: RunConfig, machine: bool) -> str:
     """Which fused kernels will run (engine.kernels), as the training process will choose."""
-    from engine.kernels import KEY, LORA_DROPOUT_KEY, machine_kernels
+    from engine.kernels import SWITCHES, machine_kernels
 
     p = cfg.params
     if not machine:
-        def asked(value: str, key: str) -> str:
-            return f"{value} ({'chosen for this machine at the start' if value == 'auto' else key})"
-
-        return f"Liger {asked(p.liger_kernel, KEY)}; LoRA dropout {asked(p.lora_dropout_kernel, LORA_DROPOUT_KEY)}"
+        auto = [s.label for s in SWITCHES if getattr(p, s.param) == "auto"]
+        fixed = [f"{s.label} {getattr(p, s.param)} ({s.key})" for s in SWITCHES if getattr(p, s.param) != "auto"]
+        return "; ".join(fixed + ([f"{', '.join(auto)}: auto (chosen for this machine at the start)"] if auto else []))
     try:
         from engine.model_info import read_model_info
 

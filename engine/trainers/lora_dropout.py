@@ -14,6 +14,12 @@ The draws come from torch's default generator, so `set_seed` makes a run repeata
 (LoRA r16 on every linear layer, a 6-layer Llama, batch 4 x 400 tokens, interleaved): a training step takes
 1.25x less time than with peft's dropout, about 1.15x more than with no dropout.
 
+The fused A also takes its input as it comes: peft casts each LoRA layer's input to the adapter's fp32 (a copy
+per module, kept for the backward) and autocast casts it straight back to bf16 for the matmul; here the matmul
+reads the bf16 input itself (the same product: bf16 values are exact in fp32), 1.13x faster steps in a bf16 LoRA
+run here and less memory. So layers without dropout are fused too (DPO turns dropout off): their A is a plain
+linear on the uncast input. Without autocast the input is cast to the weight's dtype, as peft would.
+
 Only vanilla LoRA layers with a plain `nn.Linear` A are fused (DoRA and other variants keep peft's path); eval
 mode and p == 0 are a plain linear.
 """
@@ -76,13 +82,16 @@ class DropoutLinear(nn.Linear):
     p: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.weight.dtype)  # what peft's input cast did, where no autocast does it
         if self.training and self.p > 0:
             return _DroppedLinear.apply(x, self.weight, self.p)
         return super().forward(x)
 
 
 def fuse_lora_dropout(model: nn.Module) -> int:
-    """Move the dropout of every vanilla LoRA layer of `model` into its A matrix; the number of layers fused."""
+    """Move the dropout of every vanilla LoRA layer of `model` into its A matrix, which reads the layer's input
+    uncast; the number of layers fused."""
     from peft.tuners.lora.layer import LoraLayer
 
     fused = 0
@@ -92,11 +101,14 @@ def fuse_lora_dropout(model: nn.Module) -> int:
         for name, dropout in module.lora_dropout.items():
             a = module.lora_A[name] if name in module.lora_A else None
             variant = name in getattr(module, "lora_variant", {})  # DoRA and the like: peft's own path
-            plain = type(a) is nn.Linear and type(dropout) is nn.Dropout and not variant
-            if not plain or not 0 < dropout.p < 1 - 1 / LANES:
+            plain = type(a) is nn.Linear and type(dropout) in (nn.Dropout, nn.Identity) and not variant
+            p = float(getattr(dropout, "p", 0.0))
+            if not plain or not 0 <= p < 1 - 1 / LANES:
                 continue
             a.__class__ = DropoutLinear
-            a.p = float(dropout.p)
+            a.p = p
             module.lora_dropout[name] = nn.Identity()
             fused += 1
+        if module.lora_A and all(type(a) is DropoutLinear for a in module.lora_A.values()):
+            module.cast_input_dtype_enabled = False  # every A matmul takes x as it is (the module's docstring)
     return fused
