@@ -1,7 +1,8 @@
 """Fused kernels, chosen for the machine and model, each with its key (auto|on|off, our additions): Liger's
 (`params.liger_kernel`), LoRA's dropout fused into its matmul (`params.lora_dropout_kernel`), the LM head's
 log-probabilities on the CPU (`params.logprob_kernel`) and attention without the padding mask for right-padded
-batches (`params.causal_attention_kernel`). SWITCHES lists them: the summary line, the run_started event and the
+batches (`params.causal_attention_kernel`), and glibc's allocator keeping freed blocks (`params.malloc_reuse`,
+engine.allocator). SWITCHES lists them: the summary line, the run_started event and the
 config check's refusals read it.
 
 Liger replaces a model's RMSNorm, RoPE and SwiGLU (and, outside TRL's SFT, which fuses its own LM head, the
@@ -38,6 +39,7 @@ KEY = "params.liger_kernel"
 LORA_DROPOUT_KEY = "params.lora_dropout_kernel"
 LOGPROB_KEY = "params.logprob_kernel"
 CAUSAL_KEY = "params.causal_attention_kernel"
+MALLOC_KEY = "params.malloc_reuse"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ SWITCHES = (
     Switch("lora_dropout", LORA_DROPOUT_KEY, "LoRA dropout", "fused", "as peft does it"),
     Switch("logprob_head", LOGPROB_KEY, "log-probs", "llmtune's CPU head", "TRL's head"),
     Switch("causal_attention", CAUSAL_KEY, "attention", "causal, no padding mask", "with the padding mask"),
+    Switch("malloc_reuse", MALLOC_KEY, "allocator", "keeps freed blocks", "glibc's defaults"),
 )
 
 
@@ -76,6 +79,8 @@ class Kernels:
     logprob_head_why: str = f"{LOGPROB_KEY}: off"
     causal_attention: bool = False
     causal_attention_why: str = f"{CAUSAL_KEY}: off"
+    malloc_reuse: bool = False
+    malloc_reuse_why: str = f"{MALLOC_KEY}: off"
 
     def describe(self) -> str:
         return "; ".join(f"{s.label} {s.on if getattr(self, s.attr) else s.off} ({getattr(self, s.why_attr)})"
@@ -176,10 +181,31 @@ def choose_causal_attention(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
                   "never see the pads after them), so PyTorch runs its causal kernel")
 
 
+def choose_malloc_reuse(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
+    """(on, why) for params.malloc_reuse (engine.allocator): glibc only; auto on for CPU runs, where measured."""
+    from engine.allocator import allocator_refusal
+
+    if asked == "off":
+        return False, f"{MALLOC_KEY}: off"
+    refusal = allocator_refusal()
+    if asked == "on":
+        if refusal:
+            raise ValueError(f"{MALLOC_KEY}: on cannot run here: {refusal}")
+        return True, f"{MALLOC_KEY}: on"
+    if refusal:
+        return False, f"auto: {refusal}"
+    if on_cuda:
+        return False, (f"auto: measured for CPU runs, where each step's large buffers come from malloc "
+                       f"({MALLOC_KEY}: on to try)")
+    return True, ("auto: glibc keeps the large blocks a step frees for the next step instead of handing them back "
+                  "and page-faulting them in again")
+
+
 REFUSALS = {"liger": lambda on_cuda: liger_refusal(on_cuda=on_cuda, installed=liger_installed(), model_type=None,
                                                    supported=None),
             "lora_dropout": lambda on_cuda: lora_dropout_refusal(on_cuda=on_cuda),
-            "logprob_head": lambda on_cuda: logprob_refusal(on_cuda=on_cuda)}  # causal attention runs anywhere
+            "logprob_head": lambda on_cuda: logprob_refusal(on_cuda=on_cuda),
+            "malloc_reuse": lambda on_cuda: _allocator_refusal()}  # causal attention runs anywhere
 
 
 def on_refusals(params: Any, *, on_cuda: bool) -> list[tuple[str, str]]:
@@ -196,6 +222,12 @@ def on_refusals(params: Any, *, on_cuda: bool) -> list[tuple[str, str]]:
 def asks_on(params: Any) -> bool:
     """Whether any kernel key is set to `on` (the only setting the config check has to ask the machine about)."""
     return any(getattr(params, s.param) == "on" for s in SWITCHES)
+
+
+def _allocator_refusal() -> str | None:
+    from engine.allocator import allocator_refusal
+
+    return allocator_refusal()
 
 
 def liger_installed() -> bool:
@@ -222,5 +254,7 @@ def machine_kernels(cfg: Any, *, on_cuda: bool, model_type: str | None = None) -
     fused, why = choose_lora_dropout(p.lora_dropout_kernel, on_cuda=on_cuda, peft=p.peft, dropout=p.lora_dropout)
     head, head_why = choose_logprob_head(p.logprob_kernel, on_cuda=on_cuda, fused_head=cfg.spec.fused_lm_head)
     causal, causal_why = choose_causal_attention(p.causal_attention_kernel, on_cuda=on_cuda)
+    malloc, malloc_why = choose_malloc_reuse(p.malloc_reuse, on_cuda=on_cuda)
     return replace(liger, lora_dropout=fused, lora_dropout_why=why, logprob_head=head, logprob_head_why=head_why,
-                   causal_attention=causal, causal_attention_why=causal_why)
+                   causal_attention=causal, causal_attention_why=causal_why, malloc_reuse=malloc,
+                   malloc_reuse_why=malloc_why)

@@ -139,6 +139,9 @@ class Params:
     causal_attention_kernel: str = _p("auto", "Right-padded batches attend without their padding mask, so PyTorch "
                                       "runs its causal kernel (exact: a causal model's real tokens never see the "
                                       "pads after them): auto = on for CPU runs.", choices=SWITCH, extra=True)
+    malloc_reuse: str = _p("auto", "glibc's malloc keeps the large blocks a training step frees for the next step "
+                           "(instead of handing them back and page-faulting them in again): auto = on for CPU runs "
+                           "on Linux.", choices=SWITCH, extra=True)
     num_processes: int | None = _p(None, "Training processes on each machine (one per GPU); empty = every visible "
                                    "GPU (CUDA_VISIBLE_DEVICES counts), one process without a GPU.", group="basic",
                                    minimum=1, maximum=1024, extra=True)

@@ -178,6 +178,20 @@ def test_auto_chooses_the_cpu_kernels_on_a_cpu_only_and_explicit_values_win() ->
     assert choose_causal_attention("off", on_cuda=False) == (False, f"{CAUSAL_KEY}: off")
 
 
+def test_the_allocator_setting_is_chosen_for_cpu_runs_on_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import allocator
+    from engine.kernels import MALLOC_KEY, choose_malloc_reuse
+
+    assert allocator.allocator_refusal() is None and allocator.keep_freed_blocks()  # this Linux: glibc takes it
+    assert choose_malloc_reuse("auto", on_cuda=False)[0]
+    assert not choose_malloc_reuse("auto", on_cuda=True)[0]
+    assert choose_malloc_reuse("off", on_cuda=False) == (False, f"{MALLOC_KEY}: off")
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+    assert not choose_malloc_reuse("auto", on_cuda=False)[0]
+    with pytest.raises(ValueError, match="without glibc"):
+        choose_malloc_reuse("on", on_cuda=False)
+
+
 @pytest.mark.parametrize("trainer", ["reward", "orpo"])
 def test_trainers_without_trls_fused_head_say_so(in_tmp: Path, tiny_model: Path, trainer: str) -> None:
     cfg = make_config(in_tmp, tiny_model, trainer)
@@ -203,7 +217,7 @@ def test_a_bf16_run_uses_the_cpu_kernels_and_says_so(in_tmp: Path, tiny_model: P
     assert code == 0
     [started] = [e for e in events if e["type"] == "run_started"]
     assert started["kernels"]["logprob_head"] and started["kernels"]["causal_attention"]
-    assert started["kernels"]["lora_dropout"]
+    assert started["kernels"]["lora_dropout"] and started["kernels"]["malloc_reuse"]
     messages = [e["message"] for e in events if e["type"] == "log"]
     assert any(m.startswith("attention: right-padded batches run without their padding mask") for m in messages)
     card = (run_dir / "README.md").read_text()

@@ -1,6 +1,6 @@
 """Putting the chosen kernels (engine.kernels) into the training process: what the process patches while it
-trains (the CPU log-prob head) and what each built trainer's models get (the fused LoRA A, causal attention
-without the padding mask)."""
+trains (the CPU log-prob head, the allocator's setting) and what each built trainer's models get (the fused
+LoRA A, causal attention without the padding mask)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ def checked(kernels: Kernels) -> tuple[Kernels, list[str]]:
 
 @contextlib.contextmanager
 def process_patches(kernels: Kernels) -> Iterator[None]:
-    """What the process runs with while it trains (restored after)."""
+    """What the process runs with while it trains (restored after, but for the allocator's setting, which
+    glibc cannot take back: harmless for the rest of a process, and the training process exits after its run)."""
+    if kernels.malloc_reuse:
+        from engine.allocator import keep_freed_blocks
+
+        keep_freed_blocks()
     if not kernels.logprob_head:
         yield
         return

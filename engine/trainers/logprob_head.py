@@ -27,14 +27,24 @@ BLOCK_LOGITS = 1 << 23  # logits per block of tokens (fp32: 32 MB)
 _TRL_CALL = "compact = _use_triton(hidden_states.device)"  # the line of TRL's fused head this relies on
 
 
-def _transform(y: torch.Tensor, logit_scale: float, softcap: float | None, inv_t: float
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """TRL's logit transform (scale, optional tanh soft-capping, temperature), and tanh's value for the backward."""
-    y = y * logit_scale
+def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, logit_scale: float, softcap: float | None,
+            inv_t: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A block's fp32 logits after TRL's transform (scale, optional tanh soft-capping, temperature), transformed
+    in place (a fresh (tokens, vocabulary) buffer costs its page faults: each one counts on a CPU), and tanh's
+    value for the backward."""
+    z = torch.nn.functional.linear(h, w, b).float()
     if softcap is None:
-        return y * inv_t, None
-    t = torch.tanh(y / softcap)
-    return softcap * t * inv_t, t
+        if logit_scale * inv_t != 1.0:
+            z.mul_(logit_scale * inv_t)
+        return z, None
+    t = z.mul_(logit_scale / softcap).tanh_()
+    z = t * (softcap * inv_t)
+    return z, t
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b, -1) without the (tokens, vocabulary) product."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
 def _block(vocab: int) -> int:
@@ -65,19 +75,23 @@ class CpuLogProbs(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             for s in range(0, n, step):
                 e = min(n, s + step)
-                z, _ = _transform(torch.nn.functional.linear(hidden[s:e].to(dtype), w, b).float(), logit_scale,
-                                  final_logit_softcapping, inv_t)
-                lse = torch.logsumexp(z, -1)
-                log_z[s:e] = lse
-                log_probs[s:e] = z.gather(-1, targets[s:e, None])[:, 0] - lse
-                if entropy is not None:
-                    entropy[s:e] = lse - (torch.exp(z - lse[:, None]) * z).sum(-1)
-                if sum_sq is not None:
-                    sum_sq[s:e] = torch.logsumexp(2 * z, -1) - 2 * lse
+                z, _ = _logits(hidden[s:e].to(dtype), w, b, logit_scale, final_logit_softcapping, inv_t)
                 if mean is not None:
                     mean[s:e] = z.mean(-1)
                 if top1 is not None:  # argmax is the first maximum: a tie with an earlier token is not top-1 (TRL's)
                     top1[s:e] = z.argmax(-1) == targets[s:e]
+                peak = z.amax(-1)
+                target = z.gather(-1, targets[s:e, None])[:, 0] - peak
+                shifted = z.sub_(peak[:, None])  # z - max: every exp below is at most 1
+                exp = torch.exp(shifted) if entropy is not None else torch.exp_(shifted)
+                total = exp.sum(-1)
+                log_total = torch.log(total)
+                log_z[s:e] = peak + log_total
+                log_probs[s:e] = target - log_total
+                if entropy is not None:  # H = log S - sum(e * (z - max)) / S
+                    entropy[s:e] = log_total - _rowdot(exp, shifted) / total
+                if sum_sq is not None:  # log sum p^2 = log sum e^2 - 2 log S
+                    sum_sq[s:e] = torch.log(_rowdot(exp, exp)) - 2 * log_total
         ctx.save_for_backward(hidden, weight, bias, targets, log_z, log_z if entropy is None else entropy)
         ctx.setup = (dtype, step, final_logit_softcapping, logit_scale, inv_t, entropy is not None)
         ctx.mark_non_differentiable(*(x for x in (sum_sq, mean, top1) if x is not None))
@@ -94,20 +108,27 @@ class CpuLogProbs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if wants_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if wants_weight else None
         grad_bias = torch.zeros(bias.shape, dtype=torch.float32) if wants_bias and bias is not None else None
+        entropy_grad = grad_entropy is not None and has_entropy
         with torch.autocast("cpu", enabled=False):
             for s in range(0, hidden.shape[0], step):
                 e = min(hidden.shape[0], s + step)
                 h = hidden[s:e].to(dtype)
-                z, t = _transform(torch.nn.functional.linear(h, w, b).float(), logit_scale, softcap, inv_t)
-                log_p = z - log_z[s:e, None]
-                p = torch.exp(log_p)
-                g = torch.zeros_like(z)
-                if grad_log_probs is not None:  # d log p_target / dz_j = [j = target] - p_j
-                    g.sub_(p * grad_log_probs[s:e, None])
+                z, t = _logits(h, w, b, logit_scale, softcap, inv_t)
+                log_p = z.sub_(log_z[s:e, None])
+                # d log p_target / dz_j = [j = target] - p_j;  d H / dz_j = -p_j (log p_j + H)
+                if entropy_grad:
+                    p = torch.exp(log_p)
+                    g = log_p.add_(entropy[s:e, None]).mul_(p).mul_(-grad_entropy[s:e, None])
+                    if grad_log_probs is not None:
+                        g.sub_(p.mul_(grad_log_probs[s:e, None]))
+                elif grad_log_probs is not None:
+                    g = torch.exp_(log_p).mul_(-grad_log_probs[s:e, None])
+                else:
+                    g = log_p.zero_()
+                if grad_log_probs is not None:
                     g.scatter_add_(-1, targets[s:e, None], grad_log_probs[s:e, None].float())
-                if grad_entropy is not None and has_entropy:  # d H / dz_j = -p_j (log p_j + H)
-                    g.sub_(grad_entropy[s:e, None] * p * (log_p + entropy[s:e, None]))
-                g.mul_(inv_t * logit_scale)
+                if logit_scale * inv_t != 1.0:
+                    g.mul_(inv_t * logit_scale)
                 if t is not None:
                     g.mul_(1 - t * t)
                 g_low = g.to(dtype)
