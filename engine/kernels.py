@@ -65,7 +65,7 @@ SWITCHES = (
     Switch("lora_dropout", LORA_DROPOUT_KEY, "LoRA dropout", "fused", "as peft does it"),
     Switch("logprob_head", LOGPROB_KEY, "log-probs", "llmtune's CPU head", "TRL's head"),
     Switch("causal_attention", CAUSAL_KEY, "attention", "causal, no padding mask", "with the padding mask"),
-    Switch("malloc_reuse", MALLOC_KEY, "allocator", "keeps freed blocks", "glibc's defaults"),
+    Switch("malloc_reuse", MALLOC_KEY, "allocator", "reuses large blocks", "glibc's defaults"),
 )
 
 
@@ -197,8 +197,8 @@ def choose_malloc_reuse(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
     if on_cuda:
         return False, (f"auto: measured for CPU runs, where each step's large buffers come from malloc "
                        f"({MALLOC_KEY}: on to try)")
-    return True, ("auto: glibc keeps the large blocks a step frees for the next step instead of handing them back "
-                  "and page-faulting them in again")
+    return True, ("auto: glibc keeps one step's large blocks for the next instead of handing them back and "
+                  "page-faulting them in again")
 
 
 REFUSALS = {"liger": lambda on_cuda: liger_refusal(on_cuda=on_cuda, installed=liger_installed(), model_type=None,
