@@ -34,6 +34,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.allocator import allocator_refusal
+
 SWITCH = ("auto", "on", "off")  # the choices of each kernel key
 KEY = "params.liger_kernel"
 LORA_DROPOUT_KEY = "params.lora_dropout_kernel"
@@ -183,8 +185,6 @@ def choose_causal_attention(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
 
 def choose_malloc_reuse(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
     """(on, why) for params.malloc_reuse (engine.allocator): glibc only; auto on for CPU runs, where measured."""
-    from engine.allocator import allocator_refusal
-
     if asked == "off":
         return False, f"{MALLOC_KEY}: off"
     refusal = allocator_refusal()
@@ -205,7 +205,7 @@ REFUSALS = {"liger": lambda on_cuda: liger_refusal(on_cuda=on_cuda, installed=li
                                                    supported=None),
             "lora_dropout": lambda on_cuda: lora_dropout_refusal(on_cuda=on_cuda),
             "logprob_head": lambda on_cuda: logprob_refusal(on_cuda=on_cuda),
-            "malloc_reuse": lambda on_cuda: _allocator_refusal()}  # causal attention runs anywhere
+            "malloc_reuse": lambda on_cuda: allocator_refusal()}  # causal attention runs anywhere
 
 
 def on_refusals(params: Any, *, on_cuda: bool) -> list[tuple[str, str]]:
@@ -222,12 +222,6 @@ def on_refusals(params: Any, *, on_cuda: bool) -> list[tuple[str, str]]:
 def asks_on(params: Any) -> bool:
     """Whether any kernel key is set to `on` (the only setting the config check has to ask the machine about)."""
     return any(getattr(params, s.param) == "on" for s in SWITCHES)
-
-
-def _allocator_refusal() -> str | None:
-    from engine.allocator import allocator_refusal
-
-    return allocator_refusal()
 
 
 def liger_installed() -> bool:
