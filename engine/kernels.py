@@ -104,20 +104,27 @@ def liger_refusal(*, on_cuda: bool, installed: bool, model_type: str | None,
     return None
 
 
-def choose_kernels(asked: str, *, on_cuda: bool, installed: bool, model_type: str | None,
-                   supported: Collection[str] | None) -> Kernels:
-    """What params.liger_kernel asks, or for `auto` on exactly where it can run. `on` where it cannot raises
-    ValueError (the config check says it before that)."""
+def _decide(asked: str, key: str, refusal: str | None, auto_why: str, auto_off: str | None = None
+            ) -> tuple[bool, str]:
+    """(on, why) by the rule every kernel key follows: `off` is off; `on` runs, or raises ValueError where
+    `refusal` says it cannot (the config check says it before that); `auto` runs wherever nothing refuses it
+    and `auto_off` (where it can run but llmtune does not choose it) is None."""
     if asked == "off":
-        return Kernels(False, f"{KEY}: off")
-    refusal = liger_refusal(on_cuda=on_cuda, installed=installed, model_type=model_type, supported=supported)
+        return False, f"{key}: off"
     if asked == "on":
         if refusal:
-            raise ValueError(f"{KEY}: on cannot run here: {refusal}")
-        return Kernels(True, f"{KEY}: on")
-    if refusal:
-        return Kernels(False, f"auto: {refusal}")
-    return Kernels(True, "auto: fused RMSNorm, RoPE, SwiGLU and cross-entropy on this GPU")
+            raise ValueError(f"{key}: on cannot run here: {refusal}")
+        return True, f"{key}: on"
+    if refusal or auto_off:
+        return False, f"auto: {refusal or auto_off}"
+    return True, f"auto: {auto_why}"
+
+
+def choose_kernels(asked: str, *, on_cuda: bool, installed: bool, model_type: str | None,
+                   supported: Collection[str] | None) -> Kernels:
+    """What params.liger_kernel asks, or for `auto` on exactly where it can run (_decide's rule)."""
+    refusal = liger_refusal(on_cuda=on_cuda, installed=installed, model_type=model_type, supported=supported)
+    return Kernels(*_decide(asked, KEY, refusal, "fused RMSNorm, RoPE, SwiGLU and cross-entropy on this GPU"))
 
 
 def lora_dropout_refusal(*, on_cuda: bool) -> str | None:
@@ -128,23 +135,14 @@ def lora_dropout_refusal(*, on_cuda: bool) -> str | None:
 
 
 def choose_lora_dropout(asked: str, *, on_cuda: bool, peft: bool, dropout: float) -> tuple[bool, str]:
-    """(fused, why): what params.lora_dropout_kernel asks, or for `auto` fused wherever it can run. `on` where
-    it cannot raises ValueError (the config check says it before that)."""
-    if asked == "off":
-        return False, f"{LORA_DROPOUT_KEY}: off"
-    if not peft:
+    """(fused, why): what params.lora_dropout_kernel asks, or for `auto` fused wherever it can run (_decide's
+    rule)."""
+    if asked != "off" and not peft:
         return False, "no LoRA (params.peft: false)"
-    refusal = lora_dropout_refusal(on_cuda=on_cuda)
-    if asked == "on":
-        if refusal:
-            raise ValueError(f"{LORA_DROPOUT_KEY}: on cannot run here: {refusal}")
-        return True, f"{LORA_DROPOUT_KEY}: on"
-    if refusal:
-        return False, f"auto: {refusal}"
-    if dropout <= 0:
-        return True, "auto: no dropout to draw; the LoRA A matmul reads its input without peft's fp32 copy"
-    return True, ("auto: the mask drawn and applied inside the LoRA matmul on this CPU, the same dropout, and "
-                  "the input read without peft's fp32 copy (1.4x faster steps than peft's here)")
+    why = ("no dropout to draw; the LoRA A matmul reads its input without peft's fp32 copy" if dropout <= 0 else
+           "the mask drawn and applied inside the LoRA matmul on this CPU, the same dropout, and the input read "
+           "without peft's fp32 copy (1.4x faster steps than peft's here)")
+    return _decide(asked, LORA_DROPOUT_KEY, lora_dropout_refusal(on_cuda=on_cuda), why)
 
 
 def logprob_refusal(*, on_cuda: bool) -> str | None:
@@ -156,49 +154,26 @@ def logprob_refusal(*, on_cuda: bool) -> str | None:
 
 def choose_logprob_head(asked: str, *, on_cuda: bool, fused_head: bool) -> tuple[bool, str]:
     """(on, why) for params.logprob_kernel; `fused_head`: the trainer's loss comes from TRL's fused LM head."""
-    if asked == "off":
-        return False, f"{LOGPROB_KEY}: off"
-    if not fused_head:
+    if asked != "off" and not fused_head:
         return False, "this trainer's loss does not go through TRL's fused LM head"
-    refusal = logprob_refusal(on_cuda=on_cuda)
-    if asked == "on":
-        if refusal:
-            raise ValueError(f"{LOGPROB_KEY}: on cannot run here: {refusal}")
-        return True, f"{LOGPROB_KEY}: on"
-    if refusal:
-        return False, f"auto: {refusal}"
-    return True, ("auto: only the positions with a label scored, a block of tokens at a time (TRL's own head "
-                  "scores every position in fp32 off a GPU)")
+    return _decide(asked, LOGPROB_KEY, logprob_refusal(on_cuda=on_cuda),
+                   "only the positions with a label scored, a block of tokens at a time (TRL's own head scores "
+                   "every position in fp32 off a GPU)")
 
 
 def choose_causal_attention(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
     """(on, why) for params.causal_attention_kernel: exact wherever batches are right-padded, measured on CPUs."""
-    if asked == "off":
-        return False, f"{CAUSAL_KEY}: off"
-    if asked == "on":
-        return True, f"{CAUSAL_KEY}: on"
-    if on_cuda:
-        return False, f"auto: not measured on a GPU yet ({CAUSAL_KEY}: on runs it there)"
-    return True, ("auto: right-padded batches attend without their padding mask (a causal model's real tokens "
-                  "never see the pads after them), so PyTorch runs its causal kernel")
+    return _decide(asked, CAUSAL_KEY, None, "right-padded batches attend without their padding mask (a causal "
+                   "model's real tokens never see the pads after them), so PyTorch runs its causal kernel",
+                   auto_off=f"not measured on a GPU yet ({CAUSAL_KEY}: on runs it there)" if on_cuda else None)
 
 
 def choose_malloc_reuse(asked: str, *, on_cuda: bool) -> tuple[bool, str]:
     """(on, why) for params.malloc_reuse (engine.allocator): glibc only; auto on for CPU runs, where measured."""
-    if asked == "off":
-        return False, f"{MALLOC_KEY}: off"
-    refusal = allocator_refusal()
-    if asked == "on":
-        if refusal:
-            raise ValueError(f"{MALLOC_KEY}: on cannot run here: {refusal}")
-        return True, f"{MALLOC_KEY}: on"
-    if refusal:
-        return False, f"auto: {refusal}"
-    if on_cuda:
-        return False, (f"auto: measured for CPU runs, where each step's large buffers come from malloc "
-                       f"({MALLOC_KEY}: on to try)")
-    return True, ("auto: glibc keeps one step's large blocks for the next instead of handing them back and "
-                  "page-faulting them in again")
+    return _decide(asked, MALLOC_KEY, allocator_refusal(), "glibc keeps one step's large blocks for the next "
+                   "instead of handing them back and page-faulting them in again",
+                   auto_off=(f"measured for CPU runs, where each step's large buffers come from malloc "
+                             f"({MALLOC_KEY}: on to try)") if on_cuda else None)
 
 
 REFUSALS = {"liger": lambda on_cuda: liger_refusal(on_cuda=on_cuda, installed=liger_installed(), model_type=None,
