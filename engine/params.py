@@ -139,6 +139,10 @@ class Params:
     causal_attention_kernel: str = _p("auto", "Right-padded batches attend without their padding mask, so PyTorch "
                                       "runs its causal kernel (exact: a causal model's real tokens never see the "
                                       "pads after them): auto = on for CPU runs.", choices=SWITCH, extra=True)
+    attention_grad_kernel: str = _p("auto", "With bf16 on a CPU, attention's gradient computed by PyTorch's flash "
+                                    "kernel in fp32 (1.3-3x faster than its bf16 backward there, and closer to "
+                                    "exact; the forward stays bf16): auto = on for CPU runs.", choices=SWITCH,
+                                    extra=True)
     malloc_reuse: str = _p("auto", "glibc's malloc keeps the large blocks a training step frees for the next step "
                            "(instead of handing them back and page-faulting them in again): auto = on for CPU runs "
                            "on Linux.", choices=SWITCH, extra=True)

@@ -75,8 +75,8 @@ def test_the_dry_run_and_the_run_say_which_kernels_run(in_tmp: Path, tiny_model:
     cfg = make_config(in_tmp, tiny_model, "sft", params={"max_steps": 1, "peft": True, "quantization": None})
     assert dict(summary_rows(cfg, machine=True))["kernels"].startswith(
         "Liger off (auto: its Triton kernels need a CUDA GPU); LoRA dropout fused (auto: ")
-    assert dict(summary_rows(cfg))["kernels"] == ("Liger, LoRA dropout, log-probs, attention, allocator: auto (chosen "
-                                                  "for this machine at the start)")
+    assert dict(summary_rows(cfg))["kernels"] == ("Liger, LoRA dropout, log-probs, attention, attention gradient, "
+                                                  "allocator: auto (chosen for this machine at the start)")
     code, run_dir, events = run(cfg)
     assert code == 0
     [started] = [e for e in events if e["type"] == "run_started"]

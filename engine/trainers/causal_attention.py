@@ -39,7 +39,8 @@ def right_padded(mask: torch.Tensor) -> bool:
 
 def _drop_mask(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
     mask = kwargs.get("attention_mask")
-    if mask is not None and kwargs.get("past_key_values") is None and right_padded(mask):
+    cached = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None  # transformers 5.x: cache
+    if mask is not None and not cached and right_padded(mask):
         kwargs["attention_mask"] = None
     return args, kwargs
 

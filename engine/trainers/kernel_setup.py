@@ -1,6 +1,6 @@
 """Putting the chosen kernels (engine.kernels) into the training process: what the process patches while it
-trains (the CPU log-prob head, the allocator's setting) and what each built trainer's models get (the fused
-LoRA A, causal attention without the padding mask)."""
+trains (the CPU log-prob head, attention's fp32 gradient, the allocator's setting) and what each built trainer's
+models get (the fused LoRA A, causal attention without the padding mask)."""
 
 from __future__ import annotations
 
@@ -33,12 +33,15 @@ def process_patches(kernels: Kernels) -> Iterator[None]:
         from engine.allocator import keep_freed_blocks
 
         keep_freed_blocks()
-    if not kernels.logprob_head:
-        yield
-        return
-    from engine.trainers.logprob_head import cpu_logprob_head
+    with contextlib.ExitStack() as patches:
+        if kernels.logprob_head:
+            from engine.trainers.logprob_head import cpu_logprob_head
 
-    with cpu_logprob_head():
+            patches.enter_context(cpu_logprob_head())
+        if kernels.attention_grad:
+            from engine.trainers.attention_grad import cpu_attention_grad
+
+            patches.enter_context(cpu_attention_grad())
         yield
 
 
