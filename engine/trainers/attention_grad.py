@@ -75,9 +75,10 @@ def cpu_attention_grad() -> Iterator[None]:
     def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
                   dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
                   enable_gqa: bool = False) -> torch.Tensor:
-        q, k, v = _autocast(query, key, value)
-        if _fits(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa):
-            return CausalAttention.apply(q, k, v, scale)
+        if attn_mask is None and is_causal and torch.is_grad_enabled():  # else no cast: PyTorch's call as it was
+            q, k, v = _autocast(query, key, value)
+            if _fits(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa):
+                return CausalAttention.apply(q, k, v, scale)
         return stock(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                      enable_gqa=enable_gqa)
 
