@@ -7,6 +7,8 @@ cast), checked on the real trainers with the tiny model; and each is chosen, swi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,6 +167,18 @@ def test_a_left_padded_batch_or_a_generation_step_keeps_its_mask(tiny_model: Pat
     assert _drop_mask(model.base_model, (), {"attention_mask": right})[1]["attention_mask"] is None
 
 
+@contextlib.contextmanager
+def _counted_fp32_attention() -> Iterator[list[int]]:
+    """A list that gets an entry each time CausalAttention runs, while inside."""
+    used: list[int] = []
+    apply = CausalAttention.apply
+    CausalAttention.apply = lambda *a: used.append(1) or apply(*a)  # type: ignore[method-assign]
+    try:
+        yield used
+    finally:
+        CausalAttention.apply = apply  # type: ignore[method-assign]
+
+
 def _attention_grads(function, q, k, v, grad, **kw: object) -> tuple[torch.Tensor, list[torch.Tensor]]:
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
     out = function(q, k, v, **kw)
@@ -185,14 +199,8 @@ def test_the_fp32_attention_gradient_is_pytorchs_forward_and_closer_to_exact(hea
     _, exact = _attention_grads(sdpa, q, k, v, grad, **kw)
     bf16 = [t.bfloat16() for t in (q, k, v, grad)]
     stock_out, stock = _attention_grads(sdpa, *bf16, **kw)
-    with cpu_attention_grad():
-        used: list[int] = []
-        apply = CausalAttention.apply
-        CausalAttention.apply = lambda *a: used.append(1) or apply(*a)  # type: ignore[method-assign]
-        try:
-            ours_out, ours = _attention_grads(torch.nn.functional.scaled_dot_product_attention, *bf16, **kw)
-        finally:
-            CausalAttention.apply = apply  # type: ignore[method-assign]
+    with cpu_attention_grad(), _counted_fp32_attention() as used:
+        ours_out, ours = _attention_grads(torch.nn.functional.scaled_dot_product_attention, *bf16, **kw)
     assert used and torch.nn.functional.scaled_dot_product_attention is sdpa  # used, then restored
     assert torch.equal(ours_out, stock_out)
     for mine, theirs, truth in zip(ours, stock, exact, strict=True):
@@ -211,18 +219,12 @@ def test_the_fp32_attention_gradient_leaves_every_other_call_to_pytorch() -> Non
     calls = [((q, k, v), dict(attn_mask=mask)), ((q.float(), k.float(), v.float()), dict(is_causal=True)),
              ((q.detach(), k.detach(), v.detach()), dict(is_causal=True)), ((q, k, v), dict(is_causal=False)),
              ((q[:, :, -1:], k, v), dict(is_causal=True)), (tuple(long), dict(is_causal=True))]
-    with cpu_attention_grad():
-        used: list[int] = []
-        apply = CausalAttention.apply
-        CausalAttention.apply = lambda *a: used.append(1) or apply(*a)  # type: ignore[method-assign]
-        try:
-            for args, kw in calls:
-                torch.nn.functional.scaled_dot_product_attention(*args, **kw)
-            assert not used
-            torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-            assert used
-        finally:
-            CausalAttention.apply = apply  # type: ignore[method-assign]
+    with cpu_attention_grad(), _counted_fp32_attention() as used:
+        for args, kw in calls:
+            torch.nn.functional.scaled_dot_product_attention(*args, **kw)
+        assert not used
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        assert used
 
 
 @pytest.mark.parametrize("trainer", ["sft", "dpo"])
@@ -234,17 +236,11 @@ def test_a_bf16_trainer_step_with_the_fp32_attention_gradient(in_tmp: Path, tiny
     drop_padding_masks(built.model, getattr(built, "ref_model", None))
     dataset = job.dataset(job.train)
     batch = built.data_collator([dataset[i] for i in range(4)])
-    used: list[int] = []
-    apply = CausalAttention.apply
     with torch.autocast("cpu", dtype=torch.bfloat16):
         stock = _loss_and_grads(built, batch)
-        CausalAttention.apply = lambda *a: used.append(1) or apply(*a)  # type: ignore[method-assign]
-        try:
-            with cpu_attention_grad():
-                ours = _loss_and_grads(built, batch)
-        finally:
-            CausalAttention.apply = apply  # type: ignore[method-assign]
-    assert used  # every layer's attention, the reference model's too for DPO (no gradient there: PyTorch's)
+        with cpu_attention_grad(), _counted_fp32_attention() as used:
+            ours = _loss_and_grads(built, batch)
+    assert used  # the trained model's attention (DPO's reference pass has no gradient: PyTorch's call)
     assert ours[0] == stock[0]
     assert ours[1].keys() == stock[1].keys()
     for name in ours[1]:
@@ -316,13 +312,8 @@ def test_a_bf16_run_uses_the_cpu_kernels_and_says_so(in_tmp: Path, tiny_model: P
     fp32 attention gradient)."""
     cfg = make_config(in_tmp, tiny_model, "sft", params={"max_steps": 2, "peft": True, "quantization": None,
                                                          "mixed_precision": "bf16"})
-    used: list[int] = []
-    apply = CausalAttention.apply
-    CausalAttention.apply = lambda *a: used.append(1) or apply(*a)  # type: ignore[method-assign]
-    try:
+    with _counted_fp32_attention() as used:
         code, run_dir, events = run(cfg)
-    finally:
-        CausalAttention.apply = apply  # type: ignore[method-assign]
     assert code == 0 and used
     [started] = [e for e in events if e["type"] == "run_started"]
     assert started["kernels"]["logprob_head"] and started["kernels"]["causal_attention"]
